@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""One entry point for people and CI: sets up what is missing, then runs the command.
+
+    python3 dev.py run      start the local stack, generate an image, show where it is archived
+    python3 dev.py test     run the whole test suite (starts Azurite and the simulator itself)
+    python3 dev.py serve    serve the local stack on http://127.0.0.1:7071 until Ctrl-C
+    python3 dev.py bench    run the benchmarks (see BENCHMARKS.md)
+
+Needs only Python 3.11+ and Node.js 20+. Creates .venv (runtime + dev packages),
+.venv-checkov (checkov pins versions that clash with pytest) and node_modules
+(Azurite), and reinstalls only when a requirements file or package.json changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+CHECKOV_VENV = ROOT / ".venv-checkov"
+BIN = "Scripts" if os.name == "nt" else "bin"
+
+
+def _python(env_dir: Path) -> Path:
+    return env_dir / BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def _ensure_venv(env_dir: Path, requirements: list[str]) -> None:
+    """Create env_dir and install requirements unless they are unchanged since the last install."""
+    digest = hashlib.sha256()
+    for name in requirements:
+        digest.update((ROOT / name).read_bytes())
+    if env_dir.name == ".venv":
+        digest.update((ROOT / "requirements.txt").read_bytes())  # -r from requirements-dev.txt
+    stamp = env_dir / ".dev-stamp"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest() and _python(env_dir).exists():
+        return
+    if not _python(env_dir).exists():
+        print(f"dev.py: creating {env_dir.name}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    print(f"dev.py: installing {', '.join(requirements)} into {env_dir.name}", flush=True)
+    pip = [str(_python(env_dir)), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", *sum((["-r", str(ROOT / r)] for r in requirements), [])], check=True)
+    stamp.write_text(digest.hexdigest())
+
+
+def _ensure_node_modules() -> None:
+    """Install Azurite from npm (package.json / package-lock.json) when it is missing or stale."""
+    azurite = ROOT / "node_modules" / ".bin" / "azurite"
+    lock = ROOT / "package-lock.json"
+    stamp = ROOT / "node_modules" / ".dev-stamp"
+    digest = hashlib.sha256((ROOT / "package.json").read_bytes() + (lock.read_bytes() if lock.exists() else b"")).hexdigest()
+    if azurite.exists() and stamp.exists() and stamp.read_text() == digest:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        sys.exit("dev.py: npm not found; install Node.js 20+ (it brings npm) to run Azurite")
+    print("dev.py: installing Azurite from npm", flush=True)
+    subprocess.run([npm, "ci" if lock.exists() else "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT, check=True)
+    stamp.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):
+        sys.exit("dev.py: Python 3.11 or newer is needed")
+    command, args = (argv[0], argv[1:]) if argv else ("help", [])
+    if command not in ("run", "test", "serve", "bench", "lint"):
+        print(__doc__)
+        return 0 if command in ("help", "-h", "--help") else 2
+    _ensure_venv(VENV, ["requirements-dev.txt"])
+    _ensure_node_modules()
+    if command == "test":
+        _ensure_venv(CHECKOV_VENV, ["requirements-checkov.txt"])
+    python = str(_python(VENV))
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    if command == "test":
+        cmd = [python, "-m", "pytest", *args]
+    elif command == "lint":
+        subprocess.run([python, "-m", "ruff", "check", "."], cwd=ROOT, check=False)
+        cmd = [python, "-m", "mypy"]
+    elif command == "bench":
+        cmd = [python, "-m", "bench.run", *args]
+    else:
+        cmd = [python, "-m", "local.stack", command, *args]
+    try:
+        return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

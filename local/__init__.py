@@ -1,0 +1,1 @@
+"""Stand-ins for the cloud on a laptop (Azurite, the images API simulator). Never deployed."""

@@ -1,0 +1,60 @@
+"""The one error type of the service and its Azure error shape.
+
+Every refusal becomes ``{"error": {"code", "message", "param"?}}`` with the status
+that fits. ``retry_after`` and ``transient`` tell the queue handler whether a
+failure is worth another delivery; HTTP callers see Retry-After.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class ServiceError(Exception):
+    """A refusal or failure the caller is told about, in Azure's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after: float | None = None,
+        transient: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        self.transient = transient
+        self.extra = dict(extra or {})
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body: {"error": {...}}."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.param is not None:
+            error["param"] = self.param
+        error.update(self.extra)
+        return {"error": error}
+
+    def headers(self) -> dict[str, str]:
+        """Retry-After (whole seconds, rounded up) and retry-after-ms when known."""
+        if self.retry_after is None:
+            return {}
+        return {
+            "Retry-After": str(max(1, math.ceil(self.retry_after))),
+            "retry-after-ms": str(max(0, int(self.retry_after * 1000))),
+        }
+
+    def __repr__(self) -> str:
+        return f"ServiceError({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"
+
+
+def invalid(param: str | None, message: str, code: str = "invalid_value") -> ServiceError:
+    """400 for a request that breaks a rule; names the parameter."""
+    return ServiceError(400, code, message, param=param, extra={"type": "invalid_request_error"})
