@@ -47,7 +47,7 @@ def _ensure_venv(env_dir: Path, requirements: list[str]) -> None:
     print(f"dev.py: installing {', '.join(requirements)} into {env_dir.name}", flush=True)
     pip = [str(_python(env_dir)), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", *sum((["-r", str(ROOT / r)] for r in requirements), [])], check=True)
+    subprocess.run([*pip, "install", *[arg for r in requirements for arg in ("-r", str(ROOT / r))]], check=True)
     stamp.write_text(digest.hexdigest())
 
 
@@ -68,7 +68,7 @@ def _ensure_node_modules() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  # dev.py is run by whatever python3 is on PATH
         sys.exit("dev.py: Python 3.11 or newer is needed")
     command, args = (argv[0], argv[1:]) if argv else ("help", [])
     if command not in ("run", "test", "serve", "bench", "lint"):
