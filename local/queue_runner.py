@@ -1,0 +1,212 @@
+"""Runs the queue handler against Azurite with the Functions host's semantics.
+
+What the host does for a storage-queue trigger, and this runner copies
+(https://learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger):
+
+- fetches up to ``batchSize`` messages, runs them concurrently, and fetches
+  more when fewer than ``newBatchThreshold`` are still running;
+- keeps a message invisible while its function runs (renewing the lease);
+- deletes the message when the function returns;
+- when the function raises, makes the message visible again after
+  ``visibilityTimeout``; once ``dequeueCount`` reached ``maxDequeueCount`` it
+  moves the message to ``<queue>-poison`` instead;
+- with ``messageEncoding: none`` hands the text over as is (base64 otherwise);
+- a crash (the worker dies) leaves the message to reappear when its lease ends.
+
+The handler gets a real ``azure.functions.QueueMessage``, as in Azure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import azure.functions as func
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.functions.queue import QueueMessage as TriggerMessage  # what the worker builds for a queueTrigger
+from azure.storage.queue import QueueMessage
+from azure.storage.queue.aio import QueueClient
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[func.QueueMessage], Awaitable[Any]]
+
+
+class SimulatedCrash(BaseException):
+    """Raised by a test hook: the worker 'dies' and the message is left as it is."""
+
+
+def parse_timespan(value: str) -> float:
+    """host.json timespans ("00:00:30") in seconds."""
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)", value)
+    if not match:
+        raise ValueError(f"not a timespan: {value!r}")
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+@dataclass
+class RunnerStats:
+    received: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    poisoned: int = 0
+    crashed: int = 0
+    outcomes: list[Any] = field(default_factory=list)
+
+
+class QueueRunner:
+    """Drives ``handler`` from a queue, like the Functions host would."""
+
+    def __init__(
+        self,
+        connection_string: str,
+        queue_name: str,
+        handler: Handler,
+        *,
+        host_queues: dict[str, Any] | None = None,
+        retry_delay: float | None = None,
+        lease_seconds: float = 60.0,
+        max_poll_interval: float | None = None,
+    ) -> None:
+        settings = host_queues or {}
+        self.connection_string = connection_string
+        self.queue_name = queue_name
+        self.handler = handler
+        self.batch_size = int(settings.get("batchSize", 16))
+        self.new_batch_threshold = int(settings.get("newBatchThreshold", self.batch_size // 2))
+        self.max_dequeue_count = int(settings.get("maxDequeueCount", 5))
+        self.retry_delay = retry_delay if retry_delay is not None else parse_timespan(settings.get("visibilityTimeout", "00:00:00"))
+        self.max_poll_interval = max_poll_interval if max_poll_interval is not None else parse_timespan(settings.get("maxPollingInterval", "00:01:00"))
+        self.base64 = settings.get("messageEncoding", "base64") != "none"
+        self.lease_seconds = lease_seconds
+        self.stats = RunnerStats()
+        self._stop = asyncio.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> None:
+        """Poll until stop() is called."""
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        queue = QueueClient.from_connection_string(self.connection_string, self.queue_name)
+        poison = QueueClient.from_connection_string(self.connection_string, f"{self.queue_name}-poison")
+        for client in (queue, poison):
+            with contextlib.suppress(ResourceExistsError):
+                await client.create_queue()
+        running: set[asyncio.Task[None]] = set()
+        interval = 0.05
+        try:
+            while not self._stop.is_set():
+                free = self.batch_size + self.new_batch_threshold - len(running)
+                if len(running) > self.new_batch_threshold or free <= 0:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED, timeout=0.5)
+                    continue
+                batch = [m async for m in queue.receive_messages(max_messages=min(self.batch_size, free), visibility_timeout=int(self.lease_seconds))]
+                if not batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), interval)
+                    interval = min(self.max_poll_interval, interval * 2)  # the host backs off the same way
+                    continue
+                interval = 0.05
+                for message in batch:
+                    self.stats.received += 1
+                    task = asyncio.create_task(self._process(queue, poison, message))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            if running:
+                await asyncio.wait(running, timeout=30)
+        finally:
+            for task in running:
+                task.cancel()
+            await queue.close()
+            await poison.close()
+
+    async def _process(self, queue: QueueClient, poison: QueueClient, message: QueueMessage) -> None:
+        text = message.content if isinstance(message.content, str) else bytes(message.content).decode()
+        try:
+            body = base64.b64decode(text) if self.base64 else text.encode()
+        except ValueError:
+            log.error("message %s is not base64 but the host expects base64; moved to poison", message.id)
+            await self._poison(queue, poison, message, text)
+            return
+        msg = TriggerMessage(
+            id=message.id,
+            body=body,
+            dequeue_count=message.dequeue_count,
+            pop_receipt=message.pop_receipt,
+            insertion_time=message.inserted_on,
+            expiration_time=message.expires_on,
+            time_next_visible=message.next_visible_on,
+        )
+        receipt = {"pop": message.pop_receipt}
+        renewer = asyncio.create_task(self._renew(queue, message, receipt))
+        try:
+            outcome = await self.handler(msg)
+            self.stats.outcomes.append(outcome)
+        except SimulatedCrash:
+            self.stats.crashed += 1
+            log.warning("message %s: worker crashed (simulated); it reappears when its lease ends", message.id)
+            return
+        except Exception as exc:  # the host catches everything a function raises
+            if (message.dequeue_count or 0) >= self.max_dequeue_count:
+                log.warning("message %s failed on dequeue %s: moved to poison (%s)", message.id, message.dequeue_count, exc)
+                renewer.cancel()
+                await self._poison(queue, poison, message, text, receipt["pop"])
+            else:
+                self.stats.retried += 1
+                renewer.cancel()
+                with contextlib.suppress(ResourceNotFoundError):
+                    await queue.update_message(message.id, receipt["pop"], visibility_timeout=int(self.retry_delay))
+            return
+        finally:
+            renewer.cancel()
+        self.stats.succeeded += 1
+        with contextlib.suppress(ResourceNotFoundError):
+            await queue.delete_message(message.id, receipt["pop"])
+
+    async def _renew(self, queue: QueueClient, message: QueueMessage, receipt: dict[str, str | None]) -> None:
+        """Keep the message invisible while the handler runs, as the host does."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 2)
+            try:
+                updated = await queue.update_message(message.id, receipt["pop"], visibility_timeout=int(self.lease_seconds))
+                receipt["pop"] = updated.pop_receipt
+            except ResourceNotFoundError:
+                return
+
+    async def _poison(self, queue: QueueClient, poison: QueueClient, message: QueueMessage, text: str, pop: str | None = None) -> None:
+        self.stats.poisoned += 1
+        await poison.send_message(text)
+        with contextlib.suppress(ResourceNotFoundError):
+            await queue.delete_message(message.id, pop or message.pop_receipt)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop polling, let running handlers finish (up to 30 s), and join the thread if there is one."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def start_in_thread(self) -> QueueRunner:
+        """Run in a background thread with its own event loop (as the host's worker has)."""
+        started = threading.Event()
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            started.set()
+            await self.run()
+
+        self._thread = threading.Thread(target=lambda: asyncio.run(main()), name=f"queue-runner-{self.queue_name}", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        return self
+
+
