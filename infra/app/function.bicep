@@ -1,0 +1,173 @@
+// The Flex Consumption plan and the function app (Python 3.11, user-assigned identity),
+// and every app setting. The names in appSettings and keyVaultSettings are settings the
+// app reads (shared/settings.py SETTINGS); platformSettings are read by the Functions host
+// itself. tests/test_infra.py checks all three against the catalogue and against the
+// Terraform twin (infra/terraform/function.tf).
+
+param name string
+param planName string
+param location string = resourceGroup().location
+param tags object = {}
+
+param identityId string
+param identityClientId string
+
+param storageAccountName string
+param storageBlobEndpoint string
+param storageQueueEndpoint string
+param deploymentContainerName string
+param applicationInsightsConnectionString string
+
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 20
+
+@allowed([
+  'keyless'
+  'keyvault'
+])
+param authMode string = 'keyless'
+
+param openAiEndpoint string
+param deploymentName string
+@description('Model family of the deployment (the model name, e.g. gpt-image-1-mini).')
+param modelFamily string
+
+param keyVaultEndpoint string = ''
+param apiKeySecretName string = ''
+
+param imagesContainerName string
+param jobsContainerName string
+param queueName string
+param resultsQueueName string = ''
+
+// Every value below comes from a param, known when this module starts, so the settings can
+// be looped into siteConfig.appSettings (a loop cannot wait for a runtime reference).
+// Read by the Functions host, not by the app. On Flex Consumption the runtime and its
+// version live in functionAppConfig, so FUNCTIONS_WORKER_RUNTIME and
+// FUNCTIONS_EXTENSION_VERSION must not be set.
+var platformSettings = {
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
+}
+
+// Read by the app (and, for AzureWebJobsStorage__*, by the host and the queue trigger).
+// Tunables with a default in shared/settings.py (timeouts, limits, link lifetime) are left
+// to the code; names of resources created here are set so the two cannot disagree.
+var appSettings = {
+  AZURE_OPENAI_ENDPOINT: openAiEndpoint
+  AZURE_OPENAI_DEPLOYMENT: deploymentName
+  AZURE_OPENAI_AUTH: authMode == 'keyvault' ? 'keyvault' : 'entra'
+  AZURE_CLIENT_ID: identityClientId
+  IMAGES_DEPLOYMENTS: '${deploymentName}=${modelFamily}'
+  IMAGES_API_STYLE: 'deployment'
+  IMAGES_CONTAINER: imagesContainerName
+  IMAGES_JOBS_CONTAINER: jobsContainerName
+  IMAGES_QUEUE: queueName
+  IMAGES_RESULTS_QUEUE: resultsQueueName
+  // Identity-based host storage. The service URIs win where both are set; the account name
+  // is the shorthand some deployment tools look for.
+  AzureWebJobsStorage__accountName: storageAccountName
+  AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+}
+
+// Only the keyvault way; the key itself (AZURE_OPENAI_API_KEY) is never an app setting.
+var keyVaultSettings = {
+  AZURE_KEY_VAULT_ENDPOINT: keyVaultEndpoint
+  AZURE_OPENAI_API_KEY_SECRET_NAME: apiKeySecretName
+}
+
+var allSettings = union(platformSettings, appSettings, authMode == 'keyvault' ? keyVaultSettings : {})
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      remoteDebuggingEnabled: false
+      appSettings: [for setting in items(allSettings): {
+        name: setting.key
+        value: setting.value
+      }]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Publishing with basic (FTP/SCM) credentials stays off: azd and the CLI deploy with Entra ID.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = site.name
+output uri string = 'https://${site.properties.defaultHostName}'

@@ -1,0 +1,62 @@
+// An Azure AI Services account with one gpt-image deployment. Created only when no
+// existing endpoint is given. Keyless (the default) turns local auth off, so the only
+// way in is Entra ID (Cognitive Services OpenAI User); the keyvault way keeps keys on
+// because the key is what the vault holds.
+
+param name string
+param location string = resourceGroup().location
+param tags object = {}
+
+@description('Turn key auth off (the keyless way).')
+param disableLocalAuth bool = true
+
+param deploymentName string
+param modelName string
+param modelVersion string
+param skuName string = 'GlobalStandard'
+
+@minValue(1)
+param capacity int = 1
+
+resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'AIServices'
+  sku: {
+    name: 'S0'
+  }
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    // Entra ID tokens need a custom subdomain; the name is unique per resourceToken.
+    customSubDomainName: name
+    disableLocalAuth: disableLocalAuth
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' = {
+  parent: account
+  name: deploymentName
+  sku: {
+    name: skuName
+    capacity: capacity
+  }
+  properties: {
+    model: {
+      format: 'OpenAI'
+      name: modelName
+      version: modelVersion
+    }
+    versionUpgradeOption: 'OnceNewDefaultVersionAvailable'
+  }
+}
+
+output name string = account.name
+output endpoint string = 'https://${account.properties.customSubDomainName}.openai.azure.com/'
+output deploymentName string = deployment.name

@@ -1,0 +1,203 @@
+// One storage account for the Functions host (AzureWebJobsStorage), the Flex Consumption
+// deployment package, the archived images, the job records and the job queues.
+// Shared keys are off: the app, the host and the platform all use Entra ID, and the
+// links the app hands out are user delegation SAS (signed with an Entra-issued key).
+
+param name string
+param location string = resourceGroup().location
+param tags object = {}
+
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param skuName string = 'Standard_LRS'
+
+@description('Private blob containers to create.')
+param containerNames array
+
+@description('Queues to create.')
+param queueNames array
+
+@description('Log Analytics workspace receiving the blob and queue read, write and delete logs.')
+param logAnalyticsWorkspaceId string
+
+@description('Days a deleted blob or container can be restored.')
+@minValue(1)
+@maxValue(365)
+param softDeleteRetentionDays int = 7
+
+@description('Days a previous blob version is kept (job records are rewritten at every step).')
+@minValue(1)
+param previousVersionRetentionDays int = 30
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: skuName
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    isLocalUserEnabled: false
+    isSftpEnabled: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+    // Links are at most 7 days long (shared/settings.py MAX_LINK_TTL_SECONDS); log longer ones.
+    sasPolicy: {
+      expirationAction: 'Log'
+      sasExpirationPeriod: '7.00:00:00'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+          keyType: 'Account'
+        }
+        file: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+
+  resource blobService 'blobServices' = {
+    name: 'default'
+    properties: {
+      isVersioningEnabled: true
+      deleteRetentionPolicy: {
+        enabled: true
+        days: softDeleteRetentionDays
+      }
+      containerDeleteRetentionPolicy: {
+        enabled: true
+        days: softDeleteRetentionDays
+      }
+    }
+  }
+
+  resource queueService 'queueServices' = {
+    name: 'default'
+  }
+
+  // Versioning keeps every overwrite; without this rule the rewritten job records would
+  // pile up versions forever.
+  resource lifecycle 'managementPolicies' = {
+    name: 'default'
+    properties: {
+      policy: {
+        rules: [
+          {
+            name: 'expire-previous-versions'
+            enabled: true
+            type: 'Lifecycle'
+            definition: {
+              filters: {
+                blobTypes: [
+                  'blockBlob'
+                ]
+              }
+              actions: {
+                version: {
+                  delete: {
+                    daysAfterCreationGreaterThan: previousVersionRetentionDays
+                  }
+                }
+              }
+            }
+          }
+        ]
+      }
+    }
+  }
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in containerNames: {
+  parent: account::blobService
+  name: containerName
+  properties: {
+    publicAccess: 'None'
+  }
+}]
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: account::queueService
+  name: queueName
+}]
+
+// Who read, wrote or deleted what, through Azure Monitor (classic Storage Analytics logging
+// and storage insights would need the account keys, which are off).
+resource blobLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'storage-logs'
+  scope: account::blobService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource queueLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'storage-logs'
+  scope: account::queueService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output name string = account.name
+output id string = account.id
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue

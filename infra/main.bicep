@@ -1,0 +1,294 @@
+// Image generation on Azure Functions (Flex Consumption): the function app, its storage,
+// monitoring, the model (a new AI Services account with a gpt-image deployment, or an
+// existing endpoint) and, for the keyvault way, the vault holding the model key.
+// Deploy with `azd up`, or `az deployment sub create` (see infra/README.md).
+
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment; with the subscription and location it seeds every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource except the AI account (see aiLocation); it must offer Flex Consumption.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group to create; empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('How the app authenticates to the model: keyless (Entra ID) or keyvault (the model key, read from Key Vault).')
+@allowed([
+  'keyless'
+  'keyvault'
+])
+param authMode string = 'keyless'
+
+@description('An existing Azure OpenAI endpoint (https://NAME.openai.azure.com); empty: create an AI Services account here.')
+param existingOpenAiEndpoint string = ''
+
+@secure()
+@description('The key of the existing endpoint, stored in Key Vault (keyvault way with existingOpenAiEndpoint only).')
+param existingOpenAiApiKey string = ''
+
+@description('Region of the AI account; empty: location. gpt-image models are offered in a few regions only.')
+param aiLocation string = ''
+
+@description('gpt-image model to deploy; also the model family the app applies its rules for.')
+@allowed([
+  'gpt-image-1-mini'
+  'gpt-image-1'
+  'gpt-image-1.5'
+  'gpt-image-2'
+])
+param imageModelName string = 'gpt-image-1-mini'
+
+@description('Version of imageModelName.')
+param imageModelVersion string = '2025-10-06'
+
+@description('Deployment name; empty: the model name.')
+param imageDeploymentName string = ''
+
+@description('Deployment type (SKU) of the model deployment.')
+param imageDeploymentSku string = 'GlobalStandard'
+
+@description('Capacity of the model deployment (image models are metered in small units).')
+@minValue(1)
+param imageDeploymentCapacity int = 1
+
+param imagesContainerName string = 'images'
+param jobsContainerName string = 'image-jobs'
+param queueName string = 'image-jobs'
+
+@description('Queue receiving {id, status, result|error} for each finished job; empty: off.')
+param resultsQueueName string = ''
+
+@description('Memory of each Flex Consumption instance.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Most instances Flex Consumption scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 20
+
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param storageSkuName string = 'Standard_LRS'
+
+@description('Object id of the deploying user (azd sets AZURE_PRINCIPAL_ID) to grant data access for local runs; empty: none.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var createAiAccount = empty(existingOpenAiEndpoint)
+var useKeyVault = authMode == 'keyvault'
+var deploymentName = empty(imageDeploymentName) ? imageModelName : imageDeploymentName
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+var storageAccountName = '${abbrs.storageStorageAccounts}${resourceToken}'
+// Always computed (never empty), even when the resource is not created.
+var aiAccountName = '${abbrs.cognitiveServicesAccounts}${resourceToken}'
+var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
+var apiKeySecretName = 'azure-openai-api-key'
+// Names that follow from other names, so outputs need no conditional module outputs.
+var openAiEndpoint = createAiAccount ? 'https://${aiAccountName}.openai.azure.com/' : existingOpenAiEndpoint
+var keyVaultEndpoint = useKeyVault ? 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/' : ''
+
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var appContainerNames = [
+  imagesContainerName
+  jobsContainerName
+]
+// Created here, so the host never needs account-wide write to create them (app/rbac.bicep).
+var hostContainerNames = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
+// The host moves a message to <queue>-poison after maxDequeueCount failed attempts.
+var queueNames = concat([
+  queueName
+  '${queueName}-poison'
+], empty(resultsQueueName) ? [] : [
+  resultsQueueName
+])
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: empty(resourceGroupName) ? '${abbrs.resourcesResourceGroups}${environmentName}' : resourceGroupName
+  location: location
+  tags: tags
+}
+
+module identity 'core/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'core/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'core/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: storageAccountName
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+    containerNames: concat(appContainerNames, hostContainerNames, [
+      deploymentContainerName
+    ])
+    queueNames: queueNames
+  }
+}
+
+module ai 'core/ai.bicep' = if (createAiAccount) {
+  name: 'ai'
+  scope: rg
+  params: {
+    name: aiAccountName
+    location: empty(aiLocation) ? location : aiLocation
+    tags: tags
+    disableLocalAuth: !useKeyVault
+    deploymentName: deploymentName
+    modelName: imageModelName
+    modelVersion: imageModelVersion
+    skuName: imageDeploymentSku
+    capacity: imageDeploymentCapacity
+  }
+}
+
+module keyVault 'core/keyvault.bicep' = if (useKeyVault) {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: keyVaultName
+    location: location
+    tags: tags
+    secretName: apiKeySecretName
+    keyFromAiAccount: createAiAccount
+    aiAccountName: aiAccountName
+    existingApiKey: existingOpenAiApiKey
+  }
+  dependsOn: [
+    ai
+  ]
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    developerPrincipalId: principalId
+    developerPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    appContainerNames: appContainerNames
+    hostContainerNames: hostContainerNames
+    deploymentContainerName: deploymentContainerName
+    queueNames: queueNames
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    withKeyVault: useKeyVault
+    keyVaultName: keyVaultName
+    secretName: apiKeySecretName
+    // On an existing endpoint the operator grants this role (infra/README.md).
+    withOpenAiUser: createAiAccount && !useKeyVault
+    openAiAccountName: aiAccountName
+  }
+  dependsOn: [
+    keyVault
+    ai
+  ]
+}
+
+module api 'app/function.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    authMode: authMode
+    openAiEndpoint: openAiEndpoint
+    deploymentName: deploymentName
+    modelFamily: imageModelName
+    keyVaultEndpoint: keyVaultEndpoint
+    apiKeySecretName: apiKeySecretName
+    imagesContainerName: imagesContainerName
+    jobsContainerName: jobsContainerName
+    queueName: queueName
+    resultsQueueName: resultsQueueName
+  }
+  // The host starts as soon as the app exists; its roles should be there first.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// UPPER_SNAKE outputs land in azd's .env; those named like app settings also serve a local
+// run against the cloud resources.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output AZURE_FUNCTION_URL string = api.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output IMAGES_QUEUE string = queueName
+output IMAGES_RESULTS_QUEUE string = resultsQueueName
+output IMAGES_CONTAINER string = imagesContainerName
+output IMAGES_JOBS_CONTAINER string = jobsContainerName
+output AZURE_KEY_VAULT_NAME string = useKeyVault ? keyVaultName : ''
+output AZURE_KEY_VAULT_ENDPOINT string = keyVaultEndpoint
+output AZURE_OPENAI_ENDPOINT string = openAiEndpoint
+output AZURE_OPENAI_DEPLOYMENT string = deploymentName
+output AZURE_OPENAI_AUTH string = useKeyVault ? 'keyvault' : 'entra'

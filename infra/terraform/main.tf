@@ -1,0 +1,265 @@
+# The Terraform twin of infra/main.bicep: the same resources, settings and roles. The
+# function app and its settings are in function.tf, the roles in rbac.tf.
+
+data "azurerm_client_config" "current" {}
+
+data "azurerm_subscription" "current" {}
+
+locals {
+  # Stable per subscription, environment and location, like the Bicep resourceToken.
+  resource_token = substr(sha256("${data.azurerm_subscription.current.subscription_id}/${var.environment_name}/${var.location}"), 0, 13)
+  tags           = { "azd-env-name" = var.environment_name }
+
+  create_ai_account   = var.existing_openai_endpoint == ""
+  use_key_vault       = var.auth_mode == "keyvault"
+  deployment_name     = var.image_deployment_name == "" ? var.image_model_name : var.image_deployment_name
+  function_app_name   = "func-${local.resource_token}"
+  ai_account_name     = "cog-${local.resource_token}"
+  key_vault_name      = "kv-${local.resource_token}"
+  api_key_secret_name = "azure-openai-api-key"
+  openai_endpoint     = local.create_ai_account ? "https://${local.ai_account_name}.openai.azure.com/" : var.existing_openai_endpoint
+
+  deployment_container_name = "app-package-${substr(local.function_app_name, 0, 32)}-${substr(local.resource_token, 0, 7)}"
+  app_container_names       = [var.images_container_name, var.jobs_container_name]
+  # Created here, so the host never needs account-wide write to create them (rbac.tf).
+  host_container_names = ["azure-webjobs-hosts", "azure-webjobs-secrets"]
+  container_names      = concat(local.app_container_names, local.host_container_names, [local.deployment_container_name])
+  # The host moves a message to <queue>-poison after maxDequeueCount failed attempts.
+  queue_names = concat([var.queue_name, "${var.queue_name}-poison"], var.results_queue_name == "" ? [] : [var.results_queue_name])
+}
+
+resource "azurerm_resource_group" "main" {
+  name     = var.resource_group_name == "" ? "rg-${var.environment_name}" : var.resource_group_name
+  location = var.location
+  tags     = local.tags
+}
+
+# The app's one identity; user-assigned so settings and roles can name it up front.
+resource "azurerm_user_assigned_identity" "app" {
+  name                = "id-${local.resource_token}"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+# ---- monitoring: local (key) auth off; telemetry goes with the managed identity ----
+
+resource "azurerm_log_analytics_workspace" "main" {
+  name                         = "log-${local.resource_token}"
+  location                     = azurerm_resource_group.main.location
+  resource_group_name          = azurerm_resource_group.main.name
+  sku                          = "PerGB2018"
+  retention_in_days            = 30
+  local_authentication_enabled = false
+  tags                         = local.tags
+}
+
+resource "azurerm_application_insights" "main" {
+  name                          = "appi-${local.resource_token}"
+  location                      = azurerm_resource_group.main.location
+  resource_group_name           = azurerm_resource_group.main.name
+  application_type              = "web"
+  workspace_id                  = azurerm_log_analytics_workspace.main.id
+  local_authentication_disabled = true
+  tags                          = local.tags
+}
+
+# ---- storage: host, deployment package, images, job records, queues; no shared keys ----
+
+resource "azurerm_storage_account" "main" {
+  name                              = "st${local.resource_token}"
+  location                          = azurerm_resource_group.main.location
+  resource_group_name               = azurerm_resource_group.main.name
+  account_kind                      = "StorageV2"
+  account_tier                      = "Standard"
+  account_replication_type          = var.storage_replication_type
+  access_tier                       = "Hot"
+  shared_access_key_enabled         = false
+  default_to_oauth_authentication   = true
+  allow_nested_items_to_be_public   = false
+  cross_tenant_replication_enabled  = false
+  local_user_enabled                = false
+  sftp_enabled                      = false
+  min_tls_version                   = "TLS1_2"
+  https_traffic_only_enabled        = true
+  infrastructure_encryption_enabled = true
+  queue_encryption_key_type         = "Account"
+  table_encryption_key_type         = "Account"
+  public_network_access_enabled     = true
+  tags                              = local.tags
+
+  blob_properties {
+    versioning_enabled = true
+
+    delete_retention_policy {
+      days = 7
+    }
+
+    container_delete_retention_policy {
+      days = 7
+    }
+  }
+
+  # Links are at most 7 days long (shared/settings.py MAX_LINK_TTL_SECONDS); log longer ones.
+  sas_policy {
+    expiration_period = "07.00:00:00"
+    expiration_action = "Log"
+  }
+
+  network_rules {
+    default_action = "Allow"
+    bypass         = ["AzureServices"]
+  }
+}
+
+resource "azurerm_storage_container" "main" {
+  for_each = toset(local.container_names)
+
+  name                  = each.value
+  storage_account_id    = azurerm_storage_account.main.id
+  container_access_type = "private"
+}
+
+resource "azurerm_storage_queue" "main" {
+  for_each = toset(local.queue_names)
+
+  name               = each.value
+  storage_account_id = azurerm_storage_account.main.id
+}
+
+# Versioning keeps every overwrite; without this rule the rewritten job records would
+# pile up versions forever.
+resource "azurerm_storage_management_policy" "main" {
+  storage_account_id = azurerm_storage_account.main.id
+
+  rule {
+    name    = "expire-previous-versions"
+    enabled = true
+
+    filters {
+      blob_types = ["blockBlob"]
+    }
+
+    actions {
+      version {
+        delete_after_days_since_creation = 30
+      }
+    }
+  }
+}
+
+# ---- the model: a new AI Services account with one gpt-image deployment ----
+
+resource "azurerm_cognitive_account" "main" {
+  count = local.create_ai_account ? 1 : 0
+
+  name                = local.ai_account_name
+  location            = var.ai_location == "" ? azurerm_resource_group.main.location : var.ai_location
+  resource_group_name = azurerm_resource_group.main.name
+  kind                = "AIServices"
+  sku_name            = "S0"
+  # Entra ID tokens need a custom subdomain.
+  custom_subdomain_name = local.ai_account_name
+  # Keyless: Entra ID only. The keyvault way keeps keys on: the key is what the vault holds.
+  local_auth_enabled            = local.use_key_vault
+  public_network_access_enabled = true
+  tags                          = local.tags
+
+  identity {
+    type = "SystemAssigned"
+  }
+}
+
+resource "azurerm_cognitive_deployment" "image" {
+  count = local.create_ai_account ? 1 : 0
+
+  name                   = local.deployment_name
+  cognitive_account_id   = azurerm_cognitive_account.main[0].id
+  version_upgrade_option = "OnceNewDefaultVersionAvailable"
+
+  model {
+    format  = "OpenAI"
+    name    = var.image_model_name
+    version = var.image_model_version
+  }
+
+  sku {
+    name     = var.image_deployment_sku
+    capacity = var.image_deployment_capacity
+  }
+}
+
+# ---- the keyvault way: the model key in a vault (RBAC mode, purge protection) ----
+
+resource "azurerm_key_vault" "main" {
+  count = local.use_key_vault ? 1 : 0
+
+  name                       = local.key_vault_name
+  location                   = azurerm_resource_group.main.location
+  resource_group_name        = azurerm_resource_group.main.name
+  tenant_id                  = data.azurerm_client_config.current.tenant_id
+  sku_name                   = "standard"
+  rbac_authorization_enabled = true
+  purge_protection_enabled   = true
+  # Purge protection holds a deleted vault's name this long.
+  soft_delete_retention_days    = 7
+  public_network_access_enabled = true
+  tags                          = local.tags
+
+  network_acls {
+    default_action = "Allow"
+    bypass         = "AzureServices"
+  }
+}
+
+# Written through ARM (control plane), like the Bicep template: Terraform needs neither a
+# data-plane role on the vault nor a network path to it. The value is write-only
+# (sensitive_body); after regenerating the model key, re-run with
+# -replace=azapi_resource.api_key_secret[0].
+resource "azapi_resource" "api_key_secret" {
+  count = local.use_key_vault ? 1 : 0
+
+  type      = "Microsoft.KeyVault/vaults/secrets@2026-02-01"
+  name      = local.api_key_secret_name
+  parent_id = azurerm_key_vault.main[0].id
+  # 2026-02-01: Key Vault control-plane versions before it retire on 27 February 2027; older
+  # azapi builds may not know it yet, so skip their offline schema check.
+  schema_validation_enabled = false
+
+  body = {
+    properties = {
+      contentType = "text/plain"
+      attributes = {
+        enabled = true
+      }
+    }
+  }
+
+  sensitive_body = {
+    properties = {
+      value = local.create_ai_account ? azurerm_cognitive_account.main[0].primary_access_key : var.existing_openai_api_key
+    }
+  }
+}
+
+# Who read, wrote or deleted what, through Azure Monitor (classic Storage Analytics logging
+# and storage insights would need the account keys, which are off).
+resource "azurerm_monitor_diagnostic_setting" "storage" {
+  for_each = toset(["blobServices", "queueServices"])
+
+  name                       = "storage-logs"
+  target_resource_id         = "${azurerm_storage_account.main.id}/${each.value}/default"
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+
+  enabled_log {
+    category = "StorageRead"
+  }
+
+  enabled_log {
+    category = "StorageWrite"
+  }
+
+  enabled_log {
+    category = "StorageDelete"
+  }
+}

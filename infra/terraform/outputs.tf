@@ -1,0 +1,69 @@
+# The same names as infra/main.bicep's outputs (UPPER_SNAKE, so azd can use either).
+
+output "AZURE_LOCATION" {
+  value = azurerm_resource_group.main.location
+}
+
+output "AZURE_TENANT_ID" {
+  value = data.azurerm_client_config.current.tenant_id
+}
+
+output "AZURE_RESOURCE_GROUP" {
+  value = azurerm_resource_group.main.name
+}
+
+output "AZURE_FUNCTION_APP_NAME" {
+  value = azapi_resource.function_app.name
+}
+
+output "AZURE_FUNCTION_URL" {
+  value = "https://${azapi_resource.function_app.output.properties.defaultHostName}"
+}
+
+output "AZURE_STORAGE_ACCOUNT_NAME" {
+  value = azurerm_storage_account.main.name
+}
+
+output "AZURE_STORAGE_BLOB_ENDPOINT" {
+  value = azurerm_storage_account.main.primary_blob_endpoint
+}
+
+output "AZURE_STORAGE_QUEUE_ENDPOINT" {
+  value = azurerm_storage_account.main.primary_queue_endpoint
+}
+
+output "IMAGES_QUEUE" {
+  value = var.queue_name
+}
+
+output "IMAGES_RESULTS_QUEUE" {
+  value = var.results_queue_name
+}
+
+output "IMAGES_CONTAINER" {
+  value = var.images_container_name
+}
+
+output "IMAGES_JOBS_CONTAINER" {
+  value = var.jobs_container_name
+}
+
+output "AZURE_KEY_VAULT_NAME" {
+  value = local.use_key_vault ? azurerm_key_vault.main[0].name : ""
+}
+
+output "AZURE_KEY_VAULT_ENDPOINT" {
+  value = local.use_key_vault ? azurerm_key_vault.main[0].vault_uri : ""
+}
+
+output "AZURE_OPENAI_ENDPOINT" {
+  value = local.openai_endpoint
+}
+
+output "AZURE_OPENAI_DEPLOYMENT" {
+  value = local.deployment_name
+}
+
+output "AZURE_OPENAI_AUTH" {
+  value = local.use_key_vault ? "keyvault" : "entra"
+}

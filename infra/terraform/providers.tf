@@ -1,0 +1,40 @@
+# Pinned to a major version range; commit .terraform.lock.hcl after `terraform init` to pin
+# the exact builds.
+terraform {
+  required_version = ">= 1.11, < 2.0"
+
+  required_providers {
+    azurerm = {
+      source  = "hashicorp/azurerm"
+      version = "~> 4.42"
+    }
+    # The function app and the vault secret go through ARM directly (azapi), see function.tf.
+    azapi = {
+      source  = "Azure/azapi"
+      version = "~> 2.5"
+    }
+  }
+}
+
+provider "azurerm" {
+  # Empty: taken from ARM_SUBSCRIPTION_ID (azd and `az login` users set it, see infra/README.md).
+  subscription_id = var.subscription_id == "" ? null : var.subscription_id
+
+  # Shared keys are disabled on the storage account, so any data-plane call the provider
+  # makes (container and queue availability polls) must use Entra ID.
+  storage_use_azuread = true
+
+  features {
+    key_vault {
+      # Purge protection is on; a purge would fail anyway.
+      purge_soft_delete_on_destroy = false
+    }
+    cognitive_account {
+      purge_soft_delete_on_destroy = true
+    }
+  }
+}
+
+provider "azapi" {
+  subscription_id = var.subscription_id == "" ? null : var.subscription_id
+}

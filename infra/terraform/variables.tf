@@ -1,0 +1,172 @@
+# The same choices as infra/main.bicep's parameters; see terraform.tfvars.example.
+
+variable "subscription_id" {
+  description = "Subscription to deploy to; empty: ARM_SUBSCRIPTION_ID."
+  type        = string
+  default     = ""
+}
+
+variable "environment_name" {
+  description = "Name of the environment; with the subscription and location it seeds every resource name."
+  type        = string
+
+  validation {
+    condition     = length(var.environment_name) >= 1 && length(var.environment_name) <= 64
+    error_message = "environment_name must be 1-64 characters."
+  }
+}
+
+variable "location" {
+  description = "Region of every resource except the AI account (see ai_location); it must offer Flex Consumption."
+  type        = string
+}
+
+variable "resource_group_name" {
+  description = "Resource group to create; empty: rg-<environment_name>."
+  type        = string
+  default     = ""
+}
+
+variable "auth_mode" {
+  description = "How the app authenticates to the model: keyless (Entra ID) or keyvault (the model key, read from Key Vault)."
+  type        = string
+  default     = "keyless"
+
+  validation {
+    condition     = contains(["keyless", "keyvault"], var.auth_mode)
+    error_message = "auth_mode must be keyless or keyvault."
+  }
+}
+
+variable "existing_openai_endpoint" {
+  description = "An existing Azure OpenAI endpoint (https://NAME.openai.azure.com); empty: create an AI Services account here."
+  type        = string
+  default     = ""
+}
+
+variable "existing_openai_api_key" {
+  description = "The key of the existing endpoint, stored in Key Vault (keyvault way with existing_openai_endpoint only)."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "ai_location" {
+  description = "Region of the AI account; empty: location. gpt-image models are offered in a few regions only."
+  type        = string
+  default     = ""
+}
+
+variable "image_model_name" {
+  description = "gpt-image model to deploy; also the model family the app applies its rules for."
+  type        = string
+  default     = "gpt-image-1-mini"
+
+  validation {
+    condition     = contains(["gpt-image-1-mini", "gpt-image-1", "gpt-image-1.5", "gpt-image-2"], var.image_model_name)
+    error_message = "image_model_name must be gpt-image-1-mini, gpt-image-1, gpt-image-1.5 or gpt-image-2."
+  }
+}
+
+variable "image_model_version" {
+  description = "Version of image_model_name."
+  type        = string
+  default     = "2025-10-06"
+}
+
+variable "image_deployment_name" {
+  description = "Deployment name; empty: the model name."
+  type        = string
+  default     = ""
+}
+
+variable "image_deployment_sku" {
+  description = "Deployment type (SKU) of the model deployment."
+  type        = string
+  default     = "GlobalStandard"
+}
+
+variable "image_deployment_capacity" {
+  description = "Capacity of the model deployment (image models are metered in small units)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.image_deployment_capacity >= 1
+    error_message = "image_deployment_capacity must be at least 1."
+  }
+}
+
+variable "images_container_name" {
+  description = "Container for archived images."
+  type        = string
+  default     = "images"
+}
+
+variable "jobs_container_name" {
+  description = "Container for job records."
+  type        = string
+  default     = "image-jobs"
+}
+
+variable "queue_name" {
+  description = "Queue the background trigger reads; its poison queue is <name>-poison."
+  type        = string
+  default     = "image-jobs"
+}
+
+variable "results_queue_name" {
+  description = "Queue receiving {id, status, result|error} for each finished job; empty: off."
+  type        = string
+  default     = ""
+}
+
+variable "instance_memory_mb" {
+  description = "Memory of each Flex Consumption instance."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = contains([512, 2048, 4096], var.instance_memory_mb)
+    error_message = "instance_memory_mb must be 512, 2048 or 4096."
+  }
+}
+
+variable "maximum_instance_count" {
+  description = "Most instances Flex Consumption scales out to."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.maximum_instance_count >= 1 && var.maximum_instance_count <= 1000
+    error_message = "maximum_instance_count must be 1-1000."
+  }
+}
+
+variable "storage_replication_type" {
+  description = "Replication of the storage account (LRS, ZRS, GRS, GZRS, RAGRS, RAGZRS)."
+  type        = string
+  default     = "LRS"
+
+  validation {
+    condition     = contains(["LRS", "ZRS", "GRS", "GZRS", "RAGRS", "RAGZRS"], var.storage_replication_type)
+    error_message = "storage_replication_type must be LRS, ZRS, GRS, GZRS, RAGRS or RAGZRS."
+  }
+}
+
+variable "principal_id" {
+  description = "Object id of a developer (or CI principal) to grant data access for local runs; empty: none."
+  type        = string
+  default     = ""
+}
+
+variable "principal_type" {
+  description = "Type of principal_id: User, ServicePrincipal or Group."
+  type        = string
+  default     = "User"
+
+  validation {
+    condition     = contains(["User", "ServicePrincipal", "Group"], var.principal_type)
+    error_message = "principal_type must be User, ServicePrincipal or Group."
+  }
+}
