@@ -75,6 +75,7 @@ class QueueRunner:
         retry_delay: float | None = None,
         lease_seconds: float = 60.0,
         max_poll_interval: float | None = None,
+        on_stop: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         settings = host_queues or {}
         self.connection_string = connection_string
@@ -87,6 +88,7 @@ class QueueRunner:
         self.max_poll_interval = max_poll_interval if max_poll_interval is not None else parse_timespan(settings.get("maxPollingInterval", "00:01:00"))
         self.base64 = settings.get("messageEncoding", "base64") != "none"
         self.lease_seconds = lease_seconds
+        self.on_stop = on_stop  # e.g. close the handler's clients, in the runner's own loop
         self.stats = RunnerStats()
         self._stop = asyncio.Event()
         self._thread: threading.Thread | None = None
@@ -128,6 +130,8 @@ class QueueRunner:
                 task.cancel()
             await queue.close()
             await poison.close()
+            if self.on_stop is not None:
+                await self.on_stop()
 
     async def _process(self, queue: QueueClient, poison: QueueClient, message: QueueMessage) -> None:
         text = message.content if isinstance(message.content, str) else bytes(message.content).decode()

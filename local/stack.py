@@ -31,9 +31,12 @@ from typing import Any
 import httpx
 
 from local.azurite import ROOT, Azurite, start_azurite
+from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
+from shared import credentials
 from shared.api import create_app
+from shared.jobs import Jobs, handle_queue_message, host_queue_settings
 from shared.service import ImageService
 from shared.settings import Settings
 
@@ -94,9 +97,20 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
             simulator = serve_in_thread(create_simulator(SimulatorConfig(api_keys={sim_key}, latency=latency)))
         env = stack_env(azurite, simulator, sim_key)
         settings = Settings.from_env(env)
+        host_queues = host_queue_settings()
         service = ImageService(settings)
-        api = serve_in_thread(create_app(settings, service), port=api_port)
+        api = serve_in_thread(create_app(settings, service, Jobs(service, int(host_queues.get("maxDequeueCount", 5)))), port=api_port)
         stack = Stack(settings, api, env, azurite, simulator)
+        if settings.storage.connection_string:
+            # The queue trigger's stand-in: its own service and event loop, as the worker has.
+            runner_jobs = Jobs(ImageService(settings), int(host_queues.get("maxDequeueCount", 5)))
+
+            async def handler(msg: Any) -> Any:
+                return await handle_queue_message(runner_jobs, msg)
+
+            stack.extras.append(
+                QueueRunner(settings.storage.connection_string, settings.queue_name, handler, host_queues=host_queues, max_poll_interval=1.0, on_stop=runner_jobs.service.close).start_in_thread()
+            )
         try:
             yield stack
         finally:
@@ -146,11 +160,44 @@ def demo(stack: Stack, out_dir: Path) -> dict[str, Any]:
     return {"name": name, "record": record, "saved": saved}
 
 
+def demo_job(stack: Stack) -> dict[str, Any]:
+    """Submit one background generation, poll its operation until it ends, and print the result."""
+    deployment = stack.settings.default_deployment or sorted(stack.settings.deployments)[0]
+    url = f"{stack.url}/openai/deployments/{deployment}/images/generations:submit?api-version={stack.settings.api_version}"
+    body = {"prompt": "A lighthouse in a storm, oil painting", "size": "1536x1024", "quality": "medium"}
+    print(f"\nPOST {url}\n     {json.dumps(body)}")
+    accepted = httpx.post(url, json=body, timeout=60)
+    if accepted.status_code != 202:
+        raise SystemExit(f"submission failed: HTTP {accepted.status_code} {accepted.text}")
+    location = accepted.headers["Operation-Location"]
+    print(f"HTTP 202 {accepted.json()}  Operation-Location: {location}")
+    deadline = time.monotonic() + 300
+    while True:
+        view = httpx.get(location, timeout=30).json()
+        if view["status"] in ("succeeded", "failed"):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"job {view['id']} still {view['status']} after 300 s")
+        time.sleep(0.5)
+    if view["status"] != "succeeded":
+        raise SystemExit(f"job {view['id']} failed: {view.get('error')}")
+    link = view["result"]["data"][0]["url"]
+    image = httpx.get(link, timeout=60)
+    image.raise_for_status()
+    name = httpx.URL(link).path.split(f"/{stack.settings.images_container}/", 1)[1]
+    print(f"job {view['id']}: {view['status']} ({len(image.content)} bytes)")
+    print(f"archived image : container '{stack.settings.images_container}', blob '{name}'")
+    print(f"job record     : container '{stack.settings.jobs_container}', blob '{view['id']}.json'")
+    return view
+
+
 def _run(args: argparse.Namespace) -> int:
     with running_stack(latency=args.latency) as stack:
         print(f"local stack up: API {stack.url}, storage {'Azurite' if stack.azurite else 'from AzureWebJobsStorage'}, "
               f"model {'simulator' if stack.simulator else stack.settings.endpoint}")
         demo(stack, Path(args.out))
+        if stack.extras:
+            demo_job(stack)
     return 0
 
 
@@ -167,6 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"Storage    Azurite, data in {stack.azurite.location}")
             print(f"           AzureWebJobsStorage={stack.azurite.connection_string}")
         print(f"Model      {'simulator at ' + stack.simulator.url if stack.simulator else stack.settings.endpoint}")
+        print(f"Queue      '{stack.settings.queue_name}' {'drained by the local queue runner' if stack.extras else '(no local runner: identity-based storage)'}")
         print("Ctrl-C or SIGTERM stops everything.", flush=True)
         stop.wait()
         print("stopping")
@@ -184,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--latency", type=float, default=2.0, help="simulated model latency in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    credentials.install_log_hygiene()
     return _run(args) if args.command == "run" else _serve(args)
 
 

@@ -48,7 +48,9 @@ class JobStack:
             return await handle_queue_message(self.jobs, msg)
 
         options = {"retry_delay": 0.2, "lease_seconds": 2, "max_poll_interval": 0.3, **options}
-        self.runner = QueueRunner(self.azurite.connection_string, self.settings.queue_name, handler, host_queues=host_queue_settings(), **options)
+        self.runner = QueueRunner(
+            self.azurite.connection_string, self.settings.queue_name, handler, host_queues=host_queue_settings(), on_stop=self.service.close, **options
+        )
         return self.runner.start_in_thread()
 
     def start_api(self) -> ServerThread:
