@@ -220,11 +220,11 @@ class UpstreamClient:
                     "UpstreamTimeout",
                     f"The model service did not answer within {timeout:g} s; the request was not repeated "
                     "because the image may already have been generated.",
-                    transient=True,
+                    transient=False,  # a retry could pay twice
                 ) from None
             except httpx.TransportError as exc:
                 raise ServiceError(
-                    502, "UpstreamError", f"The connection to the model service broke ({type(exc).__name__}); not repeated.", transient=True
+                    502, "UpstreamError", f"The connection to the model service broke ({type(exc).__name__}); not repeated.", transient=False
                 ) from None
 
             if response.status_code == 200:
