@@ -81,8 +81,10 @@ def sync_prefix(now: dt.datetime | None = None) -> str:
 class ImageService:
     """Everything a request or a job needs, shared by the HTTP app and the queue handler."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, storage_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
+        # Extra storage client options, e.g. connection_verify=<CA file> for a TLS stand-in in tests.
+        self.storage_options = dict(storage_options or {})
         self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Resources] = weakref.WeakKeyDictionary()
 
     def resources(self) -> Resources:
@@ -99,12 +101,17 @@ class ImageService:
         token_credential = None
         if s.storage.uses_identity or s.auth_mode in ("keyvault", "entra"):
             token_credential = credentials.create_token_credential(s)
+        options = {**STORAGE_RETRY, **self.storage_options}
         if s.storage.connection_string:
-            blobs = BlobServiceClient.from_connection_string(s.storage.connection_string, **STORAGE_RETRY)
-            queues = QueueServiceClient.from_connection_string(s.storage.connection_string, **STORAGE_RETRY)
+            blobs = BlobServiceClient.from_connection_string(s.storage.connection_string, **options)
+            queues = QueueServiceClient.from_connection_string(s.storage.connection_string, **options)
         else:
-            blobs = BlobServiceClient(s.storage.blob_url, credential=token_credential, **STORAGE_RETRY)
-            queues = QueueServiceClient(s.storage.queue_url, credential=token_credential, **STORAGE_RETRY)
+            storage_credential = token_credential
+            if s.storage.client_id and s.storage.client_id != s.client_id:
+                # AzureWebJobsStorage__clientId names another user-assigned identity than AZURE_CLIENT_ID.
+                storage_credential = credentials.create_token_credential(s, client_id=s.storage.client_id)
+            blobs = BlobServiceClient(s.storage.blob_url, credential=storage_credential, **options)
+            queues = QueueServiceClient(s.storage.queue_url, credential=storage_credential, **options)
         auth = credentials.create_upstream_auth(s, token_credential)
         return Resources(
             upstream=UpstreamClient(s, auth),

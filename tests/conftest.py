@@ -53,7 +53,10 @@ class SimControl:
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_sim/reset").raise_for_status()
-        self.configure(latency=0, quota_requests=0, fail_next=0, fail_rate=0, url_ttl_seconds=86400)
+        self.configure(
+            latency=0, quota_requests=0, quota_window_seconds=60, fail_next=0, fail_rate=0, fail_status=500,
+            hang_next=0, policy_blocked=False, url_ttl_seconds=86400,
+        )
 
     def configure(self, **changes: Any) -> None:
         httpx.post(f"{self.url}/_sim/config", json=changes).raise_for_status()

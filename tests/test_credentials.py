@@ -850,3 +850,48 @@ def test_e2e_no_key_token_or_signature_in_any_log_line_of_a_full_run(
             assert value not in line, f"secret in log line: {redact(line)}"
         assert not JWT.search(line)
         assert not re.search(r"(?i)\bsig=(?!\*\*\*|REDACTED)[^&\s\"']+", line), redact(line)
+
+
+def test_e2e_identity_storage_archives_and_links_with_user_delegation_sas(
+    oauth_azurite: Azurite, tls_files: dict[str, Path], identity: IdentityEndpoint, own_simulator: tuple[ServerThread, Any]
+) -> None:
+    """The app with no storage key at all: archive over OAuth, links by user delegation SAS, jobs accepted."""
+    from shared.api import create_app
+    from shared.service import ImageService
+
+    sim = own_simulator[1]
+    sim.update_config(api_keys=["model-key-for-this-test"])
+    blob_url = f"https://127.0.0.1:{oauth_azurite.blob_port}/{ACCOUNT}"
+    queue_url = f"https://127.0.0.1:{oauth_azurite.queue_port}/{ACCOUNT}"
+    settings = Settings.from_env(
+        {
+            "AZURE_OPENAI_ENDPOINT": own_simulator[0].url,
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1-mini",
+            "AZURE_OPENAI_API_KEY": "model-key-for-this-test",
+            "AzureWebJobsStorage__blobServiceUri": blob_url,
+            "AzureWebJobsStorage__queueServiceUri": queue_url,
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
+            "IMAGES_CONTAINER": "identity-archive",
+            "IMAGES_JOBS_CONTAINER": "identity-jobs",
+            "IMAGES_QUEUE": "identity-queue",
+        }
+    )
+    assert settings.storage.uses_identity
+    server = serve_in_thread(create_app(settings, ImageService(settings, storage_options={"connection_verify": str(tls_files["ca"])})))
+    trust = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            response = generate(client)
+            assert response.status_code == 200, response.text
+            link = response.json()["data"][0]["url"]
+            assert link.startswith(blob_url) and "skoid=" in link  # user delegation, signed by the identity
+            with httpx.Client(verify=trust) as http:
+                assert http.get(link).content.startswith(b"\x89PNG")
+            stable = client.get(f"/images/{link.split('/identity-archive/', 1)[1].split('?')[0]}", follow_redirects=False)
+            assert stable.status_code == 302 and "skoid=" in stable.headers["location"]
+            accepted = client.post(DEPLOYMENT_PATH.format("gpt-image-1-mini").replace("/generations", "/generations:submit"), json={"prompt": "x"})
+            assert accepted.status_code == 202, accepted.text
+    finally:
+        server.stop()
+    assert "https://storage.azure.com" in identity.resources
