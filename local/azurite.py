@@ -65,12 +65,12 @@ def azurite_binary() -> str:
     raise RuntimeError("Azurite is not installed: run `python3 dev.py test` (it runs npm ci) or `npm ci`")
 
 
-def start_azurite(location: Path | None = None, extra_args: list[str] | None = None) -> Azurite:
-    """Start blob and queue services of Azurite on free loopback ports; wait until both listen."""
+def start_azurite(location: Path | None = None, extra_args: list[str] | None = None, ports: tuple[int, int] | None = None) -> Azurite:
+    """Start blob and queue services of Azurite on loopback (``ports`` or free ones); wait until both listen."""
     own = location is None
     loc = Path(tempfile.mkdtemp(prefix="azurite-")) if location is None else location
     loc.mkdir(parents=True, exist_ok=True)
-    blob_port, queue_port = free_port(), free_port()
+    blob_port, queue_port = ports or (free_port(), free_port())
     args = [
         azurite_binary(),
         "--silent",

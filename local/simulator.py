@@ -45,7 +45,7 @@ policy block (403), quota (429), injected faults (5xx), prompt filter (400), the
 Billing: a request is billed (``generations`` and the per-deployment count go up) when the
 work starts: after auth, rules, quota, faults and the prompt filter, *before* the latency
 sleep. A client that times out or disconnects during the sleep has still been billed, as
-with the real service. Throttled, refused, failed and prompt-filtered requests are not
+with the real service (the simulator then stops the sleep and counts it ``abandoned``). Throttled, refused, failed and prompt-filtered requests are not
 billed; image-filtered ones are. Requests that pass the quota check use up quota, even
 if they then fail or are filtered; throttled ones do not.
 
@@ -201,6 +201,9 @@ class SimulatorConfig:
     # [[hang]] marker or the hang_next countdown: a generation that outlasts the client's timeout
     hang_seconds: float = 600.0
     hang_next: int = 0
+    # end the sleep when the client disconnects (already billed; recorded as "abandoned", status 499),
+    # so a hung generation does not outlive its client or hold up the server's shutdown
+    stop_on_disconnect: bool = True
     # requests per window per deployment (0: unlimited); throttled requests do not use quota
     quota_requests: int = 0
     quota_window_seconds: float = 60.0
@@ -252,7 +255,7 @@ class SimulatorConfig:
             raise ValueError("bearer_validator must be callable(token) -> bool or None")
         if self.require_auth is not None:
             flag("require_auth")
-        for name in ("family_named_deployments", "accept_any_bearer", "enforce_api_version", "policy_blocked", "prewarm"):
+        for name in ("family_named_deployments", "accept_any_bearer", "enforce_api_version", "stop_on_disconnect", "policy_blocked", "prewarm"):
             flag(name)
         if self.model_in_body not in ("match", "reject", "ignore"):
             raise ValueError(f"model_in_body must be match, reject or ignore, got {self.model_in_body!r}")
@@ -852,6 +855,7 @@ class SimStats:
     unauthorized: int = 0  # 401
     blocked: int = 0  # 403 policy block
     in_flight: int = 0  # generations sleeping right now
+    abandoned: int = 0  # billed generations whose client went away before the answer
     images: int = 0  # images returned
     blobs_served: int = 0
     blobs_refused: int = 0  # expired or bad SAS
@@ -979,27 +983,20 @@ class Simulator:
         blob_id, _, ext = name.partition(".")
         se, sig = request.query_params.get("se"), request.query_params.get("sig")
         expiry = _parse_sas_time(se) if se else None
-        if sig != "sim" or expiry is None:
-            self.stats.blobs_refused += 1
-            return _blob_error(
-                403,
-                "AuthenticationFailed",
-                "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
-                "Signature fields not well formed." if expiry is None else "Signature did not match.",
-            )
+        refused = "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature."
         blob = self.blobs.get(blob_id)
+        if sig != "sim" or expiry is None or (blob is not None and blob.expires != expiry):  # a changed se breaks the signature
+            self.stats.blobs_refused += 1
+            return _blob_error(403, "AuthenticationFailed", refused, "Signature fields not well formed." if expiry is None else "Signature did not match.")
         now = time.time()
-        if blob is not None:
-            expiry = blob.expires
         if now >= expiry:
             self.stats.blobs_refused += 1
             start = blob.created if blob is not None else expiry - self.config.url_ttl_seconds
             return _blob_error(
                 403,
                 "AuthenticationFailed",
-                "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
-                f"Signed expiry time [{_http_date(expiry)}] must be after signed start time [{_http_date(start)}] and current time "
-                f"[{_http_date(now)}]: Signature not valid in the specified time frame.",
+                refused,
+                f"Signature not valid in the specified time frame: Start [{_http_date(start)}] - Expiry [{_http_date(expiry)}] - Current [{_http_date(now)}]",
             )
         if blob is None or ext not in ("png", "jpg", "jpeg"):
             return _blob_error(404, "BlobNotFound", "The specified blob does not exist.")
@@ -1177,6 +1174,27 @@ class Simulator:
             return self._rng.uniform(cfg.latency, cfg.latency_max)
         return cfg.latency
 
+    async def _work(self, request: Request, seconds: float) -> bool:
+        """Sleep ``seconds``; False if the client went away first (``stop_on_disconnect``)."""
+        if seconds <= 0:
+            return True
+        if not self.config.stop_on_disconnect:
+            await asyncio.sleep(seconds)
+            return True
+
+        async def disconnected() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
+        watcher = asyncio.ensure_future(disconnected())
+        try:
+            done, _ = await asyncio.wait({sleeper, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            watcher.cancel()
+        return sleeper in done
+
     async def _generate(
         self,
         request: Request,
@@ -1277,10 +1295,15 @@ class Simulator:
         rendering = asyncio.ensure_future(self.images.variants(key, cfg.image_variants))
         self.stats.in_flight += 1
         try:
-            await asyncio.sleep(self._delay(params.prompt))
+            finished = await self._work(request, self._delay(params.prompt))
             variants = await rendering
         finally:
             self.stats.in_flight -= 1
+        if not finished:
+            # Nobody is listening any more; the 499 is only for the record.
+            raise SimError(
+                499, {"error": {"code": "ClientClosedRequest", "message": "The client went away during the generation."}}, outcome="abandoned"
+            )
 
         if "image:legacy" in filters:
             raise SimError(400, {"created": created, "error": {"code": "contentFilter", "message": IMAGE_FILTERED}}, outcome="filtered")

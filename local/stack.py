@@ -89,7 +89,9 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
     """Start whatever stand-ins are needed, then the API (and the queue runner); stop all on exit."""
     use_simulator = not os.environ.get("AZURE_OPENAI_ENDPOINT")
     use_azurite = not os.environ.get("AzureWebJobsStorage") and not os.environ.get("AzureWebJobsStorage__blobServiceUri")
-    azurite = start_azurite(location or ROOT / ".azurite") if use_azurite else None
+    # Azurite's usual ports when they are free, so Storage Explorer and `az storage` find it.
+    usual = (10000, 10001) if _port_free(10000) and _port_free(10001) else None
+    azurite = start_azurite(location or ROOT / ".azurite", ports=usual) if use_azurite else None
     simulator = None
     sim_key = secrets.token_urlsafe(24)
     try:

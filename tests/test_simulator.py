@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -211,6 +211,8 @@ def test_dalle3_url_default_revised_prompt_and_blob(http: httpx.Client) -> None:
     assert 86_000 < expiry - time.time() <= 86_401
     blob = httpx.get(item["url"], trust_env=False)
     assert blob.status_code == 200 and blob.headers["content-type"] == "image/png"
+    extended = item["url"].replace(f"se={quote(query['se'][0], safe='')}", "se=2999-01-01T00%3A00%3A00Z")
+    assert extended != item["url"] and httpx.get(extended, trust_env=False).status_code == 403  # se is signed
     image = Image.open(io.BytesIO(blob.content))
     assert (image.format, image.size) == ("PNG", (1024, 1792))
     b64 = generate(http, "my-dalle", response_format="b64_json").json()["data"][0]
@@ -426,17 +428,25 @@ async def test_latency_overlaps_across_concurrent_requests(sim_server: ServerThr
 
 def test_hang_outlasts_the_client_and_is_still_billed(sim_server: ServerThread, http: httpx.Client, state: Simulator) -> None:
     with pytest.raises(httpx.ReadTimeout):
-        http.post(deployment_path("gpt-image-1"), json={"prompt": "slow [[hang:1.2]]"}, timeout=0.3)
-    stats = state.snapshot()
-    assert (stats["generations"], stats["in_flight"]) == (1, 1)
+        http.post(deployment_path("gpt-image-1"), json={"prompt": "slow [[hang]]"}, timeout=0.3)
+    assert state.snapshot()["generations"] == 1  # billed when the work started
     deadline = time.monotonic() + 5
     while state.snapshot()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert state.snapshot()["in_flight"] == 0
+        time.sleep(0.02)
+    stats = state.snapshot()
+    assert (stats["in_flight"], stats["abandoned"], stats["succeeded"]) == (0, 1, 0)
+    assert stats["recent"][-1]["outcome"] == "abandoned"
     state.update_config(hang_next=1, hang_seconds=0.2)
     started = time.perf_counter()
     assert generate(http, "gpt-image-1").status_code == 200
     assert time.perf_counter() - started >= 0.2
+    state.update_config(stop_on_disconnect=False)
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(deployment_path("gpt-image-1"), json={"prompt": "slow [[hang:0.6]]"}, timeout=0.2)
+    assert state.snapshot()["in_flight"] == 1  # keeps working for a client that is gone
+    while state.snapshot()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert state.snapshot()["succeeded"] == 2
 
 
 # ------------------------------------------------------------------ content filter
