@@ -363,20 +363,12 @@ def test_storage_failure_after_generation_leaves_no_record(start_api: Callable[.
         restarted.stop()
 
 
-def test_function_app_indexes_offline(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, simulator: ServerThread) -> None:
-    import importlib
-    import sys
-
-    from tests.conftest import base_env
-
-    for key, value in base_env(azurite, simulator.url).items():
-        monkeypatch.setenv(key, value)
-    sys.modules.pop("function_app", None)
-    module = importlib.import_module("function_app")
-    functions = {f.get_function_name(): f for f in module.app.get_functions()}
-    http = functions["http_app_func"]
-    trigger = next(b for b in http.get_bindings() if b.type == "httpTrigger")
-    assert trigger.route == "/{*route}"
-    assert str(trigger.auth_level).endswith("FUNCTION")
-    host = json.loads(open("host.json").read())
-    assert host["extensions"]["http"]["routePrefix"] == ""
+def test_openai_upstream_style_uses_bearer_key_and_v1_path(start_api: Callable[..., ServerThread], sim: SimControl) -> None:
+    api = start_api(IMAGES_API_STYLE="openai")
+    response = httpx.post(api.url + DEPLOYMENT_PATH.format("gpt-image-1"), json={"prompt": "x"}, timeout=60)
+    assert response.status_code == 200, response.text
+    recent = sim.stats()["recent"][-1]
+    assert recent["path"] == "/v1/images/generations"
+    assert recent["body"]["model"] == "gpt-image-1"
+    assert recent["headers"].get("authorization", "").lower().startswith("bearer")
+    assert "api-key" not in recent["headers"]
