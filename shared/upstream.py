@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -150,6 +151,192 @@ def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
     return ServiceError(502, "UpstreamError", f"Unexpected answer from the model service ({status}): {message}", transient=True)
 
 
+_B64_KEY = b"b64_json"
+_JSON_ESCAPES = {ord("/"): b"/", ord('"'): b'"', ord("\\"): b"\\", ord("b"): b"\b", ord("f"): b"\f", ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
+
+
+class _Base64Value:
+    """One ``b64_json`` string, decoded as its chunks arrive, with the checks ``_decode`` makes in the same order:
+    the size cap first (on the text's length), then strict base64 (what ``b64decode(validate=True)`` accepts)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.chars = 0
+        self.rest = b""  # 0-3 characters waiting for a full quantum
+        self.padded = False
+        self.too_large = False
+        self.invalid = False
+
+    def feed(self, text: bytes | memoryview) -> None:
+        self.chars += len(text)
+        if not self.too_large and self.chars * 3 // 4 > self.limit + 3:
+            self.too_large, self.parts = True, []
+        if self.too_large or self.invalid or not text:
+            return
+        buffer = self.rest + bytes(text) if self.rest else text
+        whole = len(buffer) - len(buffer) % 4
+        if whole:
+            try:
+                if self.padded:  # padding is only allowed at the very end
+                    raise binascii.Error("data after padding")
+                self.parts.append(binascii.a2b_base64(buffer[:whole], strict_mode=True))
+            except (binascii.Error, ValueError):
+                self.invalid, self.parts = True, []
+                return
+            self.padded = buffer[whole - 1 : whole] == b"="
+        self.rest = bytes(buffer[whole:])
+
+    def finish(self) -> bytes:
+        if self.too_large:
+            raise ServiceError(502, "UpstreamError", f"The image from the model service is larger than {self.limit} bytes.", transient=False)
+        if self.invalid or self.rest:  # a partial quantum at the end: "Incorrect padding"
+            raise _invalid_base64()
+        data = b"".join(self.parts)
+        self.parts = []
+        return data
+
+
+def _invalid_base64() -> ServiceError:
+    return ServiceError(502, "UpstreamError", "The model service returned invalid base64.", transient=True)
+
+
+class ImageBodyReader:
+    """Reads a JSON answer chunk by chunk, decoding each ``"b64_json"`` string as it streams in.
+
+    The image arrives as a multi-megabyte base64 string inside JSON. Holding the body,
+    then a decoded JSON string, then the image would keep about four copies per request
+    in memory and scan the bytes three times. Instead, the small rest of the document
+    (the skeleton) is kept with each ``b64_json`` value replaced by a placeholder, and
+    the value goes straight through the base64 decoder. ``result()`` parses the skeleton;
+    the caller takes each value's bytes where its placeholder is. JSON escapes inside a
+    value (an escaped slash or a character written as a unicode escape) are honoured; what
+    is not base64 once unescaped (malformed escapes, control characters) is invalid base64.
+    Otherwise the answers are what ``json.loads`` and ``b64decode(validate=True)`` give.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.skeleton = bytearray()
+        self.values: list[_Base64Value] = []
+        self._value: _Base64Value | None = None  # inside a b64_json string
+        self._in_string = False  # inside some other string (kept in the skeleton)
+        self._escaped = False  # the previous byte of that string was a backslash
+        self._string: bytearray | None = bytearray()  # that string's first bytes (None once too long to be the key)
+        self._key = 0  # 1: just read the string "b64_json"; 2: and its colon
+        self._carry = b""  # an escape sequence split across chunks, inside a b64_json value
+        self.marker = f"\x00{uuid.uuid4().hex}:"  # placeholder prefix; a NUL and a nonce no upstream string carries
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._carry + chunk if self._carry else chunk
+        self._carry = b""
+        position, end = 0, len(data)
+        while position < end:
+            if self._value is not None:
+                position = self._feed_value(data, position)
+            elif self._in_string:
+                position = self._feed_string(data, position)
+            else:
+                position = self._feed_structure(data, position)
+
+    def _feed_value(self, data: bytes, position: int) -> int:
+        assert self._value is not None
+        end = len(data)
+        quote = data.find(b'"', position)
+        stop = end if quote < 0 else quote
+        backslash = data.find(b"\\", position, stop)
+        if backslash >= 0:
+            self._value.feed(memoryview(data)[position:backslash])
+            if backslash + 1 >= end:
+                self._carry = data[backslash:]
+                return end
+            kind = data[backslash + 1]
+            if kind == ord("u"):
+                if backslash + 6 > end:
+                    self._carry = data[backslash:]
+                    return end
+                try:
+                    char = chr(int(data[backslash + 2 : backslash + 6], 16)).encode("utf-8")
+                except ValueError:
+                    char = b"\x00"  # not a valid escape: certainly not base64
+                self._value.feed(char)
+                return backslash + 6
+            self._value.feed(_JSON_ESCAPES.get(kind, b"\x00"))
+            return backslash + 2
+        self._value.feed(memoryview(data)[position:stop])
+        if quote < 0:
+            return end
+        self._value = None
+        return quote + 1
+
+    def _feed_string(self, data: bytes, position: int) -> int:
+        end = len(data)
+        scan = position
+        while scan < end:
+            if self._escaped:
+                self._escaped = False
+                scan += 1
+                continue
+            quote = data.find(b'"', scan)
+            backslash = data.find(b"\\", scan, end if quote < 0 else quote)
+            if backslash >= 0:
+                self._escaped = True
+                scan = backslash + 1
+                continue
+            if quote < 0:
+                break
+            self._remember(data[position:quote])
+            self.skeleton += data[position : quote + 1]
+            self._in_string = False
+            self._key = 1 if self._string == _B64_KEY else 0
+            return quote + 1
+        self._remember(data[position:end])
+        self.skeleton += data[position:end]
+        return end
+
+    def _remember(self, text: bytes) -> None:
+        if self._string is not None:
+            self._string += text
+            if len(self._string) > len(_B64_KEY):
+                self._string = None
+
+    def _feed_structure(self, data: bytes, position: int) -> int:
+        quote = data.find(b'"', position)
+        stop = len(data) if quote < 0 else quote
+        for byte in data[position:stop]:  # between strings: punctuation, numbers, literals (a few bytes)
+            if byte in b" \t\r\n":
+                continue
+            self._key = 2 if (self._key == 1 and byte == ord(":")) else 0
+        self.skeleton += data[position:stop]
+        if quote < 0:
+            return stop
+        if self._key == 2:
+            self._value = _Base64Value(self.limit)
+            self.skeleton += json.dumps(f"{self.marker}{len(self.values)}").encode()
+            self.values.append(self._value)
+        else:
+            self.skeleton += b'"'
+            self._in_string = True
+            self._string = bytearray()
+        self._key = 0
+        return quote + 1
+
+    def result(self) -> Any:
+        """The parsed document, b64_json strings replaced by placeholders (see :meth:`image`); ValueError if not JSON."""
+        if self._value is not None or self._in_string or self._carry:
+            raise ValueError("the body ends inside a string")
+        return json.loads(bytes(self.skeleton))
+
+    def image(self, placeholder: str) -> bytes | None:
+        """The decoded bytes a placeholder stands for (ServiceError if they were not valid), or None if it is not one."""
+        if not placeholder.startswith(self.marker):
+            return None
+        index = placeholder[len(self.marker) :]
+        if not index.isdigit() or int(index) >= len(self.values):
+            return None
+        return self.values[int(index)].finish()
+
+
 class UpstreamClient:
     """Calls the images API for one app instance; shares one connection pool."""
 
@@ -196,14 +383,22 @@ class UpstreamClient:
         while True:
             attempt += 1
             auth_headers = await self.auth.headers()
+            reader: ImageBodyReader | None = None
             try:
-                async with self._slots:
-                    response = await self.http.post(
-                        url,
-                        content=payload,
-                        headers={"Content-Type": "application/json", "Accept": "application/json", **auth_headers},
-                        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-                    )
+                async with self._slots, self.http.stream(
+                    "POST",
+                    url,
+                    content=payload,
+                    headers={"Content-Type": "application/json", "Accept": "application/json", **auth_headers},
+                    timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+                ) as response:
+                    if response.status_code == 200:
+                        # Decoded while it streams in: no copy of the whole body, no giant JSON string.
+                        reader = ImageBodyReader(self.settings.max_image_bytes)
+                        async for chunk in response.aiter_bytes():  # content-encoding undone
+                            reader.feed(chunk)
+                    else:
+                        await response.aread()
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Nothing reached upstream: safe to try again.
                 wait = _backoff(attempt)
@@ -227,8 +422,8 @@ class UpstreamClient:
                     502, "UpstreamError", f"The connection to the model service broke ({type(exc).__name__}); not repeated.", transient=False
                 ) from None
 
-            if response.status_code == 200:
-                result = await self._parse_success(response)
+            if reader is not None:
+                result = await self._parse_success(reader, response.headers)
                 result.attempts = attempt
                 return result
 
@@ -258,14 +453,14 @@ class UpstreamClient:
                     continue
             raise error
 
-    async def _parse_success(self, response: httpx.Response) -> UpstreamResult:
+    async def _parse_success(self, reader: ImageBodyReader, headers: httpx.Headers) -> UpstreamResult:
         try:
-            body = response.json()
+            body = reader.result()
         except ValueError:
             raise ServiceError(502, "UpstreamError", "The model service answered 200 with a body that is not JSON.", transient=True) from None
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             # The seed's legacy content-filter answer can arrive with 200.
-            raise map_error(400, body, response.headers)
+            raise map_error(400, body, headers)
         items = body.get("data") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             raise ServiceError(502, "UpstreamError", "The model service answered without images.", transient=True)
@@ -273,8 +468,12 @@ class UpstreamClient:
         for item in items:
             if not isinstance(item, dict):
                 raise ServiceError(502, "UpstreamError", "The model service answered with a malformed data item.", transient=True)
-            if isinstance(item.get("b64_json"), str):
-                data = self._decode(item["b64_json"])
+            b64 = item.get("b64_json")
+            streamed = reader.image(b64) if isinstance(b64, str) else None  # decoded while it arrived
+            if streamed is not None:
+                data = streamed
+            elif isinstance(b64, str):
+                data = self._decode(b64)
             elif isinstance(item.get("url"), str):
                 data = await self.download(item["url"])
             else:
