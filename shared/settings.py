@@ -70,7 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IMAGES_MAX_RETRIES", "3", "Retries of a throttled, 5xx or unconnected upstream call within the budget."),
     Setting("IMAGES_MAX_BODY_BYTES", "262144", "Largest accepted request body."),
     Setting("IMAGES_MAX_IMAGE_BYTES", "52428800", "Largest image accepted from upstream (base64 decoded or downloaded)."),
-    Setting("IMAGES_MAX_CONCURRENT_UPSTREAM", "8", "Per-instance cap on upstream calls in flight."),
+    Setting("IMAGES_MAX_CONCURRENT_UPSTREAM", "32", "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each)."),
     Setting("IMAGES_ALLOW_HTTP_UPSTREAM", "false", "Allow plain-http endpoints and image URLs (local simulator only).", "local"),
 )
 
