@@ -198,7 +198,7 @@ class _Base64Value:
 
 
 def _invalid_base64() -> ServiceError:
-    return ServiceError(502, "UpstreamError", "The model service returned invalid base64.", transient=True)
+    return ServiceError(502, "UpstreamError", "The model service returned invalid base64.", transient=False)
 
 
 class ImageBodyReader:
@@ -454,20 +454,22 @@ class UpstreamClient:
             raise error
 
     async def _parse_success(self, reader: ImageBodyReader, headers: httpx.Headers) -> UpstreamResult:
+        # Upstream answered 200: the generation is made and billed. Whatever goes wrong from
+        # here is reported as not transient, so no queue redelivery pays for it a second time.
         try:
             body = reader.result()
         except ValueError:
-            raise ServiceError(502, "UpstreamError", "The model service answered 200 with a body that is not JSON.", transient=True) from None
+            raise ServiceError(502, "UpstreamError", "The model service answered 200 with a body that is not JSON.", transient=False) from None
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             # The seed's legacy content-filter answer can arrive with 200.
             raise map_error(400, body, headers)
         items = body.get("data") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
-            raise ServiceError(502, "UpstreamError", "The model service answered without images.", transient=True)
+            raise ServiceError(502, "UpstreamError", "The model service answered without images.", transient=False)
         images: list[UpstreamImage] = []
         for item in items:
             if not isinstance(item, dict):
-                raise ServiceError(502, "UpstreamError", "The model service answered with a malformed data item.", transient=True)
+                raise ServiceError(502, "UpstreamError", "The model service answered with a malformed data item.", transient=False)
             b64 = item.get("b64_json")
             streamed = reader.image(b64) if isinstance(b64, str) else None  # decoded while it arrived
             if streamed is not None:
@@ -477,10 +479,10 @@ class UpstreamClient:
             elif isinstance(item.get("url"), str):
                 data = await self.download(item["url"])
             else:
-                raise ServiceError(502, "UpstreamError", "A data item carries neither b64_json nor url.", transient=True)
+                raise ServiceError(502, "UpstreamError", "A data item carries neither b64_json nor url.", transient=False)
             content_type = sniff_content_type(data)
             if content_type is None:
-                raise ServiceError(502, "UpstreamError", "The model service returned bytes that are not an image.", transient=True)
+                raise ServiceError(502, "UpstreamError", "The model service returned bytes that are not an image.", transient=False)
             images.append(
                 UpstreamImage(
                     data=data,
@@ -505,7 +507,7 @@ class UpstreamClient:
         try:
             return base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
-            raise ServiceError(502, "UpstreamError", "The model service returned invalid base64.", transient=True) from None
+            raise ServiceError(502, "UpstreamError", "The model service returned invalid base64.", transient=False) from None
 
     async def download(self, url: str) -> bytes:
         """Fetch an image URL once, streamed with a size cap; https only and same-host redirects only."""
@@ -524,7 +526,7 @@ class UpstreamClient:
                         continue
                     if response.status_code != 200:
                         raise ServiceError(
-                            502, "UpstreamError", f"Downloading the generated image failed ({response.status_code}).", transient=True
+                            502, "UpstreamError", f"Downloading the generated image failed ({response.status_code}).", transient=False
                         )
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > limit:
@@ -536,6 +538,6 @@ class UpstreamClient:
                             raise ServiceError(502, "UpstreamError", f"The generated image is larger than {limit} bytes.", transient=False)
                     return bytes(chunks)
             except httpx.HTTPError as exc:
-                raise ServiceError(502, "UpstreamError", f"Downloading the generated image failed: {type(exc).__name__}", transient=True) from None
+                raise ServiceError(502, "UpstreamError", f"Downloading the generated image failed: {type(exc).__name__}", transient=False) from None
         raise ServiceError(502, "UpstreamError", "Too many redirects for the image URL.", transient=False)
 

@@ -18,6 +18,8 @@ import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
 from local.azurite import Azurite
 from local.queue_runner import QueueRunner, SimulatedCrash
@@ -307,3 +309,29 @@ def poll(client: httpx.Client, location: str, timeout: float = 60) -> dict[str, 
             return view.json()  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, view.json()
         time.sleep(0.2)
+
+
+def test_unusable_200_answer_fails_the_job_without_paying_again(job_stack: Callable[..., JobStack]) -> None:
+    """Upstream answered 200 (so it billed) but the body is garbage: the job fails, no redelivery regenerates."""
+    calls: list[str] = []
+    broken = FastAPI()
+
+    @broken.post("/openai/deployments/{deployment}/images/generations")
+    async def generate(deployment: str, request: Request) -> Response:
+        calls.append(deployment)
+        return Response(b'{"created": 1, "data": [{"b64_json": "not base64 at all!"}]}', media_type="application/json")
+
+    upstream = serve_in_thread(broken)
+    try:
+        stack = job_stack(AZURE_OPENAI_ENDPOINT=upstream.url)
+        job_id = f"garbled-{uuid.uuid4().hex[:6]}"
+        drop(stack.queue(), {"id": job_id, "prompt": "x"})
+        stack.start_runner()
+        job = stack.wait_for([job_id])[job_id]
+        time.sleep(0.5)
+    finally:
+        upstream.stop()
+    assert job["status"] == "failed"
+    assert "base64" in job["error"]["message"]
+    assert calls == ["gpt-image-1-mini"]
+    assert stack.runner and stack.runner.stats.retried == 0
