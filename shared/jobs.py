@@ -423,7 +423,10 @@ class Jobs:
 
     async def _defer(self, job: dict[str, Any], etag: str, body: dict[str, Any], error: ServiceError) -> Outcome:
         """429: a continuation message after Retry-After (with jitter); this delivery is consumed."""
-        delay = (error.retry_after or 10.0) + random.uniform(0, 1.0)
+        # Never before Retry-After; a little jitter (the queue rounds up to whole seconds anyway)
+        # so deferred jobs do not all wake in the same instant, without wasting the window.
+        retry_after = error.retry_after or 10.0
+        delay = retry_after + random.uniform(0, min(1.0, 0.1 * retry_after))
         job["status"] = NOT_RUNNING
         job["lease"] = None
         _event(job, "throttled", f"retry after {delay:.1f} s")
