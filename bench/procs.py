@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from local.servers import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,13 +31,7 @@ class Child:
 
     def stop(self) -> None:
         """Terminate this child (only this one), then kill it if it does not go."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 def start_child(name: str, module_args: list[str], env: dict[str, str], url: str, health_path: str, log_dir: Path, timeout: float = 60) -> Child:

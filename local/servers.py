@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -48,3 +49,14 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, **config: 
             raise RuntimeError(f"server on {host}:{port} did not start")
         time.sleep(0.02)
     return ServerThread(server, thread, f"http://{host}:{port}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a child process, and kill it if it has not gone within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
