@@ -106,12 +106,16 @@ class JobStore:
 
     def __init__(self, service: ImageService) -> None:
         self.service = service
+        self._ready = False
 
     def _container(self) -> ContainerClient:
         return self.service.resources().blobs.get_container_client(self.service.settings.jobs_container)
 
     async def ensure_container(self) -> None:
-        await ensure_container(self._container(), "jobs")
+        """Create the jobs container once per process (infra creates it in Azure)."""
+        if not self._ready:
+            await ensure_container(self._container(), "jobs")
+            self._ready = True
 
     async def get(self, job_id: str) -> tuple[dict[str, Any] | None, str | None]:
         try:
@@ -322,7 +326,9 @@ class Jobs:
             return Outcome("duplicate", job_id, f"already {job['status']}")
 
         # Images already archived by a delivery that crashed later: finish from the archive.
-        archived = await self.service.resources().archive.read_record(JOB_PREFIX, job_id)
+        # Only a job that was claimed before (attempts > 0) can have reached upstream.
+        claimed_before = int(job.get("attempts", 0)) > 0
+        archived = await self.service.resources().archive.read_record(JOB_PREFIX, job_id) if claimed_before else None
         if archived is not None:
             await self._finish(job, etag, SUCCEEDED, result=self._result_from_record(archived))
             return Outcome("succeeded", job_id, "finished from the archive")
@@ -336,7 +342,7 @@ class Jobs:
             await self._finish(job, etag, FAILED, error=error.body()["error"])
             return Outcome("failed", job_id, error.message)
 
-        recovered = await self.service.recover(request, generation_id=job_id, prefix=JOB_PREFIX)
+        recovered = await self.service.recover(request, generation_id=job_id, prefix=JOB_PREFIX) if claimed_before else None
         if recovered is not None:
             await self._finish(job, etag, SUCCEEDED, result=self._result_from_record(recovered))
             return Outcome("succeeded", job_id, "record rebuilt from archived images")
