@@ -121,6 +121,23 @@ class ImageService:
             token_credential=token_credential,
         )
 
+    # The clients as the jobs and the routes use them (the composition root opens them).
+    @property
+    def blobs(self) -> BlobServiceClient:
+        return self.resources().blobs
+
+    @property
+    def queues(self) -> QueueServiceClient:
+        return self.resources().queues
+
+    @property
+    def archive(self) -> Archive:
+        return self.resources().archive
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        return self.resources().upstream
+
     async def close(self) -> None:
         """Close this loop's clients."""
         loop = asyncio.get_running_loop()

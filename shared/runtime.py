@@ -1,0 +1,39 @@
+"""The composition root: every client and credential of one app instance, opened and closed together.
+
+``function_app.py``, the local stack, the benchmark's server and the tests all build the
+app through :class:`Runtime`, so the wiring (settings, log hygiene, service, jobs) is
+written once. Creating a Runtime does no I/O; ``async with runtime`` (or ``open()``)
+opens the clients inside the running event loop and ``close()`` closes every one of them.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from shared.jobs import Jobs, host_queue_settings
+from shared.service import ImageService
+from shared.settings import Settings
+
+
+class Runtime:
+    """One app instance: settings, the generation service and the jobs, sharing their clients."""
+
+    def __init__(self, settings: Settings, *, storage_options: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.service = ImageService(settings, storage_options=storage_options)
+        self.jobs = Jobs(self.service, max_dequeue_count=int(host_queue_settings().get("maxDequeueCount", 5)))
+
+    async def open(self) -> Runtime:
+        """Open the clients (idempotent)."""
+        return self
+
+    async def close(self) -> None:
+        """Close every client and credential this runtime opened."""
+        await self.service.close()
+
+    async def __aenter__(self) -> Runtime:
+        return await self.open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
