@@ -1,85 +1,87 @@
-"""Every setting the app reads, in one place, typed and checked once at start.
+"""Every setting the app reads, declared once, typed and checked once at start.
 
 The names follow what Azure OpenAI SDKs, azd templates and the Functions host
 already use (``AZURE_OPENAI_*``, ``AzureWebJobsStorage``); the app's own knobs
-start with ``IMAGES_``. ``SETTINGS`` is the catalogue: the README table and the
-infrastructure consistency test are both checked against it, so the code, the
-docs and Bicep/Terraform cannot drift apart.
+start with ``IMAGES_``.
 
-Nothing here touches the network or a credential: reading settings is pure.
+How it is built:
+
+- :class:`Settings` is a frozen pydantic-settings model with one field per
+  setting: the environment name is the field's alias, then its default, bounds
+  (``ge``/``le``), description, and where infrastructure sets it
+  (``json_schema_extra={"deploy": ...}``: "app" in every deployment, "optional"
+  for some choices, "local" never in Azure).
+- :meth:`Settings.from_env` reads those names from the environment, or from a
+  given mapping and nothing else: the model's only source is what it is handed
+  (no ``os.environ`` behind a mapping's back, no ``.env`` file). A blank value
+  means unset, so the default applies.
+- Field validators check a single value; one model validator, ``_resolve``,
+  applies the rules between settings and works out what they leave implicit
+  (API style, auth mode, the deployments map, where storage is). Those resolved
+  values are read-only properties.
+- pydantic's errors become :class:`SettingsError` with a sentence that names
+  the setting by its environment name.
+- ``SETTINGS`` (the catalogue the README table and the infrastructure tests
+  read) is derived from the fields, so code, docs and Bicep/Terraform cannot
+  drift apart.
+
+Nothing here touches the network or a credential: reading settings is pure
+(host.json, read once, is part of the deployed package).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, cast, get_args
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticUndefined
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.models import FAMILIES, family_for_name
 
 ApiStyle = Literal["deployment", "v1", "openai"]
 AuthMode = Literal["key", "keyvault", "entra"]
+Deploy = Literal["app", "optional", "local"]
 
 MAX_LINK_TTL_SECONDS = 7 * 24 * 3600  # user delegation keys and SAS links: 7 days at most
 DEFAULT_API_VERSION = "2025-04-01-preview"  # gpt-image needs a preview version on the deployment path
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it."""
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One entry of the catalogue: name, default (None: no default), what it does."""
-
-    name: str
-    default: str | None
-    doc: str
-    # Where infrastructure sets it: "app" (every deployment sets it), "optional"
-    # (set only for some choices, e.g. the key way), "local" (never in Azure).
-    deploy: Literal["app", "optional", "local"] = "app"
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("AZURE_OPENAI_ENDPOINT", None, "Model endpoint, e.g. https://NAME.openai.azure.com (or https://api.openai.com)."),
-    Setting("AZURE_OPENAI_DEPLOYMENT", "", "Default deployment; its family is inferred from its name when it is named like one (e.g. gpt-image-1-mini)."),
-    Setting("AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "api-version sent on the deployment-scoped path."),
-    Setting("AZURE_OPENAI_API_KEY", "", "Model key (the key way; may be a Key Vault reference resolved by the platform).", "optional"),
-    Setting("AZURE_OPENAI_AUTH", "", "key, keyvault or entra. Empty: key if AZURE_OPENAI_API_KEY is set, keyvault if AZURE_KEY_VAULT_ENDPOINT is set, else entra."),
-    Setting("AZURE_KEY_VAULT_ENDPOINT", "", "Vault URL holding the model key (the keyvault way).", "optional"),
-    Setting("AZURE_OPENAI_API_KEY_SECRET_NAME", "azure-openai-api-key", "Name of the secret holding the model key (the keyvault way).", "optional"),
-    Setting("AZURE_CLIENT_ID", "", "Client id of the user-assigned managed identity (empty: system identity or developer login)."),
-    Setting("AzureWebJobsStorage", "", "Storage connection string (local, Azurite). In Azure use the identity-based AzureWebJobsStorage__* form.", "local"),
-    Setting("AzureWebJobsStorage__blobServiceUri", "", "Identity-based storage: blob endpoint."),
-    Setting("AzureWebJobsStorage__queueServiceUri", "", "Identity-based storage: queue endpoint."),
-    Setting("AzureWebJobsStorage__accountName", "", "Identity-based storage: account name, standing for both default endpoints."),
-    Setting("AzureWebJobsStorage__credential", "", "Identity-based storage: 'managedidentity'."),
-    Setting("AzureWebJobsStorage__clientId", "", "Identity-based storage: client id of the user-assigned identity."),
-    Setting("IMAGES_DEPLOYMENTS", "", "Allowed deployments and their model family: 'name=family,...' (family one of " + ", ".join(sorted(FAMILIES)) + ")."),
-    Setting("IMAGES_API_STYLE", "", "deployment (/openai/deployments/{d}/...), v1 (/openai/v1/...) or openai (api.openai.com). Empty: openai for api.openai.com, else deployment."),
-    Setting("IMAGES_CONTAINER", "images", "Private container for archived images and their JSON records."),
-    Setting("IMAGES_JOBS_CONTAINER", "image-jobs", "Private container for job records of background generation."),
-    Setting("IMAGES_QUEUE", "image-jobs", "Queue the background trigger reads (its poison queue is <name>-poison)."),
-    Setting("IMAGES_RESULTS_QUEUE", "", "Optional queue that receives {id, status, result|error} for each finished job. Empty: off."),
-    Setting("IMAGES_LINK_TTL_SECONDS", str(MAX_LINK_TTL_SECONDS), "Lifetime of the read-only SAS links returned in data[].url (at most 7 days)."),
-    Setting("IMAGES_UPSTREAM_TIMEOUT_SECONDS", "600", "Timeout of one upstream generation for background jobs (image models take minutes)."),
-    Setting("IMAGES_SYNC_TIMEOUT_SECONDS", "220", "Timeout of one upstream generation for synchronous HTTP calls (Azure's front end cuts at 230 s)."),
-    Setting("IMAGES_RETRY_BUDGET_SECONDS", "90", "Total time a synchronous call may spend waiting on 429 Retry-After and 5xx backoff."),
-    Setting("IMAGES_MAX_RETRIES", "3", "Retries of a throttled, 5xx or unconnected upstream call within the budget."),
-    Setting("IMAGES_MAX_BODY_BYTES", "262144", "Largest accepted request body."),
-    Setting("IMAGES_MAX_IMAGE_BYTES", "52428800", "Largest image accepted from upstream (base64 decoded or downloaded)."),
-    Setting("IMAGES_MAX_CONCURRENT_UPSTREAM", "32", "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each)."),
-    Setting("IMAGES_ALLOW_HTTP_UPSTREAM", "false", "Allow plain-http endpoints and image URLs (local simulator only).", "local"),
-)
-
-_BY_NAME = {s.name: s for s in SETTINGS}
+def _storage_name(value: str) -> str:
+    """Containers and queues: 3-63 lowercase letters, digits and single hyphens."""
+    ok = (
+        3 <= len(value) <= 63
+        and value[0].isalnum()
+        and value[-1].isalnum()
+        and "--" not in value
+        and all(c.islower() or c.isdigit() or c == "-" for c in value)
+    )
+    if not ok:
+        raise ValueError(f"must be a storage name (3-63 lowercase letters, digits, single hyphens), got {value!r}")
+    return value
 
 
-def setting_names() -> list[str]:
-    """Names of every setting the app reads."""
-    return [s.name for s in SETTINGS]
+StorageName = Annotated[str, AfterValidator(_storage_name)]
+OptionalStorageName = Annotated[str, AfterValidator(lambda value: value and _storage_name(value))]  # empty: off
+
+
+def _setting(env: str, default: Any, doc: str, deploy: Deploy = "app", *, ge: float | None = None, le: float | None = None) -> Any:
+    """One setting: its environment name, default (``...``: required), description, where it is set, bounds."""
+    return Field(default, alias=env, description=doc, json_schema_extra={"deploy": deploy}, ge=ge, le=le)
 
 
 @dataclass(frozen=True)
@@ -93,206 +95,278 @@ class StorageSettings:
 
     @property
     def uses_identity(self) -> bool:
+        """True when storage is reached with an Entra identity rather than a connection string."""
         return not self.connection_string
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The app's configuration, read from the environment by :meth:`from_env`."""
+class Settings(BaseSettings):
+    """The app's configuration, read from the environment by :meth:`from_env`.
 
-    endpoint: str
-    api_style: ApiStyle
-    api_version: str
-    default_deployment: str
-    deployments: Mapping[str, str]  # deployment name -> model family
-    auth_mode: AuthMode
-    api_key: str
-    key_vault_url: str
-    key_secret_name: str
-    client_id: str
-    storage: StorageSettings
-    images_container: str
-    jobs_container: str
-    queue_name: str
-    results_queue: str
-    link_ttl_seconds: int
-    upstream_timeout_seconds: float
-    sync_timeout_seconds: float
-    retry_budget_seconds: float
-    max_retries: int
-    max_body_bytes: int
-    max_image_bytes: int
-    max_concurrent_upstream: int
-    allow_http_upstream: bool
+    Frozen; ``settings.model_copy(update={...})`` gives a changed copy (by field
+    name, without re-running the checks, as ``dataclasses.replace`` did).
+    """
 
-    @property
-    def poison_queue_name(self) -> str:
-        return f"{self.queue_name}-poison"
+    model_config = SettingsConfigDict(frozen=True)
 
-    def family_of(self, deployment: str) -> str | None:
-        """Model family of an allowed deployment, or None if it is not allowed."""
-        return self.deployments.get(deployment)
+    endpoint: str = _setting("AZURE_OPENAI_ENDPOINT", ..., "Model endpoint, e.g. https://NAME.openai.azure.com (or https://api.openai.com).")
+    default_deployment: str = _setting("AZURE_OPENAI_DEPLOYMENT", "", "Default deployment; its family is inferred from its name when it is named like one (e.g. gpt-image-1-mini).")
+    api_version: str = _setting("AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "api-version sent on the deployment-scoped path.")
+    api_key: str = _setting("AZURE_OPENAI_API_KEY", "", "Model key (the key way; may be a Key Vault reference resolved by the platform).", "optional")
+    auth_setting: Literal["", "key", "keyvault", "entra"] = _setting("AZURE_OPENAI_AUTH", "", "key, keyvault or entra. Empty: key if AZURE_OPENAI_API_KEY is set, keyvault if AZURE_KEY_VAULT_ENDPOINT is set, else entra.")
+    key_vault_url: str = _setting("AZURE_KEY_VAULT_ENDPOINT", "", "Vault URL holding the model key (the keyvault way).", "optional")
+    key_secret_name: str = _setting("AZURE_OPENAI_API_KEY_SECRET_NAME", "azure-openai-api-key", "Name of the secret holding the model key (the keyvault way).", "optional")
+    client_id: str = _setting("AZURE_CLIENT_ID", "", "Client id of the user-assigned managed identity (empty: system identity or developer login).")
+    storage_connection_string: str = _setting("AzureWebJobsStorage", "", "Storage connection string (local, Azurite). In Azure use the identity-based AzureWebJobsStorage__* form.", "local")
+    storage_blob_uri: str = _setting("AzureWebJobsStorage__blobServiceUri", "", "Identity-based storage: blob endpoint.")
+    storage_queue_uri: str = _setting("AzureWebJobsStorage__queueServiceUri", "", "Identity-based storage: queue endpoint.")
+    storage_account_name: str = _setting("AzureWebJobsStorage__accountName", "", "Identity-based storage: account name, standing for both default endpoints.")
+    storage_credential: str = _setting("AzureWebJobsStorage__credential", "", "Identity-based storage: 'managedidentity'.")
+    storage_client_id: str = _setting("AzureWebJobsStorage__clientId", "", "Identity-based storage: client id of the user-assigned identity.")
+    deployments_setting: str = _setting("IMAGES_DEPLOYMENTS", "", "Allowed deployments and their model family: 'name=family,...' (family one of " + ", ".join(sorted(FAMILIES)) + ").")
+    api_style_setting: Literal["", "deployment", "v1", "openai"] = _setting("IMAGES_API_STYLE", "", "deployment (/openai/deployments/{d}/...), v1 (/openai/v1/...) or openai (api.openai.com). Empty: openai for api.openai.com, else deployment.")
+    images_container: StorageName = _setting("IMAGES_CONTAINER", "images", "Private container for archived images and their JSON records.")
+    jobs_container: StorageName = _setting("IMAGES_JOBS_CONTAINER", "image-jobs", "Private container for job records of background generation.")
+    queue_name: StorageName = _setting("IMAGES_QUEUE", "image-jobs", "Queue the background trigger reads (its poison queue is <name>-poison).")
+    results_queue: OptionalStorageName = _setting("IMAGES_RESULTS_QUEUE", "", "Optional queue that receives {id, status, result|error} for each finished job. Empty: off.")
+    link_ttl_seconds: int = _setting("IMAGES_LINK_TTL_SECONDS", MAX_LINK_TTL_SECONDS, "Lifetime of the read-only SAS links returned in data[].url (at most 7 days).", ge=60, le=MAX_LINK_TTL_SECONDS)
+    upstream_timeout_seconds: float = _setting("IMAGES_UPSTREAM_TIMEOUT_SECONDS", 600.0, "Timeout of one upstream generation for background jobs (image models take minutes).", ge=1)
+    sync_timeout_seconds: float = _setting("IMAGES_SYNC_TIMEOUT_SECONDS", 220.0, "Timeout of one upstream generation for synchronous HTTP calls (Azure's front end cuts at 230 s).", ge=1)
+    retry_budget_seconds: float = _setting("IMAGES_RETRY_BUDGET_SECONDS", 90.0, "Total time a synchronous call may spend waiting on 429 Retry-After and 5xx backoff.", ge=0)
+    max_retries: int = _setting("IMAGES_MAX_RETRIES", 3, "Retries of a throttled, 5xx or unconnected upstream call within the budget.", ge=0, le=20)
+    max_body_bytes: int = _setting("IMAGES_MAX_BODY_BYTES", 262144, "Largest accepted request body.", ge=1024)
+    max_image_bytes: int = _setting("IMAGES_MAX_IMAGE_BYTES", 52428800, "Largest image accepted from upstream (base64 decoded or downloaded).", ge=1024)
+    max_concurrent_upstream: int = _setting("IMAGES_MAX_CONCURRENT_UPSTREAM", 32, "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each).", ge=1, le=1000)
+    allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
+
+    # What the settings leave implicit, worked out once by _resolve.
+    _api_style: ApiStyle = PrivateAttr("deployment")
+    _auth_mode: AuthMode = PrivateAttr("entra")
+    _deployments: dict[str, str] = PrivateAttr(default_factory=dict)
+    _storage: StorageSettings = PrivateAttr(default_factory=StorageSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every setting; raise SettingsError naming the bad one."""
+        """Read and check every setting from ``environ`` (default: ``os.environ``); raise SettingsError naming the bad one."""
         env = os.environ if environ is None else environ
+        # Blank means unset: the default applies, as for a setting emptied in the portal.
+        given = {name: env[name].strip() for name in setting_names() if env.get(name, "").strip()}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            raise SettingsError("; ".join(_describe(error) for error in exc.errors())) from None
 
-        def get(name: str) -> str:
-            value = env.get(name)
-            if value is None or value.strip() == "":
-                default = _BY_NAME[name].default
-                return "" if default is None else default
-            return value.strip()
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values handed in (by :meth:`from_env`): a given mapping must not be topped up from elsewhere."""
+        return (init_settings,)
 
-        def integer(name: str, low: int, high: int | None = None) -> int:
-            raw = get(name)
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-            if value < low or (high is not None and value > high):
-                bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-                raise SettingsError(f"{name} must be {bound}, got {value}")
-            return value
+    @field_validator("auth_setting", "api_style_setting", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
-        def number(name: str, low: float) -> float:
-            raw = get(name)
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-            if value < low:
-                raise SettingsError(f"{name} must be at least {low}, got {value}")
-            return value
+    @field_validator("endpoint", "key_vault_url", "storage_blob_uri", "storage_queue_uri")
+    @classmethod
+    def _without_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
-        def boolean(name: str) -> bool:
-            raw = get(name).lower()
-            if raw in ("1", "true", "yes", "on"):
-                return True
-            if raw in ("0", "false", "no", "off", ""):
-                return False
-            raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-        allow_http = boolean("IMAGES_ALLOW_HTTP_UPSTREAM")
-        endpoint = get("AZURE_OPENAI_ENDPOINT").rstrip("/")
-        if not endpoint:
-            raise SettingsError("AZURE_OPENAI_ENDPOINT is required (e.g. https://NAME.openai.azure.com)")
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise SettingsError(f"AZURE_OPENAI_ENDPOINT must be an https URL, got {endpoint!r}")
-        if parts.scheme == "http" and not allow_http:
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        """The rules between settings, and what they leave implicit: API style, deployments, auth mode, storage."""
+        endpoint = urlsplit(self.endpoint)
+        if endpoint.scheme not in ("https", "http") or not endpoint.netloc:
+            raise SettingsError(f"AZURE_OPENAI_ENDPOINT must be an https URL, got {self.endpoint!r}")
+        if endpoint.scheme == "http" and not self.allow_http_upstream:
             raise SettingsError("AZURE_OPENAI_ENDPOINT must use https (set IMAGES_ALLOW_HTTP_UPSTREAM=true only for the local simulator)")
+        self._api_style = self.api_style_setting or ("openai" if endpoint.hostname == "api.openai.com" else "deployment")
+        self._deployments = _deployments(self.deployments_setting, self.default_deployment)
+        self._auth_mode = _auth_mode(self.auth_setting, self.api_key, self.key_vault_url, self._api_style)
+        self._storage = _storage(self)
+        return self
 
-        style = get("IMAGES_API_STYLE").lower()
-        if not style:
-            style = "openai" if parts.hostname == "api.openai.com" else "deployment"
-        if style not in ("deployment", "v1", "openai"):
-            raise SettingsError(f"IMAGES_API_STYLE must be deployment, v1 or openai, got {style!r}")
+    @property
+    def api_style(self) -> ApiStyle:
+        """How upstream URLs are built (IMAGES_API_STYLE, or inferred from the endpoint)."""
+        return self._api_style
 
-        deployments: dict[str, str] = {}
-        for item in filter(None, (p.strip() for p in get("IMAGES_DEPLOYMENTS").split(","))):
-            name, sep, family = (x.strip() for x in item.partition("="))
-            if not name:
-                raise SettingsError(f"IMAGES_DEPLOYMENTS has an entry without a name: {item!r}")
-            family = family if sep else (family_for_name(name) or "")
-            if family not in FAMILIES:
-                raise SettingsError(
-                    f"IMAGES_DEPLOYMENTS: deployment {name!r} needs a model family "
-                    f"(name={'|'.join(sorted(FAMILIES))}), got {family or 'none'!r}"
-                )
-            deployments[name] = family
-        default_deployment = get("AZURE_OPENAI_DEPLOYMENT")
-        if default_deployment and default_deployment not in deployments:
-            inferred = family_for_name(default_deployment)
-            if inferred is None:
-                raise SettingsError(
-                    f"AZURE_OPENAI_DEPLOYMENT {default_deployment!r} is not named like a model family; "
-                    "give its family in IMAGES_DEPLOYMENTS (name=family)"
-                )
-            deployments[default_deployment] = inferred
-        if not deployments:
-            raise SettingsError("Set AZURE_OPENAI_DEPLOYMENT or IMAGES_DEPLOYMENTS: no deployment is allowed")
+    @property
+    def auth_mode(self) -> AuthMode:
+        """How the model is authenticated (AZURE_OPENAI_AUTH, or inferred from what is set)."""
+        return self._auth_mode
 
-        api_key = get("AZURE_OPENAI_API_KEY")
-        vault = get("AZURE_KEY_VAULT_ENDPOINT").rstrip("/")
-        auth = get("AZURE_OPENAI_AUTH").lower()
-        if not auth:
-            auth = "key" if api_key else ("keyvault" if vault else "entra")
-        if auth not in ("key", "keyvault", "entra"):
-            raise SettingsError(f"AZURE_OPENAI_AUTH must be key, keyvault or entra, got {auth!r}")
-        if auth == "key" and not api_key:
-            raise SettingsError("AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_AUTH=key")
-        if auth == "keyvault":
-            if not vault:
-                raise SettingsError("AZURE_KEY_VAULT_ENDPOINT is required when AZURE_OPENAI_AUTH=keyvault")
-            if urlsplit(vault).scheme != "https":
-                raise SettingsError("AZURE_KEY_VAULT_ENDPOINT must be an https URL")
-        if style == "openai" and auth == "entra":
-            raise SettingsError("IMAGES_API_STYLE=openai needs a key (AZURE_OPENAI_API_KEY or the keyvault way)")
+    @property
+    def deployments(self) -> Mapping[str, str]:
+        """Allowed deployment name -> model family (IMAGES_DEPLOYMENTS plus AZURE_OPENAI_DEPLOYMENT)."""
+        return MappingProxyType(self._deployments)
 
-        storage = StorageSettings(
-            connection_string=get("AzureWebJobsStorage"),
-            blob_url=get("AzureWebJobsStorage__blobServiceUri").rstrip("/"),
-            queue_url=get("AzureWebJobsStorage__queueServiceUri").rstrip("/"),
-            client_id=get("AzureWebJobsStorage__clientId") or get("AZURE_CLIENT_ID"),
-        )
-        account = get("AzureWebJobsStorage__accountName")
-        if not storage.connection_string and account:
-            # The host's shorthand: an account name stands for both default endpoints.
-            storage = StorageSettings(
-                blob_url=storage.blob_url or f"https://{account}.blob.core.windows.net",
-                queue_url=storage.queue_url or f"https://{account}.queue.core.windows.net",
-                client_id=storage.client_id,
-            )
-        if not storage.connection_string and not (storage.blob_url and storage.queue_url):
+    @property
+    def storage(self) -> StorageSettings:
+        """Where Blob and Queue storage live (the AzureWebJobsStorage* settings)."""
+        return self._storage
+
+    @property
+    def poison_queue_name(self) -> str:
+        """The queue the Functions host moves a message to after maxDequeueCount failures."""
+        return f"{self.queue_name}-poison"
+
+    @property
+    def max_dequeue_count(self) -> int:
+        """host.json's maxDequeueCount: deliveries of a message before the host gives up on it."""
+        return host_max_dequeue_count()
+
+    def family_of(self, deployment: str) -> str | None:
+        """Model family of an allowed deployment, or None if it is not allowed."""
+        return self._deployments.get(deployment)
+
+
+def _deployments(listed: str, default: str) -> dict[str, str]:
+    """IMAGES_DEPLOYMENTS ('name=family,...'; a family-like name may stand alone) plus AZURE_OPENAI_DEPLOYMENT."""
+    deployments: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in listed.split(","))):
+        name, sep, family = (x.strip() for x in item.partition("="))
+        if not name:
+            raise SettingsError(f"IMAGES_DEPLOYMENTS has an entry without a name: {item!r}")
+        family = family if sep else (family_for_name(name) or "")
+        if family not in FAMILIES:
             raise SettingsError(
-                "AzureWebJobsStorage is required: a connection string, or the identity-based "
-                "AzureWebJobsStorage__blobServiceUri and AzureWebJobsStorage__queueServiceUri"
+                f"IMAGES_DEPLOYMENTS: deployment {name!r} needs a model family "
+                f"(name={'|'.join(sorted(FAMILIES))}), got {family or 'none'!r}"
             )
+        deployments[name] = family
+    if default and default not in deployments:
+        inferred = family_for_name(default)
+        if inferred is None:
+            raise SettingsError(
+                f"AZURE_OPENAI_DEPLOYMENT {default!r} is not named like a model family; give its family in IMAGES_DEPLOYMENTS (name=family)"
+            )
+        deployments[default] = inferred
+    if not deployments:
+        raise SettingsError("Set AZURE_OPENAI_DEPLOYMENT or IMAGES_DEPLOYMENTS: no deployment is allowed")
+    return deployments
 
-        queue_name = get("IMAGES_QUEUE")
-        for name in ("IMAGES_CONTAINER", "IMAGES_JOBS_CONTAINER", "IMAGES_QUEUE", "IMAGES_RESULTS_QUEUE"):
-            _check_storage_name(name, get(name), optional=name == "IMAGES_RESULTS_QUEUE")
 
-        return cls(
-            endpoint=endpoint,
-            api_style=style,  # type: ignore[arg-type]
-            api_version=get("AZURE_OPENAI_API_VERSION"),
-            default_deployment=default_deployment,
-            deployments=deployments,
-            auth_mode=auth,  # type: ignore[arg-type]
-            api_key=api_key,
-            key_vault_url=vault,
-            key_secret_name=get("AZURE_OPENAI_API_KEY_SECRET_NAME"),
-            client_id=get("AZURE_CLIENT_ID"),
-            storage=storage,
-            images_container=get("IMAGES_CONTAINER"),
-            jobs_container=get("IMAGES_JOBS_CONTAINER"),
-            queue_name=queue_name,
-            results_queue=get("IMAGES_RESULTS_QUEUE"),
-            link_ttl_seconds=integer("IMAGES_LINK_TTL_SECONDS", 60, MAX_LINK_TTL_SECONDS),
-            upstream_timeout_seconds=number("IMAGES_UPSTREAM_TIMEOUT_SECONDS", 1),
-            sync_timeout_seconds=number("IMAGES_SYNC_TIMEOUT_SECONDS", 1),
-            retry_budget_seconds=number("IMAGES_RETRY_BUDGET_SECONDS", 0),
-            max_retries=integer("IMAGES_MAX_RETRIES", 0, 20),
-            max_body_bytes=integer("IMAGES_MAX_BODY_BYTES", 1024),
-            max_image_bytes=integer("IMAGES_MAX_IMAGE_BYTES", 1024),
-            max_concurrent_upstream=integer("IMAGES_MAX_CONCURRENT_UPSTREAM", 1, 1000),
-            allow_http_upstream=allow_http,
+def _auth_mode(requested: Literal["", "key", "keyvault", "entra"], api_key: str, vault: str, api_style: ApiStyle) -> AuthMode:
+    """AZURE_OPENAI_AUTH, or the way the other settings point to; and what that way needs."""
+    auth: AuthMode = requested or ("key" if api_key else ("keyvault" if vault else "entra"))
+    if auth == "key" and not api_key:
+        raise SettingsError("AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_AUTH=key")
+    if auth == "keyvault":
+        if not vault:
+            raise SettingsError("AZURE_KEY_VAULT_ENDPOINT is required when AZURE_OPENAI_AUTH=keyvault")
+        if urlsplit(vault).scheme != "https":
+            raise SettingsError("AZURE_KEY_VAULT_ENDPOINT must be an https URL")
+    if api_style == "openai" and auth == "entra":
+        raise SettingsError("IMAGES_API_STYLE=openai needs a key (AZURE_OPENAI_API_KEY or the keyvault way)")
+    return auth
+
+
+def _storage(s: Settings) -> StorageSettings:
+    """A connection string, or identity-based endpoints (an account name standing for both defaults)."""
+    client_id = s.storage_client_id or s.client_id
+    if s.storage_connection_string:
+        return StorageSettings(s.storage_connection_string, s.storage_blob_uri, s.storage_queue_uri, client_id)
+    account = s.storage_account_name
+    # The Functions host's shorthand: an account name stands for both default endpoints.
+    blob_url = s.storage_blob_uri or (f"https://{account}.blob.core.windows.net" if account else "")
+    queue_url = s.storage_queue_uri or (f"https://{account}.queue.core.windows.net" if account else "")
+    if not (blob_url and queue_url):
+        raise SettingsError(
+            "AzureWebJobsStorage is required: a connection string, or the identity-based "
+            "AzureWebJobsStorage__blobServiceUri and AzureWebJobsStorage__queueServiceUri"
         )
+    return StorageSettings(blob_url=blob_url, queue_url=queue_url, client_id=client_id)
 
 
-def _check_storage_name(setting: str, value: str, optional: bool = False) -> None:
-    """Containers and queues: 3-63 lowercase letters, digits and single hyphens."""
-    if optional and not value:
-        return
-    ok = (
-        3 <= len(value) <= 63
-        and value[0].isalnum()
-        and value[-1].isalnum()
-        and "--" not in value
-        and all(c.islower() or c.isdigit() or c == "-" for c in value)
-    )
-    if not ok:
-        raise SettingsError(f"{setting} must be a storage name (3-63 lowercase letters, digits, single hyphens), got {value!r}")
+_FIELDS_BY_NAME: dict[str, FieldInfo] = {str(f.alias): f for f in Settings.model_fields.values()}
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One pydantic error as a sentence naming the setting by its environment name."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, SettingsError):
+        return str(cause)  # _resolve's own words already name the settings
+    name = str(error["loc"][0]) if error["loc"] else "Settings"
+    field = _FIELDS_BY_NAME.get(name)
+    given = error["input"]
+    kind = error["type"]
+    if kind == "missing" and field is not None:
+        return f"{name} is required: {field.description}"
+    if kind == "int_parsing":
+        return f"{name} must be an integer, got {given!r}"
+    if kind == "float_parsing":
+        return f"{name} must be a number of seconds, got {given!r}"
+    if kind == "bool_parsing":
+        return f"{name} must be true or false, got {given!r}"
+    if kind == "literal_error" and field is not None:
+        return f"{name} must be {_choices(field)}, got {given!r}"
+    if kind in ("greater_than_equal", "less_than_equal") and field is not None:
+        return f"{name} must be {_bounds(field)}, got {given}"
+    if cause is not None:
+        return f"{name} {cause}"  # a field validator's reason, worded to follow the name
+    return f"{name}: {error['msg']}"
+
+
+def _choices(field: FieldInfo) -> str:
+    values = [str(v) for v in get_args(field.annotation) if v]
+    return ", ".join(values[:-1]) + " or " + values[-1]
+
+
+def _bounds(field: FieldInfo) -> str:
+    low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    return f"between {low} and {high}" if high is not None else f"at least {low}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One entry of the catalogue: name, default (None: required), what it does, where infrastructure sets it."""
+
+    name: str
+    default: str | None
+    doc: str
+    # "app" (every deployment sets it), "optional" (set only for some choices,
+    # e.g. the keyvault way), "local" (never in Azure).
+    deploy: Deploy = "app"
+
+
+def _catalogue_entry(name: str, field: FieldInfo) -> Setting:
+    """A field as the README and the infrastructure tests read it: the default as it would be written in the environment."""
+    default = field.default
+    if default is PydanticUndefined:
+        text = None
+    elif isinstance(default, bool):
+        text = str(default).lower()
+    elif isinstance(default, float) and default.is_integer():
+        text = str(int(default))
+    else:
+        text = str(default)
+    extra = cast(dict[str, Deploy], field.json_schema_extra)
+    return Setting(name, text, str(field.description), extra["deploy"])
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_catalogue_entry(name, field) for name, field in _FIELDS_BY_NAME.items())
+
+
+def setting_names() -> list[str]:
+    """Names of every setting the app reads."""
+    return [s.name for s in SETTINGS]
+
+
+def host_queue_settings(path: Path = HOST_JSON) -> dict[str, Any]:
+    """The ``extensions.queues`` object of host.json (maxDequeueCount, visibilityTimeout...), which the handler must agree with."""
+    host = json.loads(path.read_text(encoding="utf-8"))
+    queues: dict[str, Any] = host.get("extensions", {}).get("queues", {})
+    return queues
+
+
+@functools.cache
+def host_max_dequeue_count(path: Path = HOST_JSON) -> int:
+    """host.json's maxDequeueCount (the host's default, 5, when unset); read once per file."""
+    return int(host_queue_settings(path).get("maxDequeueCount", 5))

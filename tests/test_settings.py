@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from shared.settings import MAX_LINK_TTL_SECONDS, SETTINGS, Settings, SettingsError, setting_names
+from shared.settings import (
+    MAX_LINK_TTL_SECONDS,
+    SETTINGS,
+    Settings,
+    SettingsError,
+    host_max_dequeue_count,
+    host_queue_settings,
+    setting_names,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {
@@ -89,11 +99,108 @@ def test_bad_settings_are_refused_naming_the_setting(changes: dict[str, str], na
         load(**changes)
 
 
-def test_catalogue_lists_every_setting_the_module_reads() -> None:
-    source = (ROOT / "shared" / "settings.py").read_text()
-    read = set(re.findall(r'get\("([A-Za-z_]+)"\)', source)) | set(re.findall(r'(?:integer|number|boolean)\("([A-Za-z_]+)"', source))
-    assert read <= set(setting_names()), read - set(setting_names())
-    assert set(setting_names()) <= read | {"AzureWebJobsStorage__credential"}  # read by the Functions host itself
+# One value per setting, different from its default: proves each catalogued name reaches the model.
+SAMPLES = {
+    "AZURE_OPENAI_ENDPOINT": "https://other.openai.azure.com",
+    "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1",
+    "AZURE_OPENAI_API_VERSION": "2025-06-01-preview",
+    "AZURE_OPENAI_API_KEY": "k",
+    "AZURE_OPENAI_AUTH": "entra",
+    "AZURE_KEY_VAULT_ENDPOINT": "https://v.vault.azure.net",
+    "AZURE_OPENAI_API_KEY_SECRET_NAME": "model-key",
+    "AZURE_CLIENT_ID": "cid",
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true;x=1",
+    "AzureWebJobsStorage__blobServiceUri": "https://a.blob.core.windows.net",
+    "AzureWebJobsStorage__queueServiceUri": "https://a.queue.core.windows.net",
+    "AzureWebJobsStorage__accountName": "acct",
+    "AzureWebJobsStorage__credential": "managedidentity",
+    "AzureWebJobsStorage__clientId": "storage-cid",
+    "IMAGES_DEPLOYMENTS": "prod=gpt-image-2",
+    "IMAGES_API_STYLE": "v1",
+    "IMAGES_CONTAINER": "archive",
+    "IMAGES_JOBS_CONTAINER": "jobs",
+    "IMAGES_QUEUE": "work",
+    "IMAGES_RESULTS_QUEUE": "results",
+    "IMAGES_LINK_TTL_SECONDS": "3600",
+    "IMAGES_UPSTREAM_TIMEOUT_SECONDS": "300",
+    "IMAGES_SYNC_TIMEOUT_SECONDS": "100.5",
+    "IMAGES_RETRY_BUDGET_SECONDS": "0",
+    "IMAGES_MAX_RETRIES": "0",
+    "IMAGES_MAX_BODY_BYTES": "4096",
+    "IMAGES_MAX_IMAGE_BYTES": "4096",
+    "IMAGES_MAX_CONCURRENT_UPSTREAM": "4",
+    "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
+}
+
+
+def test_catalogue_is_the_model_fields() -> None:
+    fields = list(Settings.model_fields.values())
+    assert setting_names() == [f.alias for f in fields]
+    assert [s.doc for s in SETTINGS] == [f.description for f in fields]
+    assert all(s.deploy in ("app", "optional", "local") for s in SETTINGS)
+    assert set(SAMPLES) == set(setting_names())  # a new setting needs a sample below
+    assert [s.name for s in SETTINGS if s.default is None] == ["AZURE_OPENAI_ENDPOINT"]  # the one required setting
+
+
+def test_catalogue_defaults_read_back_as_the_defaults() -> None:
+    """What the README shows as a default, written into the environment, changes nothing."""
+    written = {s.name: s.default for s in SETTINGS if s.default}
+    assert Settings.from_env({**written, **BASE}) == load()
+
+
+@pytest.mark.parametrize("name", setting_names())
+def test_every_setting_is_read_under_its_environment_name(name: str) -> None:
+    field = next(n for n, f in Settings.model_fields.items() if f.alias == name)
+    assert getattr(load(**{name: SAMPLES[name]}), field) != getattr(load(), field)
+
+
+def test_a_given_mapping_is_the_only_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMAGES_QUEUE", "from-environ")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("IMAGES_CONTAINER=from-dotenv\n")
+    s = load()
+    assert (s.queue_name, s.images_container) == ("image-jobs", "images")
+
+
+def test_without_a_mapping_the_process_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in setting_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**BASE, "IMAGES_QUEUE": "from-environ"}.items():
+        monkeypatch.setenv(name, value)
+    assert Settings.from_env().queue_name == "from-environ"
+
+
+def test_names_are_case_sensitive_and_blank_means_default() -> None:
+    s = load(images_queue="other-queue", IMAGES_CONTAINER="  ", IMAGES_MAX_RETRIES="", IMAGES_JOBS_CONTAINER=" jobs ")
+    assert (s.queue_name, s.images_container, s.max_retries, s.jobs_container) == ("image-jobs", "images", 3, "jobs")
+    assert load(AZURE_OPENAI_AUTH="KEY", AZURE_OPENAI_API_KEY="k", IMAGES_API_STYLE="V1").auth_mode == "key"
+    assert load(AZURE_OPENAI_ENDPOINT="https://example.openai.azure.com/").endpoint == "https://example.openai.azure.com"
+
+
+def test_settings_are_frozen_and_copied_with_changes() -> None:
+    s = load(IMAGES_ALLOW_HTTP_UPSTREAM="true", AZURE_OPENAI_API_KEY="k")
+    with pytest.raises(ValidationError, match="frozen"):
+        s.allow_http_upstream = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.deployments["other"] = "gpt-image-1"  # type: ignore[index]
+    changed = s.model_copy(update={"allow_http_upstream": False})
+    assert changed.allow_http_upstream is False and s.allow_http_upstream is True
+    assert (changed.deployments, changed.auth_mode, changed.storage) == (s.deployments, s.auth_mode, s.storage)
+
+
+def test_host_queue_settings_and_max_dequeue_count(tmp_path: Path) -> None:
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert host_queue_settings() == queues
+    assert load().max_dequeue_count == queues["maxDequeueCount"]
+    host = tmp_path / "host.json"
+    host.write_text(json.dumps({"extensions": {"queues": {"maxDequeueCount": 7, "batchSize": 1}}}))
+    assert host_queue_settings(host) == {"maxDequeueCount": 7, "batchSize": 1}
+    assert host_max_dequeue_count(host) == 7
+    host.write_text(json.dumps({"extensions": {"queues": {"maxDequeueCount": 9}}}))
+    assert host_max_dequeue_count(host) == 7  # read once
+    unset = tmp_path / "unset.json"
+    unset.write_text(json.dumps({"version": "2.0"}))
+    assert (host_queue_settings(unset), host_max_dequeue_count(unset)) == ({}, 5)  # the host's own default
 
 
 def test_no_environment_read_outside_settings() -> None:
@@ -106,7 +213,9 @@ def test_no_environment_read_outside_settings() -> None:
     assert offenders == []
 
 
-def test_readme_documents_every_setting() -> None:
+def test_readme_settings_table_is_the_catalogue() -> None:
+    """The README's Settings table lists every field: its name, default (— for none) and description, in order."""
     readme = (ROOT / "README.md").read_text()
-    missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
-    assert missing == []
+    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"(?m)^\| `([^`]+)` \| (.*?) \| (.*) \|$", section)
+    assert rows == [(s.name, s.default or "—", s.doc) for s in SETTINGS]
