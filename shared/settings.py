@@ -31,6 +31,7 @@ Nothing here touches the network or a credential: reading settings is pure
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -79,16 +80,19 @@ StorageName = Annotated[str, AfterValidator(_storage_name)]
 OptionalStorageName = Annotated[str, AfterValidator(lambda value: value and _storage_name(value))]  # empty: off
 
 
-def _setting(env: str, default: Any, doc: str, deploy: Deploy = "app", *, ge: float | None = None, le: float | None = None) -> Any:
+def _setting(
+    env: str, default: Any, doc: str, deploy: Deploy = "app", *, ge: float | None = None, le: float | None = None, secret: bool = False
+) -> Any:
     """One setting: its environment name, default (``...``: required), description, where it is set, bounds."""
-    return Field(default, alias=env, description=doc, json_schema_extra={"deploy": deploy}, ge=ge, le=le)
+    # A secret stays out of repr(), so a logged Settings object never carries it.
+    return Field(default, alias=env, description=doc, json_schema_extra={"deploy": deploy}, ge=ge, le=le, repr=not secret)
 
 
 @dataclass(frozen=True)
 class StorageSettings:
     """Where Blob and Queue storage live and how to authenticate to them."""
 
-    connection_string: str = ""
+    connection_string: str = dataclasses.field(default="", repr=False)  # may hold an account key
     blob_url: str = ""
     queue_url: str = ""
     client_id: str = ""
@@ -111,12 +115,12 @@ class Settings(BaseSettings):
     endpoint: str = _setting("AZURE_OPENAI_ENDPOINT", ..., "Model endpoint, e.g. https://NAME.openai.azure.com (or https://api.openai.com).")
     default_deployment: str = _setting("AZURE_OPENAI_DEPLOYMENT", "", "Default deployment; its family is inferred from its name when it is named like one (e.g. gpt-image-1-mini).")
     api_version: str = _setting("AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "api-version sent on the deployment-scoped path.")
-    api_key: str = _setting("AZURE_OPENAI_API_KEY", "", "Model key (the key way; may be a Key Vault reference resolved by the platform).", "optional")
+    api_key: str = _setting("AZURE_OPENAI_API_KEY", "", "Model key (the key way; may be a Key Vault reference resolved by the platform).", "optional", secret=True)
     auth_setting: Literal["", "key", "keyvault", "entra"] = _setting("AZURE_OPENAI_AUTH", "", "key, keyvault or entra. Empty: key if AZURE_OPENAI_API_KEY is set, keyvault if AZURE_KEY_VAULT_ENDPOINT is set, else entra.")
     key_vault_url: str = _setting("AZURE_KEY_VAULT_ENDPOINT", "", "Vault URL holding the model key (the keyvault way).", "optional")
     key_secret_name: str = _setting("AZURE_OPENAI_API_KEY_SECRET_NAME", "azure-openai-api-key", "Name of the secret holding the model key (the keyvault way).", "optional")
     client_id: str = _setting("AZURE_CLIENT_ID", "", "Client id of the user-assigned managed identity (empty: system identity or developer login).")
-    storage_connection_string: str = _setting("AzureWebJobsStorage", "", "Storage connection string (local, Azurite). In Azure use the identity-based AzureWebJobsStorage__* form.", "local")
+    storage_connection_string: str = _setting("AzureWebJobsStorage", "", "Storage connection string (local, Azurite). In Azure use the identity-based AzureWebJobsStorage__* form.", "local", secret=True)
     storage_blob_uri: str = _setting("AzureWebJobsStorage__blobServiceUri", "", "Identity-based storage: blob endpoint.")
     storage_queue_uri: str = _setting("AzureWebJobsStorage__queueServiceUri", "", "Identity-based storage: queue endpoint.")
     storage_account_name: str = _setting("AzureWebJobsStorage__accountName", "", "Identity-based storage: account name, standing for both default endpoints.")

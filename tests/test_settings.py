@@ -177,6 +177,12 @@ def test_names_are_case_sensitive_and_blank_means_default() -> None:
     assert load(AZURE_OPENAI_ENDPOINT="https://example.openai.azure.com/").endpoint == "https://example.openai.azure.com"
 
 
+def test_secrets_stay_out_of_repr() -> None:
+    s = load(AZURE_OPENAI_API_KEY="key-8f3a", AzureWebJobsStorage="AccountName=a;AccountKey=acct-9b2c")
+    assert s.api_key == "key-8f3a" and "acct-9b2c" in s.storage.connection_string
+    assert "key-8f3a" not in repr(s) and "acct-9b2c" not in repr(s)
+
+
 def test_settings_are_frozen_and_copied_with_changes() -> None:
     s = load(IMAGES_ALLOW_HTTP_UPSTREAM="true", AZURE_OPENAI_API_KEY="k")
     with pytest.raises(ValidationError, match="frozen"):
