@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -112,7 +111,7 @@ def test_url_download_is_capped(make_settings: Callable[..., Settings], sim: Sim
 def test_url_download_refuses_http_outside_local_mode(make_settings: Callable[..., Settings], sim: SimControl) -> None:
     url = url_from_simulator(sim)
     # The endpoint check at start refuses http too; the download check is what is proven here.
-    settings = dataclasses.replace(make_settings(), allow_http_upstream=False)
+    settings = make_settings().model_copy(update={"allow_http_upstream": False})
 
     async def go() -> None:
         client = UpstreamClient(settings, auth=None)
