@@ -1,7 +1,5 @@
-"""Background generation: job records, queue messages and the queue handler.
+"""Background generation: accepting jobs, and the queue handler that runs them.
 
-A job record is a JSON blob ``{jobs container}/{id}.json``, written with ETag
-conditions so two deliveries of the same message can never both write it.
 Delivery is at least once, so the handler is idempotent on the job id:
 
 1. a job already finished is consumed silently (after posting its result
@@ -23,41 +21,27 @@ written loses bytes that existed only in memory; the redelivery generates again.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import logging
-import math
 import random
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, NoReturn
 
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings
-from azure.storage.blob.aio import ContainerClient
-
-from shared.archive import ensure_container, is_safe_id, storage_error
+from shared.archive import is_safe_id
 from shared.errors import ServiceError
-from shared.models import parse_request
+from shared.jobs.messages import JobMessage, QueueMessageLike, declared_job_id, decode_message, parse_job_message, send_message
+from shared.jobs.record import Clock, JobRecord, JobResult, JobStatus, utc_now
+from shared.jobs.store import JobStore, StoredJob
+from shared.jobs.view import notification, status_view
+from shared.models import ImageRequest, parse_request
 from shared.service import ImageService
 
 log = logging.getLogger(__name__)
 
-NOT_RUNNING, RUNNING, SUCCEEDED, FAILED = "notRunning", "running", "succeeded", "failed"
-TERMINAL = (SUCCEEDED, FAILED)
 JOB_PREFIX = "jobs"  # archive prefix: images of job X are jobs/X/0.png ...
-MAX_EVENTS = 50
 LEASE_MARGIN_SECONDS = 120
-
-# Test hook: called with a step name at each durable step after upstream answered.
-# The crash tests raise from it to prove no step loses a job or pays twice.
-step_hook: Callable[[str], None] | None = None
 
 
 class JobRetry(Exception):
@@ -68,419 +52,217 @@ class JobRetry(Exception):
 class Outcome:
     """What the handler did with one message (for logs, the runner and tests)."""
 
-    action: str  # succeeded | failed | deferred | busy | duplicate | invalid
+    action: Literal["succeeded", "failed", "deferred", "busy", "duplicate", "invalid"]
     job_id: str | None = None
     detail: str = ""
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _step(name: str) -> None:
-    if step_hook is not None:
-        step_hook(name)
-
-
-def decode_message(raw: bytes | str) -> Any:
-    """A queue message as JSON: raw JSON text, or base64-encoded JSON (what the SDK's encode policies write)."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-    text = text.strip()
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        decoded = base64.b64decode(text, validate=True)
-        return json.loads(decoded.decode("utf-8"))
-    except (binascii.Error, ValueError):
-        raise ValueError("the message is neither JSON nor base64-encoded JSON") from None
-
-
-class JobStore:
-    """Job records in Blob Storage, read and written with ETag conditions."""
-
-    def __init__(self, service: ImageService) -> None:
-        self.service = service
-        self._ready = False
-
-    def _container(self) -> ContainerClient:
-        return self.service.resources().blobs.get_container_client(self.service.settings.jobs_container)
-
-    async def ensure_container(self) -> None:
-        """Create the jobs container once per process (infra creates it in Azure)."""
-        if not self._ready:
-            await ensure_container(self._container(), "jobs")
-            self._ready = True
-
-    async def get(self, job_id: str) -> tuple[dict[str, Any] | None, str | None]:
-        try:
-            stream = await self._container().download_blob(f"{job_id}.json")
-            data = await stream.readall()
-            return json.loads(data), stream.properties.etag
-        except ResourceNotFoundError:
-            return None, None
-        except AzureError as exc:
-            raise storage_error(exc, "reading a job record") from None
-
-    async def create(self, job: dict[str, Any]) -> str | None:
-        """Write a new record; None if one with this id exists already."""
-        try:
-            result = await self._container().get_blob_client(f"{job['id']}.json").upload_blob(
-                json.dumps(job).encode(), overwrite=False,  # If-None-Match: *
-                content_settings=ContentSettings(content_type="application/json"),
-            )
-            return str(result["etag"])
-        except (ResourceExistsError, ResourceModifiedError):
-            return None
-        except AzureError as exc:
-            if getattr(exc, "status_code", None) in (409, 412):
-                return None
-            raise storage_error(exc, "creating a job record") from None
-
-    async def replace(self, job: dict[str, Any], etag: str) -> str | None:
-        """Overwrite the record only if it is unchanged since ``etag``; None if someone else wrote it."""
-        job["updated"] = _iso(_now())
-        try:
-            result = await self._container().get_blob_client(f"{job['id']}.json").upload_blob(
-                json.dumps(job).encode(), overwrite=True,
-                content_settings=ContentSettings(content_type="application/json"),
-                etag=etag, match_condition=MatchConditions.IfNotModified,
-            )
-            return str(result["etag"])
-        except ResourceModifiedError:
-            return None
-        except AzureError as exc:
-            if getattr(exc, "status_code", None) == 412:
-                return None
-            raise storage_error(exc, "updating a job record") from None
-
-
-def new_job(job_id: str, deployment: str, body: dict[str, Any], source: str) -> dict[str, Any]:
-    now = _iso(_now())
-    return {
-        "id": job_id,
-        "status": NOT_RUNNING,
-        "created": int(time.time()),
-        "created_at": now,
-        "updated": now,
-        "source": source,
-        "deployment": deployment,
-        "request": body,
-        "attempts": 0,
-        "lease": None,
-        "error": None,
-        "result": None,
-        "notified": False,
-        "events": [{"at": now, "event": "accepted", "detail": source}],
-    }
-
-
-def _event(job: dict[str, Any], event: str, detail: str = "") -> None:
-    events = job.setdefault("events", [])
-    events.append({"at": _iso(_now()), "event": event, "detail": detail})
-    del events[:-MAX_EVENTS]
-
-
-def _message_job(message: Any, message_id: str, default_deployment: str) -> tuple[str, str, dict[str, Any]]:
-    """(job id, deployment, generation body) from a decoded message; ServiceError if unusable."""
-    if not isinstance(message, dict):
-        raise ServiceError(400, "invalid_type", "The queue message must be a JSON object.", param=None)
-    body = dict(message)
-    job_id = body.pop("id", None)
-    if job_id is None:
-        # The queue message id is stable across redeliveries, so it makes a stable job id.
-        job_id = f"msg-{message_id}"
-    if not isinstance(job_id, str) or not is_safe_id(job_id):
-        raise ServiceError(400, "invalid_value", "'id' must be 1-64 letters, digits, '-' or '_'.", param="id")
-    deployment = body.pop("deployment", None) or default_deployment
-    if not isinstance(deployment, str) or not deployment:
-        raise ServiceError(400, "missing_required_parameter", "'deployment' is required (no AZURE_OPENAI_DEPLOYMENT default).", param="deployment")
-    return job_id, deployment, body
+def new_job_id() -> str:
+    """An id for a job submitted without an Idempotency-Key."""
+    return uuid.uuid4().hex
 
 
 class Jobs:
-    """Accepts jobs (HTTP or queue) and runs them from queue messages."""
+    """Accepts jobs (HTTP or queue) and runs them from queue messages.
 
-    def __init__(self, service: ImageService, max_dequeue_count: int = 5) -> None:
+    ``store`` and ``clock`` are there for tests: a store that fails at a chosen
+    write, a clock they can move instead of waiting for a lease to run out.
+    """
+
+    def __init__(self, service: ImageService, max_dequeue_count: int = 5, *, store: JobStore | None = None, clock: Clock = utc_now) -> None:
         self.service = service
         self.settings = service.settings
-        self.store = JobStore(service)
-        self.max_dequeue_count = max_dequeue_count
+        self.max_dequeue_count = max_dequeue_count  # host.json's maxDequeueCount: the last delivery records the failure
+        self.store = store or JobStore(service)
+        self.clock = clock
 
     # --- acceptance (HTTP) ---
 
-    async def submit(self, job_id: str, deployment: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    async def submit(self, job_id: str, deployment: str, body: dict[str, Any]) -> tuple[JobRecord, bool]:
         """Record and enqueue a checked request; an existing id returns the existing job (False)."""
-        existing, _ = await self.store.get(job_id)
+        existing = await self.store.get(job_id)
         if existing is not None:
-            return existing, False
+            return existing.record, False
         await self.store.ensure_container()
         # Enqueue before recording: a crash in between leaves a message that
         # creates its own record, never a record without a message.
-        message = {"id": job_id, "deployment": deployment, **body}
-        await self._send(self.settings.queue_name, json.dumps(message))
-        job = new_job(job_id, deployment, body, "http")
-        if await self.store.create(job) is None:
-            current, _ = await self.store.get(job_id)
-            return current or job, False
-        return job, True
-
-    async def _send(self, queue: str, content: str, delay: float = 0) -> None:
-        client = self.service.resources().queues.get_queue_client(queue)
-        visibility = math.ceil(delay) if delay > 0 else None
-        try:
-            await client.send_message(content, visibility_timeout=visibility)
-        except ResourceNotFoundError:
-            try:
-                await client.create_queue()
-            except ResourceExistsError:
-                pass
-            except AzureError as exc:
-                raise storage_error(exc, f"creating queue {queue}") from None
-            try:
-                await client.send_message(content, visibility_timeout=visibility)
-            except AzureError as exc:
-                raise storage_error(exc, f"sending to queue {queue}") from None
-        except AzureError as exc:
-            raise storage_error(exc, f"sending to queue {queue}") from None
+        await self._send(self.settings.queue_name, JobMessage(job_id, deployment, body).encode())
+        record = JobRecord.new(job_id, deployment, body, "http", self.clock())
+        if await self.store.create(record) is None:
+            current = await self.store.get(job_id)
+            return (current.record if current else record), False
+        return record, True
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
-        """The operation view: {id, status, created, result?, error?} with fresh links."""
-        job, _ = await self.store.get(job_id)
-        if job is None:
-            return None
-        view: dict[str, Any] = {"id": job["id"], "status": job["status"], "created": job["created"]}
-        if job.get("result"):
-            view["result"] = await self._result_view(job["result"])
-        if job.get("error"):
-            view["error"] = job["error"]
-        return view
-
-    async def _result_view(self, result: dict[str, Any]) -> dict[str, Any]:
-        archive = self.service.resources().archive
-        data = []
-        for image in result["images"]:
-            item = {"url": await archive.link(image["name"])}
-            if image.get("revised_prompt"):
-                item["revised_prompt"] = image["revised_prompt"]
-            data.append(item)
-        view: dict[str, Any] = {"created": result["created"], "data": data}
-        if result.get("usage"):
-            view["usage"] = result["usage"]
-        return view
+        """The operation view: {id, status, created, result?, error?} with fresh links; None if unknown."""
+        stored = await self.store.get(job_id)
+        return None if stored is None else await status_view(stored.record, self.service.archive)
 
     # --- the queue handler ---
 
     async def handle(self, raw: bytes | str, message_id: str, dequeue_count: int) -> Outcome:
         """Process one delivery. Returns normally to consume the message; raises JobRetry to have it redelivered."""
         try:
-            message = decode_message(raw)
+            decoded = decode_message(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             log.error("queue message %s dropped: %s", message_id, exc)
             return Outcome("invalid", None, str(exc))
-        job_id: str | None = message.get("id") if isinstance(message, dict) and isinstance(message.get("id"), str) else None
         try:
-            job_id, deployment, body = _message_job(message, message_id, self.settings.default_deployment)
+            message = parse_job_message(decoded, message_id, self.settings.default_deployment)
         except ServiceError as error:
-            if job_id and is_safe_id(job_id):
-                await self._fail_unparsed(job_id, message, error)
-            log.error("queue message %s (job %s) refused: %s", message_id, job_id, error.message)
-            return Outcome("invalid", job_id, error.message)
-
+            return await self._refuse(decoded, message_id, error)
         try:
-            return await self._run(job_id, deployment, body, message_id, dequeue_count)
+            return await self._run(message, message_id, dequeue_count)
         except ServiceError as error:
             # Storage or credentials failing around the job: let the host redeliver.
-            return await self._transient(job_id, error, dequeue_count)
+            await self._retry_later(message.job_id, error, dequeue_count)
 
-    async def _fail_unparsed(self, job_id: str, message: Any, error: ServiceError) -> None:
+    async def _refuse(self, decoded: Any, message_id: str, error: ServiceError) -> Outcome:
+        """An unusable message is consumed; if it names a job, that job fails with the reason."""
+        job_id = declared_job_id(decoded)
+        if job_id and is_safe_id(job_id):
+            await self.store.ensure_container()
+            deployment = str(decoded.get("deployment") or "")
+            stored = await self.store.get_or_create(JobRecord.new(job_id, deployment, {}, "queue", self.clock()))
+            if not stored.record.status.terminal:
+                await self._finish(stored, JobStatus.FAILED, error=error.body()["error"])
+        log.error("queue message %s (job %s) refused: %s", message_id, job_id, error.message)
+        return Outcome("invalid", job_id, error.message)
+
+    async def _run(self, message: JobMessage, message_id: str, dequeue_count: int) -> Outcome:
         await self.store.ensure_container()
-        job, etag = await self.store.get(job_id)
-        if job is None:
-            job = new_job(job_id, str(message.get("deployment") or ""), {}, "queue")
-            etag = await self.store.create(job)
-            if etag is None:
-                job, etag = await self.store.get(job_id)
-        if job is None or etag is None or job["status"] in TERMINAL:
-            return
-        await self._finish(job, etag, FAILED, error=error.body()["error"])
+        stored = await self.store.get_or_create(JobRecord.new(message.job_id, message.deployment, message.body, "queue", self.clock()))
+        if stored.record.status.terminal:
+            if not stored.record.notified:
+                await self._notify(stored)
+            return Outcome("duplicate", message.job_id, f"already {stored.record.status.value}")
 
-    async def _run(self, job_id: str, deployment: str, body: dict[str, Any], message_id: str, dequeue_count: int) -> Outcome:
-        await self.store.ensure_container()
-        job, etag = await self.store.get(job_id)
-        if job is None:
-            job = new_job(job_id, deployment, body, "queue")
-            etag = await self.store.create(job)
-            if etag is None:
-                job, etag = await self.store.get(job_id)
-        assert job is not None and etag is not None
-
-        if job["status"] in TERMINAL:
-            if not job.get("notified"):
-                await self._notify(job, etag)
-            return Outcome("duplicate", job_id, f"already {job['status']}")
-
-        # Images already archived by a delivery that crashed later: finish from the archive.
-        # Only a job that was claimed before (attempts > 0) can have reached upstream.
-        claimed_before = int(job.get("attempts", 0)) > 0
-        archived = await self.service.resources().archive.read_record(JOB_PREFIX, job_id) if claimed_before else None
-        if archived is not None:
-            await self._finish(job, etag, SUCCEEDED, result=self._result_from_record(archived))
-            return Outcome("succeeded", job_id, "finished from the archive")
-
-        family = self.settings.family_of(deployment)
+        # Only a job that was claimed before can have reached upstream: look for its images.
+        claimed_before = stored.record.attempts > 0
+        if claimed_before:
+            archived = await self.service.archive.read_record(JOB_PREFIX, message.job_id)
+            if archived is not None:
+                return await self._succeed(stored, archived, "finished from the archive")
         try:
-            if family is None:
-                raise ServiceError(404, "DeploymentNotFound", f"The deployment {deployment!r} is not served here.", param="deployment")
-            request = parse_request(body, deployment, family)
+            request = self._parse(message)
         except ServiceError as error:
-            await self._finish(job, etag, FAILED, error=error.body()["error"])
-            return Outcome("failed", job_id, error.message)
+            return await self._fail(stored, error)
+        if claimed_before:
+            recovered = await self.service.recover(request, generation_id=message.job_id, prefix=JOB_PREFIX)
+            if recovered is not None:
+                return await self._succeed(stored, recovered, "record rebuilt from archived images")
 
-        recovered = await self.service.recover(request, generation_id=job_id, prefix=JOB_PREFIX) if claimed_before else None
-        if recovered is not None:
-            await self._finish(job, etag, SUCCEEDED, result=self._result_from_record(recovered))
-            return Outcome("succeeded", job_id, "record rebuilt from archived images")
+        busy = await self._claim(stored, message, message_id, dequeue_count)
+        if busy is not None:
+            return busy
+        return await self._generate(stored, message, request, dequeue_count)
 
-        # Take the lease. Another live delivery holding it means: come back later.
-        now = _now()
-        lease = job.get("lease")
-        if job["status"] == RUNNING and lease and lease.get("message") != message_id and dt.datetime.fromisoformat(lease["until"]) > now:
-            wait = (dt.datetime.fromisoformat(lease["until"]) - now).total_seconds() + 1
-            await self._send(self.settings.queue_name, json.dumps({"id": job_id, "deployment": deployment, **body}), delay=wait)
-            return Outcome("busy", job_id, f"leased by another delivery for {wait:.0f} s")
-        job["status"] = RUNNING
-        job["attempts"] = int(job.get("attempts", 0)) + 1
-        job["lease"] = {"message": message_id, "until": _iso(now + dt.timedelta(seconds=self.settings.upstream_timeout_seconds + LEASE_MARGIN_SECONDS))}
-        _event(job, "running", f"attempt {job['attempts']}, dequeue {dequeue_count}")
-        etag = await self.store.replace(job, etag)
-        if etag is None:
-            return Outcome("busy", job_id, "another delivery updated the job first")
+    def _parse(self, message: JobMessage) -> ImageRequest:
+        family = self.settings.family_of(message.deployment)
+        if family is None:
+            raise ServiceError(404, "DeploymentNotFound", f"The deployment {message.deployment!r} is not served here.", param="deployment")
+        return parse_request(message.body, message.deployment, family)
 
+    async def _claim(self, stored: StoredJob, message: JobMessage, message_id: str, dequeue_count: int) -> Outcome | None:
+        """Take the lease; an Outcome instead when another live delivery holds it (come back later)."""
+        now = self.clock()
+        held = stored.record.held_elsewhere(message_id, now)
+        if held is not None:
+            wait = held + 1
+            await self._send(self.settings.queue_name, message.encode(), delay=wait)
+            return Outcome("busy", message.job_id, f"leased by another delivery for {wait:.0f} s")
+        until = now + dt.timedelta(seconds=self.settings.upstream_timeout_seconds + LEASE_MARGIN_SECONDS)
+        stored.record.claim(message_id, until, now, dequeue_count)
+        if not await self.store.replace(stored):
+            return Outcome("busy", message.job_id, "another delivery updated the job first")
+        return None
+
+    async def _generate(self, stored: StoredJob, message: JobMessage, request: ImageRequest, dequeue_count: int) -> Outcome:
+        """The one upstream call of the job, and its archive."""
         try:
             generation = await self.service.generate(
                 request,
-                generation_id=job_id,
+                generation_id=message.job_id,
                 prefix=JOB_PREFIX,
                 timeout=self.settings.upstream_timeout_seconds,
                 budget=0,  # waiting belongs to the queue, not to a worker slot
                 kind="job",
-                after_images=lambda: _step("after_images"),
             )
         except ServiceError as error:
             if error.status == 429:
-                return await self._defer(job, etag, body, error)
+                return await self._defer(stored, message, error)
             if error.transient:
-                return await self._transient(job_id, error, dequeue_count, job=job, etag=etag)
-            await self._finish(job, etag, FAILED, error=error.body()["error"])
-            return Outcome("failed", job_id, error.message)
+                await self._retry_later(message.job_id, error, dequeue_count, stored)
+            return await self._fail(stored, error)
+        return await self._succeed(stored, generation.record)
 
-        _step("after_archive")
-        await self._finish(job, etag, SUCCEEDED, result=self._result_from_record(generation.record))
-        return Outcome("succeeded", job_id)
+    async def _succeed(self, stored: StoredJob, archive_record: dict[str, Any], detail: str = "") -> Outcome:
+        result = JobResult.from_archive_record(archive_record, self.clock())
+        await self._finish(stored, JobStatus.SUCCEEDED, result=result)
+        return Outcome("succeeded", stored.record.id, detail)
 
-    @staticmethod
-    def _result_from_record(record: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "created": record.get("upstream_created") or int(time.time()),
-            "images": [{"name": i["name"], "link": f"/images/{i['name']}", "revised_prompt": i.get("revised_prompt")} for i in record["images"]],
-            "usage": record.get("usage"),
-            "record": record["images"][0]["name"].rsplit("/", 1)[0] + "/record.json" if record["images"] else None,
-        }
+    async def _fail(self, stored: StoredJob, error: ServiceError) -> Outcome:
+        await self._finish(stored, JobStatus.FAILED, error=error.body()["error"])
+        return Outcome("failed", stored.record.id, error.message)
 
-    async def _finish(self, job: dict[str, Any], etag: str, status: str, *, result: dict[str, Any] | None = None, error: dict[str, Any] | None = None) -> None:
-        """Mark the job terminal (ETag-guarded, retried on conflict), then notify."""
+    async def _finish(self, stored: StoredJob, status: JobStatus, *, result: JobResult | None = None, error: dict[str, Any] | None = None) -> None:
+        """Mark the job terminal (ETag-guarded, re-read on conflict), then post its notification if one is owed."""
+        # Without a results queue there is nothing to post: the terminal write says so, and no third write follows.
+        owes_post = bool(self.settings.results_queue)
         for _ in range(5):
-            if job["status"] in TERMINAL:
+            if stored.record.status.terminal:
                 break
-            job["status"] = status
-            job["lease"] = None
-            job["result"] = result
-            job["error"] = error
-            _event(job, status, (error or {}).get("message", ""))
-            new_etag = await self.store.replace(job, etag)
-            if new_etag is not None:
-                etag = new_etag
+            stored.record.finish(self.clock(), status, result=result, error=error, notified=not owes_post)
+            if await self.store.replace(stored):
                 break
-            current, current_etag = await self.store.get(job["id"])
-            if current is None or current_etag is None:
+            current = await self.store.get(stored.record.id)
+            if current is None:
                 return
-            job, etag = current, current_etag
-        _step("after_job_record")
-        if not job.get("notified"):
-            await self._notify(job, etag)
+            stored.record, stored.etag = current.record, current.etag
+        if not stored.record.notified:
+            await self._notify(stored)
 
-    async def _notify(self, job: dict[str, Any], etag: str) -> None:
-        """Post {id, status, result|error} on the results queue (if configured), then remember it."""
-        if self.settings.results_queue:
-            message: dict[str, Any] = {"id": job["id"], "status": job["status"]}
-            if job.get("result"):
-                message["result"] = await self._result_view(job["result"])
-            if job.get("error"):
-                message["error"] = job["error"]
-            await self._send(self.settings.results_queue, json.dumps(message))
-        job["notified"] = True
-        await self.store.replace(job, etag)
+    async def _notify(self, stored: StoredJob) -> None:
+        """Post {id, status, result|error} on the results queue, then remember it was posted."""
+        if not self.settings.results_queue:
+            return
+        await self._send(self.settings.results_queue, json.dumps(await notification(stored.record, self.service.archive)))
+        stored.record.mark_notified(self.clock())
+        await self.store.replace(stored)
 
-    async def _defer(self, job: dict[str, Any], etag: str, body: dict[str, Any], error: ServiceError) -> Outcome:
+    async def _defer(self, stored: StoredJob, message: JobMessage, error: ServiceError) -> Outcome:
         """429: a continuation message after Retry-After (with jitter); this delivery is consumed."""
         # Never before Retry-After; a little jitter (the queue rounds up to whole seconds anyway)
         # so deferred jobs do not all wake in the same instant, without wasting the window.
         retry_after = error.retry_after or 10.0
         delay = retry_after + random.uniform(0, min(1.0, 0.1 * retry_after))
-        job["status"] = NOT_RUNNING
-        job["lease"] = None
-        _event(job, "throttled", f"retry after {delay:.1f} s")
+        stored.record.release(self.clock(), "throttled", f"retry after {delay:.1f} s")
         # Continuation first: if recording fails, the job still runs.
-        await self._send(self.settings.queue_name, json.dumps({"id": job["id"], "deployment": job["deployment"], **body}), delay=delay)
-        await self.store.replace(job, etag)
-        return Outcome("deferred", job["id"], f"throttled; back in {delay:.1f} s")
+        await self._send(self.settings.queue_name, message.encode(), delay=delay)
+        await self.store.replace(stored)
+        return Outcome("deferred", message.job_id, f"throttled; back in {delay:.1f} s")
 
-    async def _transient(self, job_id: str, error: ServiceError, dequeue_count: int, job: dict[str, Any] | None = None, etag: str | None = None) -> Outcome:
-        """Redeliver via the host, or on the last allowed dequeue record the failure first."""
-        last = dequeue_count >= self.max_dequeue_count
+    async def _retry_later(self, job_id: str, error: ServiceError, dequeue_count: int, stored: StoredJob | None = None) -> NoReturn:
+        """Have the host redeliver (raises JobRetry); on the last allowed dequeue, record the failure first."""
         try:
-            if job is None or etag is None:
-                job, etag = await self.store.get(job_id)
-            if job is not None and etag is not None and job["status"] not in TERMINAL:
-                if last:
-                    await self._finish(job, etag, FAILED, error=error.body()["error"] | {"dequeue_count": dequeue_count})
-                else:
-                    job["status"] = NOT_RUNNING
-                    job["lease"] = None
-                    job["error"] = None
-                    _event(job, "retrying", f"{error.code}: {error.message}")
-                    await self.store.replace(job, etag)
+            await self._record_retry(job_id, error, dequeue_count, stored)
         except ServiceError as store_error:
             log.warning("job %s: could not record the failure: %s", job_id, store_error.message)
         log.warning("job %s: %s (dequeue %d of %d)", job_id, error.message, dequeue_count, self.max_dequeue_count)
         raise JobRetry(f"job {job_id}: {error.code}: {error.message}")
 
+    async def _record_retry(self, job_id: str, error: ServiceError, dequeue_count: int, stored: StoredJob | None) -> None:
+        stored = stored or await self.store.get(job_id)
+        if stored is None or stored.record.status.terminal:
+            return
+        if dequeue_count >= self.max_dequeue_count:
+            await self._finish(stored, JobStatus.FAILED, error=error.body()["error"] | {"dequeue_count": dequeue_count})
+            return
+        stored.record.release(self.clock(), "retrying", f"{error.code}: {error.message}")
+        await self.store.replace(stored)
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
-
-
-def host_queue_settings() -> dict[str, Any]:
-    """The queue settings of host.json (maxDequeueCount, visibilityTimeout...), which the handler must agree with."""
-    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
-    queues: dict[str, Any] = host.get("extensions", {}).get("queues", {})
-    return queues
-
-
-class QueueMessageLike(Protocol):
-    """What the handler needs of azure.functions.QueueMessage (kept free of Functions types)."""
-
-    @property
-    def id(self) -> str | None: ...
-    @property
-    def dequeue_count(self) -> int | None: ...
-    def get_body(self) -> bytes: ...
+    async def _send(self, queue: str, content: str, delay: float = 0) -> None:
+        await send_message(self.service.queues, queue, content, delay)
 
 
 async def handle_queue_message(jobs: Jobs, msg: QueueMessageLike) -> Outcome:
