@@ -130,6 +130,7 @@ class Jobs:
         return Outcome("invalid", job_id, error.message)
 
     async def _run(self, message: JobMessage, message_id: str, dequeue_count: int) -> Outcome:
+        """A usable delivery: finished already, finishable from the archive, invalid, busy, or run now."""
         await self.store.ensure_container()
         stored = await self.store.get_or_create(JobRecord.new(message.job_id, message.deployment, message.body, "queue", self.clock()))
         if stored.record.status.terminal:
