@@ -14,6 +14,11 @@ What the host does for a storage-queue trigger, and this runner copies
 - a crash (the worker dies) leaves the message to reappear when its lease ends.
 
 The handler gets a real ``azure.functions.QueueMessage``, as in Azure.
+
+Tests wait on what the runner did, never on the clock: ``wait_for(predicate)``
+returns as soon as the runner's stats satisfy it, ``drain()`` once every message
+is handled. ``crash_visibility`` stands in for the time a dead worker's lease takes
+to run out.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -37,6 +44,8 @@ from azure.storage.queue.aio import QueueClient
 log = logging.getLogger(__name__)
 
 Handler = Callable[[func.QueueMessage], Awaitable[Any]]
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
 class SimulatedCrash(BaseException):
@@ -52,14 +61,23 @@ def parse_timespan(value: str) -> float:
     return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
+def read_host_queues(path: Path = HOST_JSON) -> dict[str, Any]:
+    """The ``extensions.queues`` settings of host.json, which the runner copies."""
+    queues: dict[str, Any] = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
+    return queues
+
+
 @dataclass
 class RunnerStats:
+    """What the runner has done so far (read it through ``QueueRunner.wait_for``)."""
+
     received: int = 0
     succeeded: int = 0
     retried: int = 0
     poisoned: int = 0
     crashed: int = 0
-    outcomes: list[Any] = field(default_factory=list)
+    outcomes: list[Any] = field(default_factory=list)  # what the handler returned, in order
+    idle: bool = False  # at the last poll nothing was running and the queue held no message, visible or not
 
 
 class QueueRunner:
@@ -76,6 +94,7 @@ class QueueRunner:
         lease_seconds: float = 60.0,
         max_poll_interval: float | None = None,
         on_stop: Callable[[], Awaitable[Any]] | None = None,
+        crash_visibility: float | None = None,
     ) -> None:
         settings = host_queues or {}
         self.connection_string = connection_string
@@ -89,7 +108,11 @@ class QueueRunner:
         self.base64 = settings.get("messageEncoding", "base64") != "none"
         self.lease_seconds = lease_seconds
         self.on_stop = on_stop  # e.g. close the handler's clients, in the runner's own loop
+        # After a simulated crash the message reappears when the dead worker's lease runs out
+        # (None), or after this many seconds: tests move time on instead of waiting for it.
+        self.crash_visibility = crash_visibility
         self.stats = RunnerStats()
+        self._changed = threading.Condition()
         self._stop = asyncio.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,13 +136,17 @@ class QueueRunner:
                     continue
                 batch = [m async for m in queue.receive_messages(max_messages=min(self.batch_size, free), visibility_timeout=int(self.lease_seconds))]
                 if not batch:
+                    if not running:
+                        await self._note_idle(queue)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), interval)
                     interval = min(self.max_poll_interval, interval * 2)  # the host backs off the same way
                     continue
                 interval = 0.05
                 for message in batch:
-                    self.stats.received += 1
+                    with self._update() as stats:
+                        stats.received += 1
+                        stats.idle = False
                     task = asyncio.create_task(self._process(queue, poison, message))
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -154,10 +181,14 @@ class QueueRunner:
         renewer = asyncio.create_task(self._renew(queue, message, receipt))
         try:
             outcome = await self.handler(msg)
-            self.stats.outcomes.append(outcome)
         except SimulatedCrash:
-            self.stats.crashed += 1
+            renewer.cancel()
             log.warning("message %s: worker crashed (simulated); it reappears when its lease ends", message.id)
+            if self.crash_visibility is not None:
+                with contextlib.suppress(ResourceNotFoundError):
+                    await queue.update_message(message.id, receipt["pop"], visibility_timeout=int(self.crash_visibility))
+            with self._update() as stats:
+                stats.crashed += 1
             return
         except Exception as exc:  # the host catches everything a function raises
             if (message.dequeue_count or 0) >= self.max_dequeue_count:
@@ -165,16 +196,19 @@ class QueueRunner:
                 renewer.cancel()
                 await self._poison(queue, poison, message, text, receipt["pop"])
             else:
-                self.stats.retried += 1
                 renewer.cancel()
                 with contextlib.suppress(ResourceNotFoundError):
                     await queue.update_message(message.id, receipt["pop"], visibility_timeout=int(self.retry_delay))
+                with self._update() as stats:
+                    stats.retried += 1
             return
         finally:
             renewer.cancel()
-        self.stats.succeeded += 1
         with contextlib.suppress(ResourceNotFoundError):
             await queue.delete_message(message.id, receipt["pop"])
+        with self._update() as stats:
+            stats.succeeded += 1
+            stats.outcomes.append(outcome)
 
     async def _renew(self, queue: QueueClient, message: QueueMessage, receipt: dict[str, str | None]) -> None:
         """Keep the message invisible while the handler runs, as the host does."""
@@ -187,10 +221,36 @@ class QueueRunner:
                 return
 
     async def _poison(self, queue: QueueClient, poison: QueueClient, message: QueueMessage, text: str, pop: str | None = None) -> None:
-        self.stats.poisoned += 1
         await poison.send_message(text)
         with contextlib.suppress(ResourceNotFoundError):
             await queue.delete_message(message.id, pop or message.pop_receipt)
+        with self._update() as stats:
+            stats.poisoned += 1
+
+    async def _note_idle(self, queue: QueueClient) -> None:
+        # The approximate count includes invisible messages (deferred, or waiting for a retry).
+        count = (await queue.get_queue_properties()).approximate_message_count
+        with self._update() as stats:
+            stats.idle = count == 0
+
+    @contextlib.contextmanager
+    def _update(self) -> Iterator[RunnerStats]:
+        """Change the stats under the lock, then wake whoever waits on them."""
+        with self._changed:
+            yield self.stats
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[RunnerStats], bool], timeout: float = 60) -> RunnerStats:
+        """Block until ``predicate(stats)`` holds (checked on every change); TimeoutError after ``timeout`` s."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self.stats), timeout):
+                raise TimeoutError(f"queue runner {self.queue_name}: condition not met within {timeout} s; {self.stats}")
+        return self.stats
+
+    def drain(self, received: int = 0, timeout: float = 60) -> RunnerStats:
+        """Block until the runner has taken at least ``received`` messages and then found nothing left to do:
+        nothing running and no message in the queue, visible or not (a deferred job still counts)."""
+        return self.wait_for(lambda s: s.idle and s.received >= received, timeout)
 
     def stop(self, timeout: float = 30) -> None:
         """Stop polling, let running handlers finish (up to 30 s), and join the thread if there is one."""

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.archive import is_archive_path, is_safe_id
 from shared.errors import ServiceError, invalid
-from shared.jobs import Jobs, host_queue_settings, new_job_id
+from shared.jobs import Jobs, JobStatus, host_queue_settings, new_job_id
 from shared.models import ImageRequest, parse_request
 from shared.service import ImageService, new_generation_id, sync_prefix
 from shared.settings import Settings
@@ -163,13 +163,13 @@ def create_app(settings: Settings, service: ImageService | None = None, jobs: Jo
         job_id = key or new_job_id()
         queued = {k: v for k, v in body.items() if k != "model"}
         job, created = await job_service.submit(job_id, image_request.deployment, queued)
-        if not created and (job.get("request") != queued or job.get("deployment") != image_request.deployment):
+        if not created and (job.request != queued or job.deployment != image_request.deployment):
             raise ServiceError(
                 409, "IdempotencyKeyReused", "This Idempotency-Key was used for a different request; use a new key.", param="Idempotency-Key"
             )
         location = str(request.url_for("operation_status", job_id=job_id).include_query_params(**{"api-version": request.query_params.get("api-version", settings.api_version)}))
         return JSONResponse(
-            {"id": job_id, "status": job["status"]},
+            {"id": job_id, "status": job.status.value},
             status_code=202,
             headers={"Operation-Location": location, "Retry-After": "5"},
         )
@@ -224,7 +224,7 @@ def create_app(settings: Settings, service: ImageService | None = None, jobs: Jo
         view = await job_service.status(job_id) if is_safe_id(job_id) else None
         if view is None:
             raise ServiceError(404, "NotFound", f"No image operation has the id {job_id!r}.", param="id")
-        headers = {} if view["status"] in ("succeeded", "failed") else {"Retry-After": "5"}
+        headers = {} if JobStatus(view["status"]).terminal else {"Retry-After": "5"}
         return JSONResponse(view, headers=headers)
 
     @app.post(

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +131,6 @@ class Archive:
         generation_id: str,
         images: list[tuple[bytes, str]],
         record: dict[str, Any],
-        after_images: Callable[[], None] | None = None,
     ) -> tuple[list[ArchivedImage], dict[str, Any]]:
         """Upload each (bytes, content_type), then the record with their names, sizes and hashes.
 
@@ -158,8 +156,6 @@ class Archive:
                     metadata=_image_metadata(generation_id, index, len(images), digest, record, details[index] if index < len(details) else {}),
                 )
                 archived.append(ArchivedImage(name, len(data), digest, content_type))
-            if after_images is not None:
-                after_images()
             full_record = await self.write_record(prefix, generation_id, record, archived)
         except AzureError as exc:
             await self._remove([a.name for a in archived])

@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 import uuid
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,7 +153,6 @@ class ImageService:
         timeout: float,
         budget: float,
         kind: str = "sync",
-        after_images: Callable[[], None] | None = None,
     ) -> Generation:
         """Call upstream and archive every image with its record before returning."""
         res = self.resources()
@@ -162,7 +160,7 @@ class ImageService:
         result = await res.upstream.generate(request, timeout=timeout, budget=budget)
         record = build_record(generation_id, kind, request, result)
         archived, full_record = await res.archive.store(
-            prefix, generation_id, [(i.data, i.content_type) for i in result.images], record, after_images=after_images
+            prefix, generation_id, [(i.data, i.content_type) for i in result.images], record
         )
         return Generation(generation_id, request, result, archived, full_record)
 

@@ -1,0 +1,106 @@
+"""Queue messages of jobs: reading them, building them, sending them.
+
+A job message is the HTTP generation body plus an optional ``id`` (the job id,
+an idempotency key) and ``deployment``: ``{"id", "deployment", **body}``. It
+arrives as raw JSON or as base64-encoded JSON (what the SDKs' encode policies
+write); the app sends raw JSON, as host.json (``messageEncoding: none``) expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+from shared.archive import is_safe_id, storage_error
+from shared.errors import ServiceError
+
+
+class QueueMessageLike(Protocol):
+    """What the handler needs of azure.functions.QueueMessage (kept free of Functions types)."""
+
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def dequeue_count(self) -> int | None: ...
+    def get_body(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    """A job as a queue message carries it."""
+
+    job_id: str
+    deployment: str
+    body: dict[str, Any]  # the generation request (the message without id and deployment)
+
+    def encode(self) -> str:
+        """The message text: the one place a job message is built (submission, continuation, busy)."""
+        return json.dumps({"id": self.job_id, "deployment": self.deployment, **self.body})
+
+
+def decode_message(raw: bytes | str) -> Any:
+    """A queue message as JSON: raw JSON text, or base64-encoded JSON (what the SDK's encode policies write)."""
+    text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        decoded = base64.b64decode(text, validate=True)
+        return json.loads(decoded.decode("utf-8"))
+    except (binascii.Error, ValueError):
+        raise ValueError("the message is neither JSON nor base64-encoded JSON") from None
+
+
+def declared_job_id(message: Any) -> str | None:
+    """The ``id`` a decoded message names, if it names one (even when the rest is unusable)."""
+    job_id = message.get("id") if isinstance(message, dict) else None
+    return job_id if isinstance(job_id, str) else None
+
+
+def parse_job_message(message: Any, message_id: str, default_deployment: str) -> JobMessage:
+    """The job a decoded message asks for; ServiceError (400) if it is unusable."""
+    if not isinstance(message, dict):
+        raise ServiceError(400, "invalid_type", "The queue message must be a JSON object.", param=None)
+    body = dict(message)
+    job_id = body.pop("id", None)
+    if job_id is None:
+        # The queue message id is stable across redeliveries, so it makes a stable job id.
+        job_id = f"msg-{message_id}"
+    if not isinstance(job_id, str) or not is_safe_id(job_id):
+        raise ServiceError(400, "invalid_value", "'id' must be 1-64 letters, digits, '-' or '_'.", param="id")
+    deployment = body.pop("deployment", None) or default_deployment
+    if not isinstance(deployment, str) or not deployment:
+        raise ServiceError(400, "missing_required_parameter", "'deployment' is required (no AZURE_OPENAI_DEPLOYMENT default).", param="deployment")
+    return JobMessage(job_id, deployment, body)
+
+
+async def send_message(queues: QueueServiceClient, queue: str, content: str, delay: float = 0) -> None:
+    """Send ``content`` to ``queue`` (created if missing), visible after ``delay`` seconds (rounded up)."""
+    client = queues.get_queue_client(queue)
+    visibility = math.ceil(delay) if delay > 0 else None
+    try:
+        try:
+            await client.send_message(content, visibility_timeout=visibility)
+        except ResourceNotFoundError:
+            await _create_queue(client, queue)
+            await client.send_message(content, visibility_timeout=visibility)
+    except AzureError as exc:
+        raise storage_error(exc, f"sending to queue {queue}") from None
+
+
+async def _create_queue(client: QueueClient, queue: str) -> None:
+    try:
+        await client.create_queue()
+    except ResourceExistsError:
+        pass
+    except AzureError as exc:
+        raise storage_error(exc, f"creating queue {queue}") from None

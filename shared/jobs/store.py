@@ -1,0 +1,98 @@
+"""Job records in Blob Storage, read and written with ETag conditions.
+
+Two deliveries of the same message can never both write a record: a new record is
+created with If-None-Match: *, and every later write carries If-Match with the
+ETag the writer read. A writer that loses the race gets None/False and re-reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import ContentSettings
+from azure.storage.blob.aio import ContainerClient
+
+from shared.archive import ensure_container, storage_error
+from shared.errors import ServiceError
+from shared.jobs.record import JobRecord
+from shared.service import ImageService
+
+_JSON = ContentSettings(content_type="application/json")
+
+
+@dataclass
+class StoredJob:
+    """A job record and the ETag of its blob: the condition of the next write."""
+
+    record: JobRecord
+    etag: str
+
+
+def _lost_race(exc: AzureError) -> bool:
+    """The condition failed: someone else created or changed the record first."""
+    return isinstance(exc, ResourceExistsError | ResourceModifiedError) or getattr(exc, "status_code", None) in (409, 412)
+
+
+class JobStore:
+    """The jobs container of the service's storage account."""
+
+    def __init__(self, service: ImageService) -> None:
+        self.service = service
+        self._ready = False
+
+    def _container(self) -> ContainerClient:
+        return self.service.blobs.get_container_client(self.service.settings.jobs_container)
+
+    async def ensure_container(self) -> None:
+        """Create the jobs container once per process (infra creates it in Azure)."""
+        if not self._ready:
+            await ensure_container(self._container(), "jobs")
+            self._ready = True
+
+    async def get(self, job_id: str) -> StoredJob | None:
+        """The record of ``job_id``, or None if there is none."""
+        try:
+            stream = await self._container().download_blob(f"{job_id}.json")
+            data = await stream.readall()
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise storage_error(exc, "reading a job record") from None
+        return StoredJob(JobRecord.from_json(data), str(stream.properties.etag))
+
+    async def create(self, record: JobRecord) -> StoredJob | None:
+        """Write a new record; None if one with this id exists already."""
+        try:
+            etag = await self._upload(record, overwrite=False)  # If-None-Match: *
+        except AzureError as exc:
+            if _lost_race(exc):
+                return None
+            raise storage_error(exc, "creating a job record") from None
+        return StoredJob(record, etag)
+
+    async def replace(self, stored: StoredJob) -> bool:
+        """Write ``stored.record`` if the blob is unchanged since ``stored.etag`` (then the ETag moves on);
+        False if someone else wrote it first."""
+        try:
+            stored.etag = await self._upload(stored.record, overwrite=True, etag=stored.etag, match_condition=MatchConditions.IfNotModified)
+        except AzureError as exc:
+            if _lost_race(exc):
+                return False
+            raise storage_error(exc, "updating a job record") from None
+        return True
+
+    async def get_or_create(self, record: JobRecord) -> StoredJob:
+        """The existing record of ``record.id``, or ``record`` written as the new one."""
+        found = await self.get(record.id) or await self.create(record) or await self.get(record.id)
+        if found is None:
+            # Created by someone else and deleted again in between: nothing to build on, try later.
+            raise ServiceError(503, "StorageUnavailable", f"The job record {record.id!r} changed while it was read.", transient=True)
+        return found
+
+    async def _upload(self, record: JobRecord, *, overwrite: bool, **conditions: Any) -> str:
+        blob = self._container().get_blob_client(f"{record.id}.json")
+        result = await blob.upload_blob(record.to_json(), overwrite=overwrite, content_settings=_JSON, **conditions)
+        return str(result["etag"])
