@@ -76,7 +76,7 @@ class RetryPolicy:
         self.max_retries = max_retries
         self.sleep = sleep
         self.clock = clock
-        self._backoff = wait_random_exponential(multiplier=BACKOFF_FIRST_CAP / 2, max=BACKOFF_CAP)
+        self._backoff = wait_random_exponential(multiplier=BACKOFF_FIRST_CAP, max=BACKOFF_CAP)
 
     def wait(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: what a 429 asks for, else jittered backoff."""
