@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared import credentials
+from shared import redaction
 from shared.api import create_app
 from shared.jobs import Jobs, handle_queue_message, host_queue_settings
 from shared.service import ImageService
 from shared.settings import Settings
 
 settings = Settings.from_env()
-credentials.install_log_hygiene()  # no key, token or SAS signature in any log line
+redaction.install_log_hygiene()  # no key, token or SAS signature in any log line
 service = ImageService(settings)
 jobs = Jobs(service, max_dequeue_count=int(host_queue_settings().get("maxDequeueCount", 5)))
 

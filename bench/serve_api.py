@@ -11,7 +11,7 @@ import argparse
 
 import uvicorn
 
-from shared import credentials
+from shared import redaction
 from shared.api import create_app
 from shared.jobs import Jobs, host_queue_settings
 from shared.service import ImageService
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    credentials.install_log_hygiene()
+    redaction.install_log_hygiene()
     service = ImageService(settings)
     jobs = Jobs(service, max_dequeue_count=int(host_queue_settings().get("maxDequeueCount", 5)))
     uvicorn.run(create_app(settings, service, jobs), host=args.host, port=args.port, log_level="warning", access_log=False)

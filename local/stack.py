@@ -34,7 +34,7 @@ from local.azurite import ROOT, Azurite, start_azurite
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
-from shared import credentials
+from shared import redaction
 from shared.api import create_app
 from shared.jobs import Jobs, handle_queue_message, host_queue_settings
 from shared.service import ImageService
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--latency", type=float, default=2.0, help="simulated model latency in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    credentials.install_log_hygiene()
+    redaction.install_log_hygiene()
     return _run(args) if args.command == "run" else _serve(args)
 
 

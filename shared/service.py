@@ -80,10 +80,11 @@ def sync_prefix(now: dt.datetime | None = None) -> str:
 class ImageService:
     """Everything a request or a job needs, shared by the HTTP app and the queue handler."""
 
-    def __init__(self, settings: Settings, *, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: Settings, *, storage_options: dict[str, Any] | None = None, key_vault_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
         # Extra storage client options, e.g. connection_verify=<CA file> for a TLS stand-in in tests.
         self.storage_options = dict(storage_options or {})
+        self.key_vault_options = dict(key_vault_options or {})  # the same for the Key Vault stand-in
         self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Resources] = weakref.WeakKeyDictionary()
 
     def resources(self) -> Resources:
@@ -111,7 +112,7 @@ class ImageService:
                 storage_credential = credentials.create_token_credential(s, client_id=s.storage.client_id)
             blobs = BlobServiceClient(s.storage.blob_url, credential=storage_credential, **options)
             queues = QueueServiceClient(s.storage.queue_url, credential=storage_credential, **options)
-        auth = credentials.create_upstream_auth(s, token_credential)
+        auth = credentials.create_upstream_auth(s, token_credential, key_vault_options=self.key_vault_options)
         return Resources(
             upstream=UpstreamClient(s, auth),
             blobs=blobs,

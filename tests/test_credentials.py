@@ -15,7 +15,6 @@ import logging
 import re
 import secrets
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,24 +30,21 @@ from local.azurite import ACCOUNT, Azurite, start_azurite
 from local.identity import IdentityEndpoint, TokenIssuer, decode_claims
 from local.keyvault import KeyVaultStandIn
 from local.servers import ServerThread, serve_in_thread
-from shared import credentials
 from shared.credentials import (
-    AZURE_HTTP_LOGGER,
     COGNITIVE_SERVICES_SCOPE,
+    KEY_CACHE_SECONDS,
+    KEY_STALE_GRACE_SECONDS,
+    RETRY_AFTER_FAILURE_SECONDS,
     EntraAuth,
     KeyAuth,
     KeyVaultAuth,
-    RedactSecrets,
     UpstreamAuth,
     create_token_credential,
     create_upstream_auth,
     describe_identity,
-    install_log_hygiene,
-    reason,
-    redact,
-    remember_secret,
 )
 from shared.errors import ServiceError
+from shared.redaction import AZURE_HTTP_LOGGER, RedactSecrets, install_log_hygiene, reason, redact, remember_secret
 from shared.settings import Settings
 
 SECRET_NAME = "azure-openai-api-key"
@@ -69,6 +65,38 @@ def make_settings(**env: str) -> Settings:
 
 def new_key() -> str:
     return "kv-" + secrets.token_hex(16)
+
+
+class ManualClock:
+    """The Key Vault cache's clock, moved by the test instead of waited for."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class CountingCredential:
+    """The real credential, with a count of the token requests that reach it (the cache in front is what is tested)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.calls += 1
+        return await self.inner.get_token(*scopes, **kwargs)
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        self.calls += 1
+        return await self.inner.get_token_info(*scopes, options=options)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 def assert_clean(text: str, *values: str) -> None:
@@ -131,16 +159,21 @@ def model_key(vault: KeyVaultStandIn) -> str:
 
 
 @pytest.fixture()
-async def make_auth(vault: KeyVaultStandIn) -> AsyncIterator[Callable[..., Any]]:
-    """Build auth objects the way the app does (one shared credential), closing them afterwards."""
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture()
+async def make_auth(vault: KeyVaultStandIn, clock: ManualClock) -> AsyncIterator[Callable[..., Any]]:
+    """Build auth objects the way the app does (one shared credential, the Key Vault cache on ``clock``), closing them afterwards."""
     made: list[tuple[UpstreamAuth, Any]] = []
 
-    def make(mode: str = "keyvault", **env: str) -> Any:
+    def make(mode: str = "keyvault", *, credential: Any = None, **env: str) -> Any:
         if mode == "keyvault":
             env.setdefault("AZURE_KEY_VAULT_ENDPOINT", vault.url)
         settings = make_settings(AZURE_OPENAI_AUTH=mode, **env)
-        credential = create_token_credential(settings, **FAST)
-        auth = create_upstream_auth(settings, credential, key_vault_options={**vault.client_options(), **FAST})
+        credential = credential or create_token_credential(settings, **FAST)
+        auth = create_upstream_auth(settings, credential, key_vault_options={**vault.client_options(), **FAST}, clock=clock)
         made.append((auth, credential))
         return auth
 
@@ -187,7 +220,6 @@ async def test_nothing_is_fetched_until_headers_are_asked_for(
 ) -> None:
     auth = make_auth()
     assert isinstance(auth, KeyVaultAuth)
-    await asyncio.sleep(0.05)
     assert identity.requests == 0 and vault.requests == 0
     assert await auth.headers() == {"api-key": model_key}
 
@@ -239,21 +271,21 @@ async def test_concurrent_callers_share_one_fetch(
     auth = make_auth()
     results = await asyncio.gather(*(auth.headers() for _ in range(50)))
     assert all(r == {"api-key": model_key} for r in results)
-    assert auth.fetch_count == 1
     assert identity.requests == 1
     assert vault.reads == {SECRET_NAME: 1}
 
 
 async def test_the_key_is_read_again_after_its_ttl(
-    make_auth: Callable[..., Any], identity: IdentityEndpoint, vault: KeyVaultStandIn, model_key: str
+    make_auth: Callable[..., Any], identity: IdentityEndpoint, vault: KeyVaultStandIn, model_key: str, clock: ManualClock
 ) -> None:
     auth = make_auth()
-    auth.ttl = 0.3
     assert await auth.headers() == {"api-key": model_key}
     rotated = new_key()
     vault.set_secret(SECRET_NAME, rotated)
+    clock.advance(KEY_CACHE_SECONDS - 1)
     assert await auth.headers() == {"api-key": model_key}  # still cached
-    await asyncio.sleep(0.35)
+    assert vault.reads == {SECRET_NAME: 1}
+    clock.advance(1)
     assert await auth.headers() == {"api-key": rotated}
     assert vault.reads == {SECRET_NAME: 2}
     assert identity.requests == 1  # the vault token is still good: only the secret was read again
@@ -278,22 +310,39 @@ async def test_rotation_one_refetch_for_many_401s_and_a_stale_refresh_keeps_the_
 
 
 async def test_stale_key_is_kept_while_the_vault_is_down_but_not_after_a_401(
-    make_auth: Callable[..., Any], vault: KeyVaultStandIn, model_key: str, caplog: pytest.LogCaptureFixture
+    make_auth: Callable[..., Any], vault: KeyVaultStandIn, model_key: str, caplog: pytest.LogCaptureFixture, clock: ManualClock
 ) -> None:
     auth = make_auth()
-    auth.ttl = 0.2
     assert await auth.headers() == {"api-key": model_key}
     vault.status = 503
-    await asyncio.sleep(0.25)
+    clock.advance(KEY_CACHE_SECONDS)
     with caplog.at_level(logging.WARNING, logger="shared.credentials"):
         assert await auth.headers() == {"api-key": model_key}  # due, vault down: the old key still serves
     assert any("Using the cached credential" in r.getMessage() and vault.url in r.getMessage() for r in caplog.records)
-    fetches = auth.fetch_count
+    asked = vault.requests
+    clock.advance(RETRY_AFTER_FAILURE_SECONDS - 1)
     assert await auth.headers() == {"api-key": model_key}
-    assert auth.fetch_count == fetches  # no new attempt until RETRY_AFTER_FAILURE_SECONDS
+    assert vault.requests == asked  # no new attempt until RETRY_AFTER_FAILURE_SECONDS
+    clock.advance(1)
+    assert await auth.headers() == {"api-key": model_key}
+    assert vault.requests > asked  # asked again, still down, still the old key
     await auth.refresh({"api-key": model_key})  # upstream refused it: no grace for a refused key
     error = await failure_of(auth)
     assert error.status == 503
+    assert_clean(error.message, model_key)
+
+
+async def test_stale_key_serves_no_longer_than_its_grace(
+    make_auth: Callable[..., Any], vault: KeyVaultStandIn, model_key: str, clock: ManualClock
+) -> None:
+    auth = make_auth()
+    assert await auth.headers() == {"api-key": model_key}
+    vault.status = 503
+    clock.advance(KEY_CACHE_SECONDS + KEY_STALE_GRACE_SECONDS - 1)
+    assert await auth.headers() == {"api-key": model_key}  # one second of grace left
+    clock.advance(RETRY_AFTER_FAILURE_SECONDS)
+    error = await failure_of(auth)
+    assert error.status == 503 and error.transient
     assert_clean(error.message, model_key)
 
 
@@ -301,10 +350,13 @@ async def test_waiters_share_a_failed_fetch_instead_of_queueing_more(
     make_auth: Callable[..., Any], vault: KeyVaultStandIn, model_key: str
 ) -> None:
     vault.status = 503
+    await failure_of(make_auth())
+    one_fetch = vault.requests  # the SDK's own retries included
+    vault.reset_counts()
     auth = make_auth()
     outcomes = await asyncio.gather(*(auth.headers() for _ in range(20)), return_exceptions=True)
     assert all(isinstance(o, ServiceError) and o.status == 503 for o in outcomes)
-    assert auth.fetch_count == 1
+    assert vault.requests == one_fetch
 
 
 # --------------------------------------------------------------------------- failures
@@ -429,42 +481,53 @@ async def test_entra_token_has_the_model_audience_and_is_cached(
     assert decode_claims(token)["appid"] == identity.issuer.client_id
     assert identity.resources == {COGNITIVE: 1}
     assert await auth.headers() == results[0]
-    assert identity.requests == 1 and auth.fetch_count == 1
+    assert identity.requests == 1
 
 
-async def test_entra_token_is_refreshed_near_expiry(make_auth: Callable[..., Any], identity: IdentityEndpoint) -> None:
-    identity.lifetime = 4
-    auth = make_auth("entra")
+def counting_credential() -> CountingCredential:
+    return CountingCredential(create_token_credential(make_settings(), **FAST))
+
+
+async def test_entra_token_near_expiry_is_asked_for_again_and_an_expired_one_never_served(
+    make_auth: Callable[..., Any], identity: IdentityEndpoint
+) -> None:
+    # The token's lifetime is the input: inside the provider's refresh window (5 minutes) it asks the
+    # credential on every call; azure-identity's own cache answers with the same, unexpired token.
+    identity.lifetime = 120
+    counting = counting_credential()
+    auth = make_auth("entra", credential=counting)
     first = await auth.headers()
-    expires = decode_claims(first["Authorization"].split(" ")[1])["exp"]
-    fetched = time.time()
     assert await auth.headers() == first
-    assert auth.fetch_count == 1
-    # Past half its remaining life (the margin for short tokens) the credential is asked again;
-    # azure-identity's own cache still answers with the same, unexpired token.
-    await asyncio.sleep(fetched + (expires - fetched) / 2 + 0.2 - time.time())
-    assert time.time() < expires - 0.5
-    assert await auth.headers() == first
-    assert auth.fetch_count == 2
+    assert counting.calls == 2
     assert identity.resources == {COGNITIVE: 1}
-    # Once it has expired, a new token comes from the identity endpoint; the old one is never handed out.
-    await asyncio.sleep(expires + 0.1 - time.time())
-    second = await auth.headers()
-    assert second != first
-    assert identity.issuer.validate(second["Authorization"].split(" ")[1], COGNITIVE)
-    assert identity.resources == {COGNITIVE: 2}
+    # A token that has expired is never handed out again: the next call gets a new one from the endpoint.
+    identity.lifetime = -1
+    expired = make_auth("entra", credential=counting_credential())
+    one, two = await expired.headers(), await expired.headers()
+    assert one != two
+    assert identity.resources == {COGNITIVE: 3}
+
+
+async def test_entra_token_far_from_expiry_is_served_from_the_provider_cache(
+    make_auth: Callable[..., Any], identity: IdentityEndpoint
+) -> None:
+    counting = counting_credential()
+    auth = make_auth("entra", credential=counting)
+    first = await auth.headers()
+    assert [await auth.headers() for _ in range(3)] == [first] * 3
+    assert counting.calls == 1
 
 
 async def test_entra_refresh_drops_the_cached_token(make_auth: Callable[..., Any], identity: IdentityEndpoint) -> None:
-    auth = make_auth("entra")
+    counting = counting_credential()
+    auth = make_auth("entra", credential=counting)
     first = await auth.headers()
     await auth.refresh({"Authorization": "Bearer something-else-entirely"})
-    assert auth.fetch_count == 1
     await auth.headers()
-    assert auth.fetch_count == 1
+    assert counting.calls == 1  # a refusal of another token keeps this one
     await auth.refresh(first)
-    await auth.headers()
-    assert auth.fetch_count == 2
+    assert await auth.headers() == first  # azure-identity's own cache may answer with the same token
+    assert counting.calls == 2
 
 
 async def test_identity_endpoint_503_in_entra_mode_names_it(make_auth: Callable[..., Any], identity: IdentityEndpoint) -> None:
@@ -706,41 +769,52 @@ def own_simulator() -> Iterator[tuple[ServerThread, Any]]:
     server.stop()
 
 
-@pytest.fixture()
-def start_api_with(azurite: Azurite, own_simulator: tuple[ServerThread, Any]) -> Iterator[Callable[..., httpx.Client]]:
-    from shared.api import create_app
-    from shared.service import ImageService
+class ApiServers:
+    """Starts the app over real HTTP with settings overrides; stop() returns once every server thread has ended."""
 
-    started: list[tuple[ServerThread, httpx.Client]] = []
+    def __init__(self, azurite: Azurite, simulator_url: str) -> None:
+        self.azurite = azurite
+        self.simulator_url = simulator_url
+        self.started: list[tuple[ServerThread, httpx.Client]] = []
 
-    def start(**env: str) -> httpx.Client:
+    def __call__(self, *, key_vault_options: dict[str, Any] | None = None, **env: str) -> httpx.Client:
+        from shared.api import create_app
+        from shared.service import ImageService
+
         settings = Settings.from_env(
             {
-                "AZURE_OPENAI_ENDPOINT": own_simulator[0].url,
+                "AZURE_OPENAI_ENDPOINT": self.simulator_url,
                 "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1-mini",
                 "IMAGES_DEPLOYMENTS": "gpt-image-1-mini=gpt-image-1-mini,dall-e-3=dall-e-3",
-                "AzureWebJobsStorage": azurite.connection_string,
+                "AzureWebJobsStorage": self.azurite.connection_string,
                 "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
                 "IMAGES_RETRY_BUDGET_SECONDS": "5",
                 **env,
             }
         )
-        server = serve_in_thread(create_app(settings, ImageService(settings)))
+        server = serve_in_thread(create_app(settings, ImageService(settings, key_vault_options=key_vault_options)))
         client = httpx.Client(base_url=server.url, timeout=60)
-        started.append((server, client))
+        self.started.append((server, client))
         return client
 
-    yield start
-    for server, client in started:
-        client.close()
-        server.stop()
+    def stop(self) -> None:
+        while self.started:
+            server, client = self.started.pop()
+            client.close()
+            server.stop()
 
 
 @pytest.fixture()
-def app_vault_trust(vault: KeyVaultStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The app builds its own SecretClient: make it trust the stand-in (the seam the README names)."""
-    for name, value in {**vault.client_options(), **FAST}.items():
-        monkeypatch.setitem(credentials.DEFAULT_KEY_VAULT_OPTIONS, name, value)
+def start_api_with(azurite: Azurite, own_simulator: tuple[ServerThread, Any]) -> Iterator[ApiServers]:
+    servers = ApiServers(azurite, own_simulator[0].url)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture()
+def vault_trust(vault: KeyVaultStandIn) -> dict[str, Any]:
+    """The app builds its own SecretClient: these options make it trust the stand-in (passed to ImageService)."""
+    return {**vault.client_options(), **FAST}
 
 
 def generate(client: httpx.Client, deployment: str = "gpt-image-1-mini", **body: Any) -> httpx.Response:
@@ -748,15 +822,15 @@ def generate(client: httpx.Client, deployment: str = "gpt-image-1-mini", **body:
 
 
 def test_e2e_rotation_next_request_succeeds_after_one_refresh(
-    start_api_with: Callable[..., httpx.Client],
+    start_api_with: ApiServers,
     own_simulator: tuple[ServerThread, Any],
     vault: KeyVaultStandIn,
     model_key: str,
-    app_vault_trust: None,
+    vault_trust: dict[str, Any],
 ) -> None:
     sim = own_simulator[1]
     sim.update_config(api_keys=[model_key])
-    client = start_api_with(AZURE_OPENAI_AUTH="keyvault", AZURE_KEY_VAULT_ENDPOINT=vault.url)
+    client = start_api_with(AZURE_OPENAI_AUTH="keyvault", AZURE_KEY_VAULT_ENDPOINT=vault.url, key_vault_options=vault_trust)
     assert generate(client).status_code == 200
     assert vault.reads == {SECRET_NAME: 1}
 
@@ -773,10 +847,10 @@ def test_e2e_rotation_next_request_succeeds_after_one_refresh(
 
 
 def test_e2e_vault_down_gives_callers_a_503_naming_the_vault(
-    start_api_with: Callable[..., httpx.Client], vault: KeyVaultStandIn, model_key: str, app_vault_trust: None
+    start_api_with: ApiServers, vault: KeyVaultStandIn, model_key: str, vault_trust: dict[str, Any]
 ) -> None:
     vault.status = 503
-    client = start_api_with(AZURE_OPENAI_AUTH="keyvault", AZURE_KEY_VAULT_ENDPOINT=vault.url)
+    client = start_api_with(AZURE_OPENAI_AUTH="keyvault", AZURE_KEY_VAULT_ENDPOINT=vault.url, key_vault_options=vault_trust)
     response = generate(client)
     assert response.status_code == 503, response.text
     error = response.json()["error"]
@@ -786,7 +860,7 @@ def test_e2e_vault_down_gives_callers_a_503_naming_the_vault(
 
 
 def test_e2e_entra_mode_the_simulator_checks_the_bearer_token(
-    start_api_with: Callable[..., httpx.Client], own_simulator: tuple[ServerThread, Any], identity: IdentityEndpoint
+    start_api_with: ApiServers, own_simulator: tuple[ServerThread, Any], identity: IdentityEndpoint
 ) -> None:
     server, sim = own_simulator
     sim.update_config(bearer_validator=identity.issuer.validator(COGNITIVE))
@@ -805,12 +879,12 @@ def test_e2e_entra_mode_the_simulator_checks_the_bearer_token(
 
 
 def test_e2e_no_key_token_or_signature_in_any_log_line_of_a_full_run(
-    start_api_with: Callable[..., httpx.Client],
+    start_api_with: ApiServers,
     own_simulator: tuple[ServerThread, Any],
     identity: IdentityEndpoint,
     vault: KeyVaultStandIn,
     model_key: str,
-    app_vault_trust: None,
+    vault_trust: dict[str, Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Everything at DEBUG, azure SDK HTTP logging included, with no redaction filter: the code itself must not log secrets."""
@@ -821,7 +895,7 @@ def test_e2e_no_key_token_or_signature_in_any_log_line_of_a_full_run(
     sim.update_config(api_keys=[model_key], bearer_validator=identity.issuer.validator(COGNITIVE))
     links: list[str] = []
 
-    keyvault_client = start_api_with(AZURE_OPENAI_AUTH="keyvault", AZURE_KEY_VAULT_ENDPOINT=vault.url)
+    keyvault_client = start_api_with(AZURE_OPENAI_AUTH="keyvault", AZURE_KEY_VAULT_ENDPOINT=vault.url, key_vault_options=vault_trust)
     first = generate(keyvault_client)
     assert first.status_code == 200, first.text
     links += [item["url"] for item in first.json()["data"]]
@@ -836,7 +910,7 @@ def test_e2e_no_key_token_or_signature_in_any_log_line_of_a_full_run(
     third = generate(entra_client)
     assert third.status_code == 200, third.text
     links += [item["url"] for item in third.json()["data"]]
-    time.sleep(0.2)  # let server threads finish logging their last lines
+    start_api_with.stop()  # every server thread has ended: its last lines are in the capture
 
     lines = [caplog.handler.format(r) for r in caplog.records]
     text = "\n".join(lines)

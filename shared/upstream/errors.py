@@ -1,0 +1,141 @@
+"""What the service says when upstream fails: the mapping of upstream answers and transport errors.
+
+Every error is a :class:`~shared.errors.ServiceError` in the Azure shape. Upstream's
+content-filter answers keep the seed's shapes (``contentFilter``, the two safety messages).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from shared.errors import ServiceError
+
+PROMPT_FILTERED = "Your task failed as a result of our safety system."
+IMAGE_FILTERED = "Generated image was filtered as a result of our safety system."
+# What a 429 without Retry-After is taken to ask for.
+DEFAULT_THROTTLE_SECONDS = 10.0
+
+
+class UpstreamAnswer(Exception):
+    """A non-200 answer from the images API, read but not yet mapped (see :func:`map_error`)."""
+
+    def __init__(self, status: int, body: Any, headers: httpx.Headers) -> None:
+        super().__init__(f"upstream answered {status}")
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+def upstream_error(message: str, *, transient: bool = False) -> ServiceError:
+    """502 ``UpstreamError``: the model service failed or answered something unusable.
+
+    Not transient unless said: most of these follow a 200, so upstream has already made
+    (and billed) the image and a queue redelivery would pay for it a second time.
+    """
+    return ServiceError(502, "UpstreamError", message, transient=transient)
+
+
+def image_too_large(limit: int) -> ServiceError:
+    """The image (decoded or downloaded) is over ``IMAGES_MAX_IMAGE_BYTES``."""
+    return upstream_error(f"The image from the model service is larger than {limit} bytes.")
+
+
+def invalid_base64() -> ServiceError:
+    """A ``b64_json`` value that is not strict base64."""
+    return upstream_error("The model service returned invalid base64.")
+
+
+def sniff_content_type(data: bytes) -> str | None:
+    """The image type from its magic bytes (upstream's word is not trusted for this)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (preferred, finer) or ``Retry-After``."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            return max(0.0, float(raw) * scale)
+        except ValueError:
+            continue  # an HTTP date: rare for this API; fall through to the other header
+    return None
+
+
+def throttle_seconds(headers: httpx.Headers) -> float:
+    """How long a 429 asks to wait (:data:`DEFAULT_THROTTLE_SECONDS` when it does not say)."""
+    retry_after = parse_retry_after(headers)
+    return DEFAULT_THROTTLE_SECONDS if retry_after is None else retry_after
+
+
+def _content_filter_error(error: dict[str, Any], inner: dict[str, Any], message: str) -> ServiceError:
+    image_side = "generated image" in message.lower() or "image was filtered" in message.lower()
+    extra: dict[str, Any] = {"filtered": "image" if image_side else "prompt"}
+    results = inner.get("content_filter_results") or error.get("content_filter_results")
+    if isinstance(results, dict):
+        categories = sorted(k for k, v in results.items() if isinstance(v, dict) and v.get("filtered"))
+        if categories:
+            extra["categories"] = categories
+        extra["content_filter_results"] = results
+    if isinstance(inner.get("revised_prompt"), str):
+        extra["revised_prompt"] = inner["revised_prompt"]
+    return ServiceError(400, "contentFilter", IMAGE_FILTERED if image_side else PROMPT_FILTERED, extra=extra)
+
+
+def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
+    """Turn an upstream error response into the service's error (seed shapes for content filtering)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("code") or "")
+    message = str(error.get("message") or "")
+    inner = error.get("inner_error") or error.get("innererror") or {}
+    inner = inner if isinstance(inner, dict) else {}
+
+    if code in ("contentFilter", "content_filter", "content_policy_violation") or inner.get("code") == "ResponsibleAIPolicyViolation":
+        return _content_filter_error(error, inner, message)
+    if status == 429:
+        message = message or "The model deployment is throttling requests; retry later."
+        return ServiceError(429, "429", message, retry_after=throttle_seconds(headers), transient=True)
+    if status == 400:
+        # It passed this service's checks, so upstream's own words are the best explanation.
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+        return ServiceError(400, code or "invalid_request", message or "The model service rejected the request.", param=param)
+    if status == 401:
+        return ServiceError(
+            502,
+            "UpstreamAuthenticationFailed",
+            "The model service refused this app's credentials (401) even after refreshing them; "
+            "check the key or the identity's role 'Cognitive Services OpenAI User'.",
+            transient=True,
+        )
+    if status == 403:
+        return ServiceError(403, code or "Forbidden", message or "The model service refused the request (403).")
+    if status == 404:
+        return ServiceError(404, "DeploymentNotFound", "The model service does not have this deployment: " + (message or "404 from upstream"))
+    if status >= 500:
+        return upstream_error(f"The model service failed ({status}): {message or 'no details'}", transient=True)
+    return upstream_error(f"Unexpected answer from the model service ({status}): {message}", transient=True)
+
+
+def transport_error(exc: httpx.TransportError, timeout: float) -> ServiceError:
+    """What a failed connection means for the caller: whether upstream may already have done the work."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return ServiceError(502, "UpstreamUnavailable", f"Could not connect to the model service: {type(exc).__name__}", transient=True)
+    if isinstance(exc, httpx.TimeoutException):
+        return ServiceError(
+            504,
+            "UpstreamTimeout",
+            f"The model service did not answer within {timeout:g} s; the request was not repeated "
+            "because the image may already have been generated.",
+            transient=False,  # a retry could pay twice
+        )
+    return upstream_error(f"The connection to the model service broke ({type(exc).__name__}); not repeated.")
