@@ -27,6 +27,7 @@ from local.servers import ServerThread, serve_in_thread
 from shared import jobs as jobs_module
 from shared.api import create_app
 from shared.jobs import Jobs, handle_queue_message, host_queue_settings
+from shared.runtime import Runtime
 from shared.service import ImageService
 from shared.settings import Settings
 from tests.conftest import SimControl
@@ -56,8 +57,7 @@ class JobStack:
         return self.runner.start_in_thread()
 
     def start_api(self) -> ServerThread:
-        api_service = ImageService(self.settings)
-        self.api = serve_in_thread(create_app(self.settings, api_service, Jobs(api_service)))
+        self.api = serve_in_thread(create_app(Runtime(self.settings)))
         return self.api
 
     def queue(self, name: str | None = None) -> QueueClient:
