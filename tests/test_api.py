@@ -416,15 +416,18 @@ async def test_storage_down_refuses_before_paying(in_process: InProcess, sim: Si
 async def test_storage_failure_after_generation_leaves_no_record(in_process: InProcess, sim: SimControl, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Azurite dies while the model works: 503, and after restart no record points at a missing image."""
     own = start_azurite(location=tmp_path / "azurite")
-    client = await in_process(storage_options=SHORT_STORAGE_RETRY, AzureWebJobsStorage=own.connection_string)
-    # Warm the container so the failure happens on upload, after upstream answered.
-    assert (await apost(client, "gpt-image-1", {"prompt": "warm"})).status_code == 200
-    sim.configure(hang_next=1)  # the next generation waits for the test's release
-    call = asyncio.ensure_future(apost(client, "gpt-image-1", {"prompt": "lost?"}))
-    await asyncio.to_thread(sim.wait, at_least={"in_flight": 1})
-    await asyncio.to_thread(own.stop)
-    assert await asyncio.to_thread(sim.release) == 1  # the image is made (and billed) with storage gone
-    response = await call
+    try:
+        client = await in_process(storage_options=SHORT_STORAGE_RETRY, AzureWebJobsStorage=own.connection_string)
+        # Warm the container so the failure happens on upload, after upstream answered.
+        assert (await apost(client, "gpt-image-1", {"prompt": "warm"})).status_code == 200
+        sim.configure(hang_next=1)  # the next generation waits for the test's release
+        call = asyncio.ensure_future(apost(client, "gpt-image-1", {"prompt": "lost?"}))
+        await asyncio.to_thread(sim.wait, at_least={"in_flight": 1})
+        await asyncio.to_thread(own.stop)
+        assert await asyncio.to_thread(sim.release) == 1  # the image is made (and billed) with storage gone
+        response = await call
+    finally:
+        own.stop()
     assert response.status_code == 503
     assert sim.stats()["succeeded"] == 2
     restarted = start_azurite(location=tmp_path / "azurite")
