@@ -10,22 +10,21 @@ import azure.functions as func
 
 from shared import redaction
 from shared.api import create_app
-from shared.jobs import Jobs, handle_queue_message, host_queue_settings
-from shared.service import ImageService
+from shared.jobs import handle_queue_message
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 settings = Settings.from_env()
 redaction.install_log_hygiene()  # no key, token or SAS signature in any log line
-service = ImageService(settings)
-jobs = Jobs(service, max_dequeue_count=int(host_queue_settings().get("maxDequeueCount", 5)))
+runtime = Runtime(settings)
 
 # One catch-all HTTP function serves every route of the FastAPI app; host.json
 # sets routePrefix "" so the paths are exactly Azure OpenAI's.
-app = func.AsgiFunctionApp(app=create_app(settings, service, jobs), http_auth_level=func.AuthLevel.FUNCTION)
+app = func.AsgiFunctionApp(app=create_app(runtime), http_auth_level=func.AuthLevel.FUNCTION)
 
 
 @app.function_name("image_jobs")
 @app.queue_trigger(arg_name="msg", queue_name="%IMAGES_QUEUE%", connection="AzureWebJobsStorage")
 async def image_jobs(msg: func.QueueMessage) -> None:
     """Run one background generation; raising makes the host redeliver (and poison after maxDequeueCount)."""
-    await handle_queue_message(jobs, msg)
+    await handle_queue_message(runtime.jobs, msg)

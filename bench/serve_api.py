@@ -13,8 +13,7 @@ import uvicorn
 
 from shared import redaction
 from shared.api import create_app
-from shared.jobs import Jobs, host_queue_settings
-from shared.service import ImageService
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 
@@ -25,9 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     redaction.install_log_hygiene()
-    service = ImageService(settings)
-    jobs = Jobs(service, max_dequeue_count=int(host_queue_settings().get("maxDequeueCount", 5)))
-    uvicorn.run(create_app(settings, service, jobs), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(Runtime(settings)), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,19 @@ Control (tests and benchmarks drive a simulator in another thread or process)
     GET  /_sim/config   the current configuration (keys redacted)
     POST /_sim/config   partial update, JSON object of SimulatorConfig fields
                         (``"latency": [min, max]`` sets a range; a number clears latency_max)
-    POST /_sim/reset    zero the stats and the quota windows (configuration and blobs stay)
+    POST /_sim/reset    zero the stats and the quota windows, clock back to real time
+                        (configuration and blobs stay)
+    GET  /_sim/clock    the simulator's time (URL expiry, quota windows, ``created``)
+    POST /_sim/clock    {"frozen": true|false, "advance": seconds, "real": true}: tests move time
+                        instead of sleeping (a frozen quota window never ends by itself)
+    POST /_sim/wait     {"at_least": {counter: n}, "at_most": {counter: n}, "timeout": s}: answers
+                        200 with the stats once they hold (woken by each change, no polling),
+                        408 with the stats at the timeout
+    POST /_sim/release  end the latency or hang of every generation at work now, as if it had
+                        passed: with a long latency or [[hang]] this is a gate a test opens
     GET  /_sim/health   {"ok": true}
-In process the same state is ``app.state.sim`` (a :class:`Simulator`).
+In process the same state is ``app.state.sim`` (a :class:`Simulator`: ``clock``, ``wait_for``,
+``release``); ``create_simulator(config, clock=SimClock())`` injects the clock.
 
 Prompt markers (``MARKERS``; the prompt is otherwise ignored)
     [[filter:prompt]]          400 content_policy_violation, inner_error ResponsibleAIPolicyViolation,
@@ -77,7 +87,7 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -95,6 +105,7 @@ __all__ = [
     "FILTER_MARKERS",
     "MARKERS",
     "ImageParams",
+    "SimClock",
     "SimError",
     "SimStats",
     "Simulator",
@@ -769,6 +780,67 @@ def _image_key(params: ImageParams) -> ImageKey:
     return (params.width, params.height, "png", 0, params.background == "transparent")
 
 
+# --------------------------------------------------------------------------- time
+
+
+class SimClock:
+    """The simulator's time (epoch seconds): URL expiry, quota windows, ``created`` stamps.
+
+    Real time by default. Tests move it instead of sleeping: :meth:`advance` jumps ahead,
+    :meth:`freeze` stops it (a quota window then never ends by itself), :meth:`real` goes
+    back to the real time. Thread-safe: the test and the server thread share it.
+    Generation latency stays real time (``POST /_sim/release`` ends it early).
+    """
+
+    def __init__(self, source: Callable[[], float] = time.time) -> None:
+        self._source = source
+        self._offset = 0.0
+        self._frozen_at: float | None = None
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        """The simulated time, in seconds since the epoch."""
+        with self._lock:
+            return self._frozen_at if self._frozen_at is not None else self._source() + self._offset
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward by ``seconds`` (frozen or not); returns the new time."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
+            raise ValueError(f"advance must be a number of seconds >= 0, got {seconds!r}")
+        with self._lock:
+            if self._frozen_at is not None:
+                self._frozen_at += seconds
+            else:
+                self._offset += seconds
+        return self.now()
+
+    def freeze(self) -> float:
+        """Stop time at its current reading; returns it."""
+        now = self.now()
+        with self._lock:
+            self._frozen_at = now
+        return now
+
+    def unfreeze(self) -> None:
+        """Let time run again from where it stands."""
+        with self._lock:
+            if self._frozen_at is not None:
+                self._offset = self._frozen_at - self._source()
+                self._frozen_at = None
+
+    def real(self) -> None:
+        """Back to the real time: no offset, not frozen."""
+        with self._lock:
+            self._offset, self._frozen_at = 0.0, None
+
+    def public(self) -> dict[str, Any]:
+        """The clock as JSON."""
+        now = self.now()
+        with self._lock:
+            frozen, offset = self._frozen_at is not None, self._offset
+        return {"now": now, "iso": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"), "frozen": frozen, "offset": offset}
+
+
 # --------------------------------------------------------------------------- blobs (dall-e-3 url results)
 
 
@@ -783,8 +855,8 @@ def _parse_sas_time(value: str) -> float | None:
         return None
 
 
-def _blob_error(status: int, code: str, message: str, detail: str | None = None) -> Response:
-    now = datetime.now(UTC)
+def _blob_error(status: int, code: str, message: str, detail: str | None = None, *, at: float) -> Response:
+    now = datetime.fromtimestamp(at, UTC)
     text = (
         '<?xml version="1.0" encoding="utf-8"?><Error>'
         f"<Code>{code}</Code><Message>{message}\nRequestId:{uuid.uuid4()}\nTime:{now.strftime('%Y-%m-%dT%H:%M:%S.%f')}0Z</Message>"
@@ -808,13 +880,14 @@ class _Blob:
 class _BlobStore:
     """dall-e-3 url results in memory (a reference to the cached render plus the unique head)."""
 
-    def __init__(self, max_blobs: int = 20_000) -> None:
+    def __init__(self, clock: SimClock, max_blobs: int = 20_000) -> None:
+        self.clock = clock
         self.max_blobs = max_blobs
         self._blobs: OrderedDict[str, _Blob] = OrderedDict()
         self._lock = threading.Lock()
 
     def put(self, image: _Result, ttl: float) -> tuple[str, float]:
-        now = time.time()
+        now = self.clock.now()
         expires = float(math.ceil(now + ttl))
         blob_id = uuid.uuid4().hex
         with self._lock:
@@ -826,7 +899,7 @@ class _BlobStore:
 
     def get(self, blob_id: str) -> _Blob | None:
         with self._lock:
-            self._evict(time.time())
+            self._evict(self.clock.now())
             return self._blobs.get(blob_id)
 
     def _evict(self, now: float) -> None:
@@ -902,15 +975,20 @@ def _bounded(value: Any, limit: int = 500) -> Any:
 class Simulator:
     """The simulator's state and request handling; ``app.state.sim`` of :func:`create_simulator`."""
 
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
+    def __init__(self, config: SimulatorConfig | None = None, *, clock: SimClock | None = None) -> None:
         self.config = config if config is not None else SimulatorConfig()
+        self.clock = clock if clock is not None else SimClock()
         self.stats = SimStats(recent=deque(maxlen=self.config.recent_limit))
         self.images = IMAGE_CACHE
-        self.blobs = _BlobStore()
+        self.blobs = _BlobStore(self.clock)
         self._windows: dict[str, deque[float]] = {}
         self._rng = random.Random(self.config.seed)
         self._counter = itertools.count()
         self._lock = threading.RLock()
+        # Notified whenever a counter changes, so waiters wake on the event instead of polling.
+        self._changed = threading.Condition()
+        # Generations at work, each with the event that ends its latency early (see release()).
+        self._working: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     # ---- control
 
@@ -932,17 +1010,76 @@ class Simulator:
         return new
 
     def reset(self) -> None:
-        """Zero the stats and the quota windows (configuration and stored blobs stay)."""
+        """Zero the stats and the quota windows, and put the clock back to real time (configuration and stored blobs stay)."""
         with self._lock:
             in_flight = self.stats.in_flight
             self.stats = SimStats(recent=deque(maxlen=self.config.recent_limit), in_flight=in_flight)
             self._windows.clear()
+            self.clock.real()
+        self._notify()
 
     def snapshot(self) -> dict[str, Any]:
+        """The stats as JSON (``GET /_sim/stats``)."""
         with self._lock:
             out = self.stats.as_dict()
         out["blobs_stored"] = len(self.blobs)
         return out
+
+    def release(self) -> int:
+        """End the latency (or hang) of every generation at work now, as if it had passed; returns how many.
+
+        Callable from any thread. With a long ``latency``, ``hang_next`` or a ``[[hang]]`` marker this
+        is a gate: a test holds generations in flight, acts, then lets them finish.
+        """
+        with self._lock:
+            working = list(self._working)
+        for loop, released in working:
+            loop.call_soon_threadsafe(released.set)
+        return len(working)
+
+    def wait_for(self, at_least: Mapping[str, int] | None = None, at_most: Mapping[str, int] | None = None, timeout: float = 10.0) -> tuple[bool, dict[str, Any]]:
+        """Block until every counter named in ``at_least`` / ``at_most`` is within bounds, or ``timeout`` passes.
+
+        Returns (met, snapshot). Wakes on each change of the stats, not on a timer. Raises
+        ValueError for a name that is not a counter of :meth:`snapshot`.
+        """
+        lows, highs = dict(at_least or {}), dict(at_most or {})
+        counters = {k for k, v in self.snapshot().items() if isinstance(v, int)}
+        for name, bound in [*lows.items(), *highs.items()]:
+            if name not in counters or isinstance(bound, bool) or not isinstance(bound, int):
+                raise ValueError(f"wait: {name!r} must name a counter ({', '.join(sorted(counters))}) and its bound an integer")
+
+        def met(stats: dict[str, Any]) -> bool:
+            return all(stats[k] >= v for k, v in lows.items()) and all(stats[k] <= v for k, v in highs.items())
+
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not met(stats := self.snapshot()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False, stats
+                self._changed.wait(left)
+        return True, stats
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def _at_work(self) -> Iterator[asyncio.Event]:
+        """Count a generation in flight while it works, releasable by :meth:`release`."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._working.add(entry)
+            self.stats.in_flight += 1
+        self._notify()
+        try:
+            yield entry[1]
+        finally:
+            with self._lock:
+                self._working.discard(entry)
+                self.stats.in_flight -= 1
+            self._notify()
 
     # ---- routes
 
@@ -975,20 +1112,59 @@ class Simulator:
         self.reset()
         return JSONResponse(self.snapshot())
 
+    async def clock_route(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                data = json.loads(await request.body() or b"{}")
+                if not isinstance(data, dict) or not set(data) <= {"real", "frozen", "advance"}:
+                    raise ValueError('send a JSON object with "real": true, "frozen": true|false and/or "advance": seconds')
+                if data.get("real"):
+                    self.clock.real()
+                if data.get("frozen") is True:
+                    self.clock.freeze()
+                elif data.get("frozen") is False:
+                    self.clock.unfreeze()
+                if "advance" in data:
+                    self.clock.advance(data["advance"])
+            except (ValueError, TypeError) as exc:
+                return JSONResponse({"error": {"code": "invalid_clock", "message": str(exc)}}, status_code=400)
+        return JSONResponse(self.clock.public())
+
+    async def wait_route(self, request: Request) -> Response:
+        try:
+            data = json.loads(await request.body() or b"{}")
+            if not isinstance(data, dict) or not set(data) <= {"at_least", "at_most", "timeout"}:
+                raise ValueError('send a JSON object: {"at_least": {counter: n}, "at_most": {counter: n}, "timeout": seconds}')
+            timeout = float(data.get("timeout", 10.0))
+            met, stats = await asyncio.to_thread(self.wait_for, data.get("at_least"), data.get("at_most"), min(timeout, 300.0))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return JSONResponse({"error": {"code": "invalid_wait", "message": str(exc)}}, status_code=400)
+        return JSONResponse(stats, status_code=200 if met else 408)
+
+    async def release_route(self, request: Request) -> Response:
+        return JSONResponse({"released": self.release()})
+
     async def health_route(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
 
     async def blob_route(self, request: Request) -> Response:
+        response = self._blob(request)
+        self._notify()
+        return response
+
+    def _blob(self, request: Request) -> Response:
         name: str = request.path_params["name"]
         blob_id, _, ext = name.partition(".")
         se, sig = request.query_params.get("se"), request.query_params.get("sig")
         expiry = _parse_sas_time(se) if se else None
         refused = "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature."
+        now = self.clock.now()
         blob = self.blobs.get(blob_id)
         if sig != "sim" or expiry is None or (blob is not None and blob.expires != expiry):  # a changed se breaks the signature
             self.stats.blobs_refused += 1
-            return _blob_error(403, "AuthenticationFailed", refused, "Signature fields not well formed." if expiry is None else "Signature did not match.")
-        now = time.time()
+            return _blob_error(
+                403, "AuthenticationFailed", refused, "Signature fields not well formed." if expiry is None else "Signature did not match.", at=now
+            )
         if now >= expiry:
             self.stats.blobs_refused += 1
             start = blob.created if blob is not None else expiry - self.config.url_ttl_seconds
@@ -997,9 +1173,10 @@ class Simulator:
                 "AuthenticationFailed",
                 refused,
                 f"Signature not valid in the specified time frame: Start [{_http_date(start)}] - Expiry [{_http_date(expiry)}] - Current [{_http_date(now)}]",
+                at=now,
             )
         if blob is None or ext not in ("png", "jpg", "jpeg"):
-            return _blob_error(404, "BlobNotFound", "The specified blob does not exist.")
+            return _blob_error(404, "BlobNotFound", "The specified blob does not exist.", at=now)
         self.stats.blobs_served += 1
         data = blob.image.to_bytes()
         return Response(
@@ -1023,7 +1200,7 @@ class Simulator:
         self.stats.requests += 1
         entry: dict[str, Any] = {
             "id": request_id,
-            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "at": datetime.fromtimestamp(self.clock.now(), UTC).isoformat(timespec="milliseconds"),
             "method": request.method,
             "path": request.url.path,
             "query": str(request.url.query),
@@ -1053,6 +1230,7 @@ class Simulator:
         response.headers.update(headers)
         response.headers["openai-processing-ms"] = str(round((time.perf_counter() - started) * 1000))
         entry["status"], entry["outcome"] = response.status_code, outcome
+        self._notify()
         return response
 
     def _check_auth(self, request: Request, style: Literal["deployment", "v1", "openai"]) -> None:
@@ -1111,7 +1289,7 @@ class Simulator:
         cfg = self.config
         if cfg.quota_requests <= 0:
             return {}
-        now = time.monotonic()
+        now = self.clock.now()
         window = self._windows.setdefault(key, deque())
         while window and window[0] <= now - cfg.quota_window_seconds:
             window.popleft()
@@ -1174,26 +1352,24 @@ class Simulator:
             return self._rng.uniform(cfg.latency, cfg.latency_max)
         return cfg.latency
 
-    async def _work(self, request: Request, seconds: float) -> bool:
-        """Sleep ``seconds``; False if the client went away first (``stop_on_disconnect``)."""
+    async def _work(self, request: Request, seconds: float, released: asyncio.Event) -> bool:
+        """Sleep ``seconds`` or until released; False if the client went away first (``stop_on_disconnect``)."""
         if seconds <= 0:
-            return True
-        if not self.config.stop_on_disconnect:
-            await asyncio.sleep(seconds)
             return True
 
         async def disconnected() -> None:
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
-        sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
-        watcher = asyncio.ensure_future(disconnected())
+        waits = {asyncio.ensure_future(asyncio.sleep(seconds)), asyncio.ensure_future(released.wait())}
+        watcher = asyncio.ensure_future(disconnected()) if self.config.stop_on_disconnect else None
         try:
-            done, _ = await asyncio.wait({sleeper, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits | ({watcher} if watcher else set()), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sleeper.cancel()
-            watcher.cancel()
-        return sleeper in done
+            for task in [*waits, watcher]:
+                if task is not None:
+                    task.cancel()
+        return watcher is None or watcher not in done
 
     async def _generate(
         self,
@@ -1269,7 +1445,7 @@ class Simulator:
         self._fault(params.prompt, flavor)
 
         filters = [kind for marker, kind in FILTER_MARKERS.items() if marker in params.prompt]
-        created = int(time.time())
+        created = int(self.clock.now())
         revised = _revised_prompt(params)
         if "prompt:legacy" in filters:
             raise SimError(400, {"created": created, "error": {"code": "contentFilter", "message": PROMPT_FILTERED}}, outcome="filtered")
@@ -1293,12 +1469,9 @@ class Simulator:
         self.stats.deployments[deployment] = self.stats.deployments.get(deployment, 0) + 1
         key = _image_key(params)
         rendering = asyncio.ensure_future(self.images.variants(key, cfg.image_variants))
-        self.stats.in_flight += 1
-        try:
-            finished = await self._work(request, self._delay(params.prompt))
+        with self._at_work() as released:
+            finished = await self._work(request, self._delay(params.prompt), released)
             variants = await rendering
-        finally:
-            self.stats.in_flight -= 1
         if not finished:
             # Nobody is listening any more; the 499 is only for the record.
             raise SimError(
@@ -1322,7 +1495,7 @@ class Simulator:
                 },
             )
 
-        created = int(time.time())
+        created = int(self.clock.now())
         first = next(self._counter)
         items: list[dict[str, Any]] = []
         splices: dict[str, bytes] = {}
@@ -1379,9 +1552,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": {"code": str(status), "message": message}}, status_code=status)
 
 
-def create_simulator(config: SimulatorConfig | None = None) -> Starlette:
-    """The simulator as an ASGI app; its state is ``app.state.sim`` (a :class:`Simulator`)."""
-    sim = Simulator(config)
+def create_simulator(config: SimulatorConfig | None = None, *, clock: SimClock | None = None) -> Starlette:
+    """The simulator as an ASGI app; its state is ``app.state.sim`` (a :class:`Simulator`), its time ``clock``."""
+    sim = Simulator(config, clock=clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -1397,6 +1570,9 @@ def create_simulator(config: SimulatorConfig | None = None) -> Starlette:
         Route("/_sim/stats", sim.stats_route, methods=["GET"]),
         Route("/_sim/config", sim.config_route, methods=["GET", "POST"]),
         Route("/_sim/reset", sim.reset_route, methods=["POST"]),
+        Route("/_sim/clock", sim.clock_route, methods=["GET", "POST"]),
+        Route("/_sim/wait", sim.wait_route, methods=["POST"]),
+        Route("/_sim/release", sim.release_route, methods=["POST"]),
         Route("/_sim/health", sim.health_route, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)

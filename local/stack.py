@@ -37,6 +37,7 @@ from local.simulator import SimulatorConfig, create_simulator
 from shared import redaction
 from shared.api import create_app
 from shared.jobs import Jobs, handle_queue_message, host_queue_settings
+from shared.runtime import Runtime
 from shared.service import ImageService
 from shared.settings import Settings
 
@@ -100,8 +101,7 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
         env = stack_env(azurite, simulator, sim_key)
         settings = Settings.from_env(env)
         host_queues = host_queue_settings()
-        service = ImageService(settings)
-        api = serve_in_thread(create_app(settings, service, Jobs(service, int(host_queues.get("maxDequeueCount", 5)))), port=api_port)
+        api = serve_in_thread(create_app(Runtime(settings)), port=api_port)
         stack = Stack(settings, api, env, azurite, simulator)
         if settings.storage.connection_string:
             # The queue trigger's stand-in: its own service and event loop, as the worker has.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from shared.jobs import Jobs, host_queue_settings
+from shared.jobs import Jobs
 from shared.service import ImageService
 from shared.settings import Settings
 
@@ -19,10 +19,12 @@ from shared.settings import Settings
 class Runtime:
     """One app instance: settings, the generation service and the jobs, sharing their clients."""
 
-    def __init__(self, settings: Settings, *, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, storage_options: dict[str, Any] | None = None, key_vault_options: dict[str, Any] | None = None
+    ) -> None:
         self.settings = settings
-        self.service = ImageService(settings, storage_options=storage_options)
-        self.jobs = Jobs(self.service, max_dequeue_count=int(host_queue_settings().get("maxDequeueCount", 5)))
+        self.service = ImageService(settings, storage_options=storage_options, key_vault_options=key_vault_options)
+        self.jobs = Jobs(self.service, max_dequeue_count=settings.max_dequeue_count)
 
     async def open(self) -> Runtime:
         """Open the clients (idempotent)."""

@@ -779,7 +779,7 @@ class ApiServers:
 
     def __call__(self, *, key_vault_options: dict[str, Any] | None = None, **env: str) -> httpx.Client:
         from shared.api import create_app
-        from shared.service import ImageService
+        from shared.runtime import Runtime
 
         settings = Settings.from_env(
             {
@@ -792,7 +792,7 @@ class ApiServers:
                 **env,
             }
         )
-        server = serve_in_thread(create_app(settings, ImageService(settings, key_vault_options=key_vault_options)))
+        server = serve_in_thread(create_app(Runtime(settings, key_vault_options=key_vault_options)))
         client = httpx.Client(base_url=server.url, timeout=60)
         self.started.append((server, client))
         return client
@@ -931,7 +931,7 @@ def test_e2e_identity_storage_archives_and_links_with_user_delegation_sas(
 ) -> None:
     """The app with no storage key at all: archive over OAuth, links by user delegation SAS, jobs accepted."""
     from shared.api import create_app
-    from shared.service import ImageService
+    from shared.runtime import Runtime
 
     sim = own_simulator[1]
     sim.update_config(api_keys=["model-key-for-this-test"])
@@ -952,7 +952,7 @@ def test_e2e_identity_storage_archives_and_links_with_user_delegation_sas(
         }
     )
     assert settings.storage.uses_identity
-    server = serve_in_thread(create_app(settings, ImageService(settings, storage_options={"connection_verify": str(tls_files["ca"])})))
+    server = serve_in_thread(create_app(Runtime(settings, storage_options={"connection_verify": str(tls_files["ca"])})))
     trust = ssl.create_default_context(cafile=str(tls_files["ca"]))
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:

@@ -32,7 +32,7 @@ def function_app(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, simulator: S
     sys.modules.pop("function_app", None)
     module = importlib.import_module("function_app")
     yield module
-    asyncio.run(module.service.close())
+    asyncio.run(module.runtime.close())
     # AsgiFunctionApp.__del__ would asyncio.run() the ASGI shutdown inside whatever loop collects it.
     module.app.startup_task_done = False
     sys.modules.pop("function_app", None)
@@ -86,7 +86,7 @@ def test_http_function_serves_a_generation_through_the_asgi_middleware(function_
 
     async def call() -> func.HttpResponse:
         response: func.HttpResponse = await http_function(request, context)
-        await function_app.service.close()
+        await function_app.runtime.close()
         return response
 
     response = asyncio.run(call())
@@ -104,7 +104,7 @@ def test_queue_function_runs_a_job_from_a_real_queue_message(function_app: Modul
     async def call() -> None:
         await queue_function(message)
         await queue_function(message)  # redelivered: consumed without a second generation
-        await function_app.service.close()
+        await function_app.runtime.close()
 
     asyncio.run(call())
     blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client("image-jobs", f"{job_id}.json")

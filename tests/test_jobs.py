@@ -37,6 +37,7 @@ from local.servers import ServerThread, serve_in_thread
 from shared.api import create_app
 from shared.jobs import JobRecord, Jobs, JobStatus, JobStore, StoredJob, handle_queue_message
 from shared.jobs.handler import LEASE_MARGIN_SECONDS
+from shared.runtime import Runtime
 from shared.service import ImageService
 from shared.settings import Settings
 from tests.conftest import SimControl
@@ -168,8 +169,7 @@ class JobStack:
         return self._runner.start_in_thread()
 
     def start_api(self) -> ServerThread:
-        api_service = ImageService(self.settings)
-        self.api = serve_in_thread(create_app(self.settings, api_service, Jobs(api_service, MAX_DEQUEUE_COUNT)))
+        self.api = serve_in_thread(create_app(Runtime(self.settings)))
         return self.api
 
     def queue(self, name: str | None = None) -> QueueClient:

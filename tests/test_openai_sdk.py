@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import httpx
@@ -41,7 +40,7 @@ def test_openai_sdk_dall_e_3_links_outlive_the_model_services_url(api: ServerThr
     result = azure_client(api).images.generate(model="dall-e-3", prompt="a fox", quality="hd", style="natural")
     item = result.data[0] if result.data else None
     assert item is not None and item.url and item.revised_prompt
-    time.sleep(2.1)  # expiry is rounded up to a whole second, as in SAS se=
+    sim.clock(advance=2)  # past the 1 s lifetime (rounded up to a whole second, as SAS se= is)
     assert httpx.get(direct).status_code == 403  # the model service's link has expired
     archived = httpx.get(item.url)  # this service's link still serves the archived copy
     assert archived.status_code == 200 and archived.content.startswith(b"\x89PNG")
@@ -147,7 +146,7 @@ def test_url_download_refuses_redirect_to_another_host(make_settings: Callable[.
 def test_url_download_after_expiry_is_upstream_error(make_settings: Callable[..., Settings], sim: SimControl) -> None:
     sim.configure(url_ttl_seconds=1)
     url = url_from_simulator(sim)
-    time.sleep(2.1)
+    sim.clock(advance=2)
     with pytest.raises(ServiceError) as caught:
         run_download(make_settings, url)
     assert caught.value.status == 502 and "403" in caught.value.message

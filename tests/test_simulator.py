@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import time
+import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from local.simulator import (
     FAMILIES,
     FILTER_MARKERS,
     MARKERS,
+    SimClock,
     SimError,
     Simulator,
     SimulatorConfig,
@@ -96,14 +98,15 @@ def test_families_match_the_service() -> None:
     assert FAMILIES == SERVICE_FAMILIES
 
 
-def test_deployment_path_gpt_image_success_body_and_real_png(http: httpx.Client) -> None:
+def test_deployment_path_gpt_image_success_body_and_real_png(http: httpx.Client, state: Simulator) -> None:
+    now = state.clock.freeze()
     response = generate(http, "gpt-image-1", quality="high")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-request-id"] == response.headers["apim-request-id"]
     body = response.json()
     assert set(body) == {"created", "data", "usage"}
-    assert isinstance(body["created"], int) and abs(body["created"] - time.time()) < 60
+    assert body["created"] == int(now)  # the simulator's clock
     (item,) = body["data"]
     assert set(item) == {"b64_json", "content_filter_results", "prompt_filter_results"}
     assert item["content_filter_results"]["sexual"] == {"filtered": False, "severity": "safe"}
@@ -198,6 +201,7 @@ def test_unknown_route_is_azure_shaped_404(http: httpx.Client) -> None:
 
 
 def test_dalle3_url_default_revised_prompt_and_blob(http: httpx.Client) -> None:
+    now = http.post("/_sim/clock", json={"frozen": True}).json()["now"]
     response = generate(http, "my-dalle", size="1024x1792", style="natural")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -208,7 +212,7 @@ def test_dalle3_url_default_revised_prompt_and_blob(http: httpx.Client) -> None:
     query = parse_qs(urlsplit(item["url"]).query)
     assert query["sig"] == ["sim"]
     expiry = datetime.strptime(query["se"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    assert 86_000 < expiry - time.time() <= 86_401
+    assert expiry == math.ceil(now + 86_400)  # url_ttl_seconds, rounded up to a whole second as SAS se= is
     blob = httpx.get(item["url"], trust_env=False)
     assert blob.status_code == 200 and blob.headers["content-type"] == "image/png"
     extended = item["url"].replace(f"se={quote(query['se'][0], safe='')}", "se=2999-01-01T00%3A00%3A00Z")
@@ -222,11 +226,15 @@ def test_dalle3_url_default_revised_prompt_and_blob(http: httpx.Client) -> None:
 
 def test_url_expires_with_azure_blob_403(http: httpx.Client, state: Simulator) -> None:
     http.post("/_sim/config", json={"url_ttl_seconds": 1}).raise_for_status()
+    now = http.post("/_sim/clock", json={"frozen": True}).json()["now"]
     url = generate(http, "my-dalle").json()["data"][0]["url"]
     assert httpx.get(url, trust_env=False).status_code == 200
     se = parse_qs(urlsplit(url).query)["se"][0]
     expiry = datetime.strptime(se, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    time.sleep(max(0.0, expiry - time.time()) + 0.05)
+    assert expiry == math.ceil(now + 1)
+    assert http.post("/_sim/clock", json={"advance": expiry - now - 0.5}).json()["now"] == expiry - 0.5
+    assert httpx.get(url, trust_env=False).status_code == 200  # half a second left
+    assert http.post("/_sim/clock", json={"advance": 0.5}).json()["now"] == expiry
     expired = httpx.get(url, trust_env=False)
     assert expired.status_code == 403
     assert expired.headers["content-type"].startswith("application/xml")
@@ -372,20 +380,29 @@ def test_jpeg_compression_changes_weight(http: httpx.Client) -> None:
 
 def test_quota_429_with_both_headers_per_deployment(http: httpx.Client, state: Simulator) -> None:
     state.update_config(quota_requests=2, quota_window_seconds=30)
+    state.clock.freeze()  # the window only moves when the test moves it
     first = generate(http, "gpt-image-1-mini")
     assert first.status_code == 200 and first.headers["x-ratelimit-remaining-requests"] == "1"
     assert generate(http, "gpt-image-1-mini").status_code == 200
     throttled = generate(http, "gpt-image-1-mini")
     assert throttled.status_code == 429
     seconds = int(throttled.headers["Retry-After"])
-    assert 28 <= seconds <= 30
-    assert 27_000 <= int(throttled.headers["retry-after-ms"]) <= 30_000
+    assert seconds == 30
+    assert int(throttled.headers["retry-after-ms"]) == 30_000
     assert error(throttled)["code"] == "429"
     assert f"Please retry after {seconds} seconds." in error(throttled)["message"]
     assert generate(http, "gpt-image-1").status_code == 200  # another deployment has its own window
     stats = state.snapshot()
     assert (stats["generations"], stats["throttled"], stats["requests"]) == (3, 1, 4)
     assert stats["deployments"] == {"gpt-image-1-mini": 2, "gpt-image-1": 1}
+    state.clock.advance(29)
+    one_left = generate(http, "gpt-image-1-mini")
+    assert one_left.status_code == 429  # the window is not over yet
+    assert (one_left.headers["Retry-After"], one_left.headers["retry-after-ms"]) == ("1", "1000")
+    state.clock.advance(1)
+    assert generate(http, "gpt-image-1-mini").status_code == 200  # ... and now it is
+    assert generate(http, "gpt-image-1-mini").status_code == 200
+    assert generate(http, "gpt-image-1-mini").status_code == 429
     http.post("/_sim/reset").raise_for_status()  # the window goes with the stats
     assert generate(http, "gpt-image-1-mini").status_code == 200
 
@@ -413,15 +430,16 @@ def test_policy_block_403(http: httpx.Client, state: Simulator) -> None:
 
 
 async def test_latency_overlaps_across_concurrent_requests(sim_server: ServerThread, state: Simulator) -> None:
-    state.update_config(latency=0.5)
+    state.update_config(latency=600)  # longer than the test: only release() ends it
     async with httpx.AsyncClient(base_url=sim_server.url, headers={"api-key": KEY}, timeout=30, trust_env=False) as client:
-        started = time.perf_counter()
-        responses = await asyncio.gather(
-            *(client.post(deployment_path("my-dalle"), json={"prompt": f"p{i}"}) for i in range(6))
-        )
-        elapsed = time.perf_counter() - started
+        requests = [asyncio.ensure_future(client.post(deployment_path("my-dalle"), json={"prompt": f"p{i}"})) for i in range(6)]
+        met, stats = await asyncio.to_thread(state.wait_for, {"in_flight": 6})
+        assert met, stats  # all six are in their latency at once: overlapped, not one after another
+        assert not any(r.done() for r in requests)
+        assert state.release() == 6
+        responses = await asyncio.gather(*requests)
     assert [r.status_code for r in responses] == [200] * 6
-    assert 0.5 <= elapsed < 1.5  # overlapped, not 6 x 0.5 s
+    assert state.snapshot()["in_flight"] == 0
     state.update_config(latency=[0.05, 0.1])
     assert (state.config.latency, state.config.latency_max) == (0.05, 0.1)
 
@@ -430,23 +448,30 @@ def test_hang_outlasts_the_client_and_is_still_billed(sim_server: ServerThread, 
     with pytest.raises(httpx.ReadTimeout):
         http.post(deployment_path("gpt-image-1"), json={"prompt": "slow [[hang]]"}, timeout=0.3)
     assert state.snapshot()["generations"] == 1  # billed when the work started
-    deadline = time.monotonic() + 5
-    while state.snapshot()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    stats = state.snapshot()
+    met, stats = state.wait_for(at_most={"in_flight": 0})  # the disconnect ends the 600 s hang
+    assert met, stats
     assert (stats["in_flight"], stats["abandoned"], stats["succeeded"]) == (0, 1, 0)
     assert stats["recent"][-1]["outcome"] == "abandoned"
-    state.update_config(hang_next=1, hang_seconds=0.2)
-    started = time.perf_counter()
-    assert generate(http, "gpt-image-1").status_code == 200
-    assert time.perf_counter() - started >= 0.2
+
+    state.update_config(hang_next=1)  # hang_seconds stays 600: the countdown holds the next generation
+    held = ThreadPoolExecutor(1)
+    answer = held.submit(generate, http, "gpt-image-1")
+    met, stats = state.wait_for(at_least={"in_flight": 1})
+    assert met, stats
+    assert not answer.done()
+    assert http.post("/_sim/release").json() == {"released": 1}
+    assert answer.result(timeout=30).status_code == 200
+    assert state.config.hang_next == 0
+
     state.update_config(stop_on_disconnect=False)
     with pytest.raises(httpx.ReadTimeout):
-        http.post(deployment_path("gpt-image-1"), json={"prompt": "slow [[hang:0.6]]"}, timeout=0.2)
+        http.post(deployment_path("gpt-image-1"), json={"prompt": "slow [[hang]]"}, timeout=0.2)
     assert state.snapshot()["in_flight"] == 1  # keeps working for a client that is gone
-    while state.snapshot()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert state.snapshot()["succeeded"] == 2
+    assert state.release() == 1
+    met, stats = state.wait_for(at_most={"in_flight": 0})
+    assert met, stats
+    assert (stats["succeeded"], stats["abandoned"]) == (2, 1)  # finished, not abandoned
+    held.shutdown()
 
 
 # ------------------------------------------------------------------ content filter
@@ -571,6 +596,46 @@ def test_stats_config_and_reset_over_http(http: httpx.Client) -> None:
     assert (after["requests"], after["generations"], after["recent"]) == (0, 0, [])
     assert http.get("/_sim/config").json()["quota_requests"] == 50  # reset keeps the configuration
     assert http.get("/_sim/health").json() == {"ok": True}
+
+
+def test_clock_is_injectable_and_moves_only_as_told() -> None:
+    real = [1_000.0]
+    clock = SimClock(lambda: real[0])
+    assert create_simulator(replace(BASE, prewarm=False), clock=clock).state.sim.clock is clock
+    assert clock.now() == 1_000
+    real[0] = 1_005
+    assert clock.advance(10) == 1_015 and clock.now() == 1_015
+    assert clock.freeze() == 1_015
+    real[0] = 2_000
+    assert clock.now() == 1_015  # frozen
+    assert clock.advance(5) == 1_020
+    clock.unfreeze()
+    real[0] = 2_001
+    assert clock.now() == 1_021  # runs again from where it stood
+    clock.real()
+    assert clock.now() == 2_001
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+
+
+def test_clock_wait_and_release_over_http(http: httpx.Client, state: Simulator) -> None:
+    shown = http.get("/_sim/clock").json()
+    assert (shown["frozen"], shown["offset"]) == (False, 0)
+    assert http.post("/_sim/clock", json={"advance": 3600}).json()["offset"] == 3600
+    assert http.post("/_sim/clock", json={"real": True, "frozen": True}).json()["frozen"] is True
+    for bad in ({"advance": -1}, {"advance": "soon"}, {"rewind": 1}, [1]):
+        assert http.post("/_sim/clock", json=bad).status_code == 400
+    http.post("/_sim/reset").raise_for_status()
+    assert http.get("/_sim/clock").json()["frozen"] is False  # reset puts the clock back to real time
+
+    timed_out = http.post("/_sim/wait", json={"at_least": {"requests": 1}, "timeout": 0})
+    assert timed_out.status_code == 408 and timed_out.json()["requests"] == 0
+    assert http.post("/_sim/wait", json={"at_least": {"no_such_counter": 1}}).status_code == 400
+    assert http.post("/_sim/wait", json={"at_most": {"requests": "one"}}).status_code == 400
+    generate(http, "gpt-image-1-mini")
+    met = http.post("/_sim/wait", json={"at_least": {"requests": 1, "succeeded": 1}, "at_most": {"in_flight": 0}})
+    assert met.status_code == 200 and met.json()["succeeded"] == 1
+    assert http.post("/_sim/release").json() == {"released": 0}  # nothing at work
 
 
 def test_recent_is_bounded_and_long_prompts_truncated(http: httpx.Client, state: Simulator) -> None:

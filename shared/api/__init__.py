@@ -1,0 +1,43 @@
+"""HTTP routes and error responses: the Azure OpenAI images contract, archived.
+
+One module per concern: ``generation`` (the generation and submission routes),
+``operations`` (background job status), ``images`` (stable links), ``health``,
+``body`` (reading a request body), ``errors`` (the error shape and handlers),
+``schema`` (the OpenAPI request schema, built from the model rules) and ``deps``
+(what a route needs, read from ``app.state``). :func:`create_app` only assembles them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shared.api import generation, health, images, operations
+from shared.api.body import read_json_body
+from shared.api.errors import EXCEPTION_HANDLERS, error_response
+from shared.runtime import Runtime
+
+__all__ = ["create_app", "error_response", "read_json_body"]
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The HTTP API over ``runtime`` (shared with the queue handler); its lifespan closes the runtime."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime:
+            yield
+
+    app = FastAPI(
+        title="Image generation with archive",
+        version="0.1.0",
+        description="Azure OpenAI images API in front of your deployments; every image archived to your Blob Storage.",
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    app.state.runtime = runtime
+    for router in (generation.router, operations.router, images.router, health.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,127 @@
+"""Generation routes: the deployment path, the v1 path, ``:submit`` and ``Prefer: respond-async``.
+
+Each route checks in the same order (api-version, deployment, body, model rules), so a
+request is refused before anything goes upstream; then it is generated now, or recorded
+and queued (202 with ``Operation-Location``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from shared.api.body import read_json_body
+from shared.api.deps import RuntimeDep
+from shared.api.schema import generation_openapi
+from shared.archive import is_safe_id
+from shared.errors import ServiceError, invalid
+from shared.jobs import new_job_id
+from shared.models import ImageRequest, parse_request
+from shared.runtime import Runtime
+from shared.service import new_generation_id, sync_prefix
+
+router = APIRouter()
+
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+_OPENAPI = generation_openapi()
+
+
+@router.post(
+    "/openai/deployments/{deployment}/images/generations",
+    summary="Generate images (Azure deployment-scoped path)",
+    openapi_extra=_OPENAPI,
+)
+async def generate_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
+    """Generate now, or queue with ``Prefer: respond-async``."""
+    _check_api_version(request.query_params.get("api-version"))
+    family = _family(runtime, deployment, None)
+    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    image_request = parse_request(body, deployment, family)
+    if _wants_async(request):
+        return await _submit(runtime, request, image_request, body)
+    return await _generate_now(runtime, image_request)
+
+
+@router.post(
+    "/openai/deployments/{deployment}/images/generations:submit",
+    summary="Submit a background generation: 202 with Operation-Location",
+    status_code=202,
+    openapi_extra=_OPENAPI,
+)
+async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
+    """Record and queue the generation: 202 with ``Operation-Location``."""
+    family = _family(runtime, deployment, None)
+    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    return await _submit(runtime, request, parse_request(body, deployment, family), body)
+
+
+@router.post(
+    "/openai/v1/images/generations",
+    summary="Generate images (v1 path; model = deployment name)",
+    openapi_extra=_OPENAPI,
+)
+async def generate_v1(request: Request, runtime: RuntimeDep) -> Response:
+    """The v1 path: ``model`` names the deployment."""
+    body = await read_json_body(request, runtime.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise invalid(None, "The body must be a JSON object.", "invalid_type")
+    model = body.get("model")
+    if model is None:
+        raise invalid("model", "'model' (the deployment name) is required on the v1 path.", "missing_required_parameter")
+    if not isinstance(model, str):
+        raise invalid("model", "'model' must be a string (the deployment name).", "invalid_type")
+    image_request = parse_request(body, model, _family(runtime, model, "model"), api_style_v1=True)
+    if _wants_async(request):
+        return await _submit(runtime, request, image_request, body)
+    return await _generate_now(runtime, image_request)
+
+
+def _check_api_version(api_version: str | None) -> None:
+    if not api_version:
+        raise invalid("api-version", "The query parameter 'api-version' is required, e.g. ?api-version=2025-04-01-preview.", "missing_required_parameter")
+    if not _API_VERSION.match(api_version):
+        raise invalid("api-version", f"api-version must look like 2025-04-01-preview, got {api_version!r}.")
+
+
+def _family(runtime: Runtime, deployment: str, param: str | None) -> str:
+    family = runtime.settings.family_of(deployment)
+    if family is None:
+        known = ", ".join(sorted(runtime.settings.deployments))
+        raise ServiceError(404, "DeploymentNotFound", f"The deployment {deployment!r} is not served here. Known deployments: {known}.", param=param)
+    return family
+
+
+def _wants_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+async def _generate_now(runtime: Runtime, image_request: ImageRequest) -> JSONResponse:
+    settings, service = runtime.settings, runtime.service
+    generation_id = new_generation_id()
+    generation = await service.generate(
+        image_request,
+        generation_id=generation_id,
+        prefix=sync_prefix(),
+        timeout=settings.sync_timeout_seconds,
+        budget=settings.retry_budget_seconds,
+    )
+    return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id})
+
+
+async def _submit(runtime: Runtime, request: Request, image_request: ImageRequest, body: dict[str, Any]) -> JSONResponse:
+    """Record and enqueue a checked request: 202 with Operation-Location."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not is_safe_id(key):
+        raise invalid("Idempotency-Key", "Idempotency-Key must be 1-64 letters, digits, '-' or '_'.")
+    job_id = key or new_job_id()
+    queued = {k: v for k, v in body.items() if k != "model"}
+    job, created = await runtime.jobs.submit(job_id, image_request.deployment, queued)
+    if not created and (job.request != queued or job.deployment != image_request.deployment):
+        raise ServiceError(409, "IdempotencyKeyReused", "This Idempotency-Key was used for a different request; use a new key.", param="Idempotency-Key")
+    api_version = request.query_params.get("api-version", runtime.settings.api_version)
+    location = request.url_for("operation_status", job_id=job_id).include_query_params(**{"api-version": api_version})
+    return JSONResponse({"id": job_id, "status": job.status.value}, status_code=202, headers={"Operation-Location": str(location), "Retry-After": "5"})

@@ -1,0 +1,21 @@
+"""Stable links to archived images: a redirect to a fresh read-only SAS URL, for as long as the image exists."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse, Response
+
+from shared.api.deps import RuntimeDep
+from shared.archive import is_archive_path
+from shared.errors import ServiceError
+
+router = APIRouter()
+
+
+@router.get("/images/{name:path}", summary="Stable link to an archived image: redirects to a fresh read-only SAS URL")
+async def image_link(name: str, runtime: RuntimeDep) -> Response:
+    """302 to a fresh SAS URL of the archived blob ``name``; 404 for anything else."""
+    archive = runtime.service.archive
+    if not is_archive_path(name) or not await archive.exists(name):
+        raise ServiceError(404, "NotFound", "No archived image or record has this name.", param="name")
+    return RedirectResponse(await archive.link(name), status_code=302, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,22 @@
+"""Status of a background generation: the shape Azure used for its own asynchronous image API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from shared.api.deps import RuntimeDep
+from shared.archive import is_safe_id
+from shared.errors import ServiceError
+from shared.jobs import JobStatus
+
+router = APIRouter()
+
+
+@router.get("/openai/operations/images/{job_id}", summary="Status of a background generation", name="operation_status")
+async def operation_status(job_id: str, runtime: RuntimeDep) -> Response:
+    """``{id, status, created, result?, error?}``; ``Retry-After`` while the job is not finished."""
+    view = await runtime.jobs.status(job_id) if is_safe_id(job_id) else None
+    if view is None:
+        raise ServiceError(404, "NotFound", f"No image operation has the id {job_id!r}.", param="id")
+    return JSONResponse(view, headers={} if JobStatus(view["status"]).terminal else {"Retry-After": "5"})
