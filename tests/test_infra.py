@@ -51,6 +51,15 @@ PLATFORM_SETTINGS = {
 # Settings with a default that name a resource the templates create: set, so the templates
 # and the app can never look for different containers or queues.
 RESOURCE_NAME_SETTINGS = {"IMAGES_CONTAINER", "IMAGES_JOBS_CONTAINER", "IMAGES_QUEUE"}
+# Settings the app can read that the templates deliberately leave out, each with why.
+NOT_SET_IN_AZURE = {
+    # From the account name the host derives a table endpoint too and writes diagnostic events
+    # there, which needs a Table role the app has no use for (403 warnings:
+    # Azure/azure-functions-host#10995). Microsoft's Flex samples (Azure-Samples/
+    # functions-quickstart-python-http-azd, azure-functions-flex-consumption-samples IaC/bicep)
+    # set the blob and queue service URIs instead, as these templates do.
+    "AzureWebJobsStorage__accountName",
+}
 # What every deployment must output, in both (and for azd, in UPPER_SNAKE).
 REQUIRED_OUTPUTS = {
     "AZURE_FUNCTION_URL",
@@ -438,7 +447,8 @@ def test_app_settings_follow_the_catalogue(settings_by_template: dict[str, Setti
     - nothing local: no "local" setting (the AzureWebJobsStorage connection string, the
       simulator's http switch) is ever set in Azure;
     - every "app" setting without a default of its own (None or "") is set: its value
-      depends on the deployment, and the code cannot guess it;
+      depends on the deployment, and the code cannot guess it; except NOT_SET_IN_AZURE,
+      which is never set, each for the reason given there;
     - settings naming a container or queue the templates create are set too;
     - "optional" settings appear in the keyvault way only, and AZURE_OPENAI_API_KEY never
       (keys are not pasted; the keyvault way reads the key with the app's identity).
@@ -455,7 +465,9 @@ def test_app_settings_follow_the_catalogue(settings_by_template: dict[str, Setti
     local = {n for n in names if n in by_name and by_name[n].deploy == "local"}
     assert not local, f"{template} sets local-only settings in Azure: {sorted(local)}"
 
-    required = {s.name for s in SETTINGS if s.deploy == "app" and not s.default} | RESOURCE_NAME_SETTINGS
+    left_out = names & NOT_SET_IN_AZURE
+    assert not left_out, f"{template} sets settings it should leave out: {sorted(left_out)}"
+    required = {s.name for s in SETTINGS if s.deploy == "app" and not s.default} - NOT_SET_IN_AZURE | RESOURCE_NAME_SETTINGS
     missing = required - names
     assert not missing, f"{template} ({way}) does not set: {sorted(missing)}"
 
