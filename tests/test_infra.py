@@ -19,6 +19,7 @@ Nothing here reaches Azure; there is no bicep or terraform binary on the machine
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -98,15 +99,21 @@ def _fields(block: dict[str, Any]) -> dict[str, Any]:
     return {_unquote(k): v for k, v in block.items() if not k.startswith("__")}
 
 
-@pytest.fixture(scope="module")
-def terraform() -> dict[str, dict[str, Any]]:
-    """Every .tf file, parsed."""
+@functools.cache
+def parse_terraform() -> dict[str, dict[str, Any]]:
+    """Every .tf file, parsed once per test run (the tests/test_infra_*.py files share it)."""
     assert TERRAFORM_FILES, "no Terraform files under infra/terraform"
     parsed = {}
     for path in TERRAFORM_FILES:
         with path.open(encoding="utf-8") as handle:
             parsed[path.name] = hcl2.load(handle)
     return parsed
+
+
+@pytest.fixture(scope="module")
+def terraform() -> dict[str, dict[str, Any]]:
+    """Every .tf file, parsed."""
+    return parse_terraform()
 
 
 def _tf_blocks(terraform: dict[str, dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -177,9 +184,9 @@ print(json.dumps(out, default=str))
 """
 
 
-@pytest.fixture(scope="module")
-def bicep() -> dict[Path, dict[str, Any]]:
-    """Every .bicep file parsed by pycep, the Bicep parser of checkov (run in .venv-checkov)."""
+@functools.cache
+def parse_bicep() -> dict[Path, dict[str, Any]]:
+    """Every .bicep file parsed by pycep, the Bicep parser of checkov (run in .venv-checkov), once per test run."""
     assert BICEP_FILES, "no Bicep files under infra"
     python = _venv_tool("python")
     run = subprocess.run(
@@ -187,6 +194,12 @@ def bicep() -> dict[Path, dict[str, Any]]:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return {Path(name): ast for name, ast in json.loads(run.stdout).items()}
+
+
+@pytest.fixture(scope="module")
+def bicep() -> dict[Path, dict[str, Any]]:
+    """Every .bicep file parsed by pycep."""
+    return parse_bicep()
 
 
 def test_bicep_files_parse_with_checkovs_parser(bicep: dict[Path, dict[str, Any]]) -> None:
@@ -465,6 +478,7 @@ def test_app_settings_follow_the_catalogue(settings_by_template: dict[str, Setti
     local = {n for n in names if n in by_name and by_name[n].deploy == "local"}
     assert not local, f"{template} sets local-only settings in Azure: {sorted(local)}"
 
+    assert NOT_SET_IN_AZURE <= set(by_name), "NOT_SET_IN_AZURE names settings the app reads"
     left_out = names & NOT_SET_IN_AZURE
     assert not left_out, f"{template} sets settings it should leave out: {sorted(left_out)}"
     required = {s.name for s in SETTINGS if s.deploy == "app" and not s.default} - NOT_SET_IN_AZURE | RESOURCE_NAME_SETTINGS
