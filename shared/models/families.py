@@ -13,7 +13,7 @@ decides when it stops answering. Where the sources disagree or say nothing, ``no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from types import MappingProxyType
 from typing import Literal
@@ -113,18 +113,12 @@ _GPT_IMAGE_1_RULES = Rules(
     backgrounds=("auto", "opaque", "transparent"),
     moderations=("auto", "low"),
 )
-_GPT_IMAGE_2_RULES = Rules(
-    api="gpt-image",
-    fields=GPT_IMAGE_FIELDS,
-    prompt_max_chars=32000,
+# gpt-image-2 differs in sizes only: free sizes within limits, so the seed's sizes fit as they are.
+_GPT_IMAGE_2_RULES = replace(
+    _GPT_IMAGE_1_RULES,
     sizes=("auto",),
     size_rule=SizeRule(edge_multiple=16, max_edge_exclusive=3840, max_ratio=3, min_pixels=655_360, max_pixels=8_294_400),
-    max_n=10,
-    qualities=("low", "medium", "high", "auto"),
-    seed_qualities=_SEED_QUALITIES,
-    output_formats=("png", "jpeg"),
-    backgrounds=("auto", "opaque", "transparent"),
-    moderations=("auto", "low"),
+    seed_sizes=MappingProxyType({}),
 )
 
 _LEARN_RETIREMENTS = "learn.microsoft.com/azure/ai-foundry/openai/concepts/model-retirements (image table, 2025-12 and 2026-01)"
