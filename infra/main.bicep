@@ -39,17 +39,16 @@ param existingOpenAiApiKey string = ''
 @description('Region of the AI account; empty: location. gpt-image models are offered in a few regions only.')
 param aiLocation string = ''
 
-@description('gpt-image model to deploy; also the model family the app applies its rules for.')
+@description('gpt-image model to deploy; also the model family the app applies its rules for. gpt-image-1-mini and gpt-image-1.5 need a registration (infra/README.md).')
 @allowed([
   'gpt-image-1-mini'
-  'gpt-image-1'
   'gpt-image-1.5'
   'gpt-image-2'
 ])
-param imageModelName string = 'gpt-image-1-mini'
+param imageModelName string = 'gpt-image-2'
 
-@description('Version of imageModelName.')
-param imageModelVersion string = '2025-10-06'
+@description('Version of imageModelName; empty: the version imageModelVersions gives for it.')
+param imageModelVersion string = ''
 
 @description('Deployment name; empty: the model name.')
 param imageDeploymentName string = ''
@@ -106,6 +105,15 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
+// Azure's model version of each model offered above: the rows of shared/models/families.py
+// marked for the templates (tests/test_infra_models.py keeps this table, Terraform's and the
+// rows equal). A model has its own version; one default for all fitted only one of them.
+var imageModelVersions = {
+  'gpt-image-1-mini': '2025-10-06'
+  'gpt-image-1.5': '2025-12-16'
+  'gpt-image-2': '2026-04-21'
+}
+var modelVersion = empty(imageModelVersion) ? imageModelVersions[imageModelName] : imageModelVersion
 var createAiAccount = empty(existingOpenAiEndpoint)
 var useKeyVault = authMode == 'keyvault'
 var deploymentName = empty(imageDeploymentName) ? imageModelName : imageDeploymentName
@@ -190,7 +198,7 @@ module ai 'core/ai.bicep' = if (createAiAccount) {
     disableLocalAuth: !useKeyVault
     deploymentName: deploymentName
     modelName: imageModelName
-    modelVersion: imageModelVersion
+    modelVersion: modelVersion
     skuName: imageDeploymentSku
     capacity: imageDeploymentCapacity
   }
@@ -204,6 +212,7 @@ module keyVault 'core/keyvault.bicep' = if (useKeyVault) {
     location: location
     tags: tags
     secretName: apiKeySecretName
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
     keyFromAiAccount: createAiAccount
     aiAccountName: aiAccountName
     existingApiKey: existingOpenAiApiKey
@@ -249,7 +258,6 @@ module api 'app/function.bicep' = {
     tags: tags
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
-    storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
     storageQueueEndpoint: storage.outputs.queueEndpoint
     deploymentContainerName: deploymentContainerName

@@ -7,23 +7,39 @@ success for the exact upstream body, what the caller gets back and what was tran
 from __future__ import annotations
 
 import copy
+import re
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.errors import ServiceError
 from shared.models import (
+    BY_NAME,
     DALL_E_3,
     FAMILIES,
     GPT_IMAGE_1,
     GPT_IMAGE_1_5,
     GPT_IMAGE_1_MINI,
     GPT_IMAGE_2,
+    GPT_IMAGE_2_5_FLARE,
+    GPT_IMAGE_2_5_SUNBURST,
     GPT_IMAGE_FAMILIES,
+    IAC_DEFAULT_MODEL,
     KNOWN_FIELDS,
     PROMPT_LIMITS,
+    TABLE,
+    Family,
     ImageRequest,
+    Rules,
+    family_for_name,
+    iac_versions,
+    lifecycle_state,
+    lifecycle_view,
     parse_request,
+    retired_warnings,
+    rules_of,
 )
 
 DEPLOYMENT = "images-prod"
@@ -740,3 +756,183 @@ def test_full_gpt_image_request_goes_upstream_as_given(family: str) -> None:
     assert request.translations == [
         "response_format: 'b64_json' kept by this service, not sent upstream (gpt-image always returns base64)"
     ]
+
+
+# --- the family table: one row per family, everything else derived ----------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+README_BEGIN, README_END = "<!-- model-table:begin (tests/test_models.py renders it from shared/models/families.py) -->", "<!-- model-table:end -->"
+
+
+def test_accepted_families_are_the_rows_with_rules() -> None:
+    assert len({row.name for row in TABLE}) == len(TABLE), "one row per family"
+    assert {row.name for row in TABLE if row.rules is not None} == FAMILIES
+    assert FAMILIES == {DALL_E_3, GPT_IMAGE_1, GPT_IMAGE_1_MINI, GPT_IMAGE_1_5, GPT_IMAGE_2}
+    assert {row.name for row in TABLE if row.rules is None} == {GPT_IMAGE_2_5_FLARE, GPT_IMAGE_2_5_SUNBURST}
+    for name in FAMILIES:
+        assert PROMPT_LIMITS[name] == rules_of(name).prompt_max_chars
+        assert family_for_name(f" {name.upper()} ") == name
+
+
+@pytest.mark.parametrize("name", [GPT_IMAGE_2_5_FLARE, GPT_IMAGE_2_5_SUNBURST, "gpt-image-2.5"])
+def test_announced_families_are_not_accepted_until_their_rules_are_published(name: str) -> None:
+    assert family_for_name(name) is None
+    with pytest.raises(ValueError, match="unknown model family"):
+        parse({"prompt": PROMPT}, name)
+    if name in BY_NAME:
+        row = BY_NAME[name]
+        assert row.status == "announced" and not row.in_templates and row.version is None
+        assert "xhigh" in row.notes and "Not found for Azure" in row.notes, "say what was and was not documented"
+
+
+def test_rows_are_consistent() -> None:
+    for row in TABLE:
+        assert row.sources, f"{row.name}: every row names its sources"
+        if row.no_new_customers and row.retires:
+            assert row.no_new_customers <= row.retires, row.name
+        if row.successor is not None:
+            successor = BY_NAME[row.successor]
+            assert successor.rules is not None and successor.name != row.name, row.name
+        if row.in_templates:
+            assert row.rules is not None and row.version, f"{row.name}: the templates deploy a version the service accepts"
+        assert all(sku in {"Standard", "GlobalStandard", "DataZoneStandard"} for sku in row.requests_per_minute), row.name
+
+
+def test_the_default_model_deploys_on_a_new_subscription() -> None:
+    """Finding 3: the default needs no registration and still takes new customers (no deprecation date)."""
+    default = BY_NAME[IAC_DEFAULT_MODEL]
+    assert IAC_DEFAULT_MODEL == GPT_IMAGE_2 and IAC_DEFAULT_MODEL in iac_versions()
+    assert not default.registration and default.no_new_customers is None and default.status == "ga"
+
+
+def test_versions_are_per_model() -> None:
+    """Finding 4: one version default fitted gpt-image-1-mini only."""
+    assert iac_versions() == {GPT_IMAGE_1_MINI: "2025-10-06", GPT_IMAGE_1_5: "2025-12-16", GPT_IMAGE_2: "2026-04-21"}
+    assert BY_NAME[GPT_IMAGE_1].version == "2025-04-15" and not BY_NAME[GPT_IMAGE_1].in_templates
+
+
+def test_no_module_but_the_table_names_a_family() -> None:
+    """Adding a family is adding a row: the rest of shared/models reads the rows."""
+    names = "|".join(re.escape(row.name) for row in TABLE)
+    family_literal = re.compile(rf"[\"']({names})[\"']|\b(GPT_IMAGE_\w+|DALL_E_3)\b")
+    for path in (ROOT / "shared" / "models").glob("*.py"):
+        if path.name in ("families.py", "__init__.py"):  # the table, and the re-exports of its names
+            continue
+        found = family_literal.search(path.read_text(encoding="utf-8"))
+        assert found is None, f"{path.name} names the family {found.group()}: read it from the rows instead"
+
+
+# --- lifecycle at run time ---------------------------------------------------------------------------
+
+DEPLOYMENTS = {"images": GPT_IMAGE_2, "legacy": GPT_IMAGE_1, "mini": GPT_IMAGE_1_MINI, "seed": DALL_E_3}
+
+
+@pytest.mark.parametrize(
+    ("name", "day", "state"),
+    [
+        (GPT_IMAGE_1_MINI, date(2026, 10, 5), "ga"),
+        (GPT_IMAGE_1_MINI, date(2026, 10, 6), "no-new-customers"),
+        (GPT_IMAGE_1_MINI, date(2027, 4, 6), "no-new-customers"),
+        (GPT_IMAGE_1_MINI, date(2027, 4, 7), "retired"),
+        (GPT_IMAGE_1_5, date(2026, 12, 15), "preview"),
+        (GPT_IMAGE_1_5, date(2026, 12, 16), "retired"),
+        (GPT_IMAGE_2, date(2026, 11, 25), "ga"),
+        (GPT_IMAGE_2_5_FLARE, date(2026, 11, 25), "announced"),
+    ],
+)
+def test_lifecycle_state_follows_azures_dates(name: str, day: date, state: str) -> None:
+    assert lifecycle_state(BY_NAME[name], day) == state
+
+
+def test_lifecycle_view_shows_every_allowed_deployment() -> None:
+    view = lifecycle_view({**DEPLOYMENTS, "custom": "dall-e-2"}, date(2026, 11, 25))
+    assert [entry["deployment"] for entry in view] == ["custom", "images", "legacy", "mini", "seed"]
+    by_deployment = {entry["deployment"]: entry for entry in view}
+    assert by_deployment["mini"] == {
+        "deployment": "mini",
+        "family": GPT_IMAGE_1_MINI,
+        "status": "no-new-customers",
+        "no_new_customers": "2026-10-06",
+        "retires": "2027-04-07",
+        "successor": GPT_IMAGE_2,
+    }
+    assert by_deployment["images"]["status"] == "ga" and by_deployment["images"]["successor"] is None
+    assert by_deployment["legacy"]["status"] == "retired"
+    assert by_deployment["custom"] == {
+        "deployment": "custom", "family": "dall-e-2", "status": "unknown",
+        "no_new_customers": None, "retires": None, "successor": None,
+    }  # fmt: skip
+
+
+def test_retired_families_are_warned_about_naming_the_successor() -> None:
+    warnings = retired_warnings(DEPLOYMENTS, date(2026, 11, 25))
+    assert len(warnings) == 2
+    legacy, seed = warnings
+    assert "'legacy'" in legacy and GPT_IMAGE_1 in legacy and "2026-10-23" in legacy and f"deploy {GPT_IMAGE_2}" in legacy
+    assert "'seed'" in seed and DALL_E_3 in seed and "2026-03-04" in seed
+    assert retired_warnings(DEPLOYMENTS, date(2026, 3, 3)) == []
+    assert len(retired_warnings(DEPLOYMENTS, date(2027, 4, 7))) == 3  # gpt-image-1-mini too, from its retirement day
+    assert retired_warnings({"images": GPT_IMAGE_2}, date(2027, 4, 21)) == [
+        "deployment 'images' runs gpt-image-2, which Azure retired on 2027-04-21; "
+        "requests still go upstream until Azure refuses them: choose a current model"
+    ]
+
+
+# --- the README's model table comes from the rows --------------------------------------------------
+
+
+def _rules_cells(rules: Rules) -> dict[str, str]:
+    gpt = rules.api == "gpt-image"
+    sizes = ", ".join(rules.sizes)
+    if rules.size_rule:
+        rule = rules.size_rule
+        sizes += (
+            f", or edges multiples of {rule.edge_multiple}, long edge < {rule.max_edge_exclusive}, "
+            f"ratio <= {rule.max_ratio}:1, {rule.min_pixels:,}-{rule.max_pixels:,} px"
+        )
+    seed_sizes = ", ".join(f"{a} -> {b}" for a, b in rules.seed_sizes.items())
+    seed_qualities = ", ".join(f"{a} -> {b}" for a, b in rules.seed_qualities.items())
+    return {
+        "prompt": f"1-{rules.prompt_max_chars} chars",
+        "size": sizes + (f" (translated: {seed_sizes})" if seed_sizes else ""),
+        "n": "1" if rules.max_n == 1 else f"1-{rules.max_n}",
+        "quality": ", ".join(rules.qualities) + (f" (translated: {seed_qualities})" if seed_qualities else ""),
+        "style": ("accepted, dropped: " if gpt else "") + ", ".join(rules.styles),
+        "response_format": "url (default), b64_json" + (": this service's answer; upstream always base64" if gpt else ""),
+        "output_format": ", ".join(rules.output_formats) or "-",
+        "output_compression": "0-100, jpeg only" if "output_compression" in rules.fields else "-",
+        "background": ", ".join(rules.backgrounds) + " (transparent: png only)" if rules.backgrounds else "-",
+        "moderation": ", ".join(rules.moderations) or "-",
+    }
+
+
+def render_model_tables() -> str:
+    """The README's two model tables: request rules per family, then lifecycle, templates and quota."""
+    groups: dict[int, list[Family]] = {}
+    for row in TABLE:
+        if row.rules is not None:
+            groups.setdefault(id(row.rules), []).append(row)
+    columns = [(" / ".join(row.name for row in rows), _rules_cells(rows[0].rules)) for rows in groups.values()]  # type: ignore[arg-type]
+    lines = ["| | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for key in columns[0][1]:
+        lines.append(f"| {key} | " + " | ".join(cells[key] for _, cells in columns) + " |")
+
+    lines += ["", "| Family | Azure | No new customers | Retires | Successor | Version in infra/ | Registration | Requests/min (tier 1) |"]
+    lines.append("|---" * 8 + "|")
+    for row in TABLE:
+        status = "announced, not accepted yet" if row.rules is None else row.status.upper() if row.status == "ga" else row.status
+        quota = ", ".join(f"{rpm} {sku}" for sku, rpm in row.requests_per_minute.items()) or "-"
+        registration = "?" if row.rules is None else "yes" if row.registration else "no"
+        lines.append(
+            f"| {row.name} | {status} | {row.no_new_customers or '-'} | {row.retires or '-'} | {row.successor or '-'} "
+            f"| {row.version if row.in_templates else '-'} | {registration} | {quota} |"
+        )
+    return "\n".join(lines)
+
+
+def test_readme_model_tables_come_from_the_rows() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert README_BEGIN in readme and README_END in readme, f"README.md needs the markers {README_BEGIN} ... {README_END}"
+    shown = readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
+    expected = render_model_tables()
+    assert shown == expected, f"README.md's model tables are out of date; replace them with:\n{expected}"

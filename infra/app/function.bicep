@@ -12,7 +12,6 @@ param tags object = {}
 param identityId string
 param identityClientId string
 
-param storageAccountName string
 param storageBlobEndpoint string
 param storageQueueEndpoint string
 param deploymentContainerName string
@@ -72,9 +71,10 @@ var appSettings = {
   IMAGES_JOBS_CONTAINER: jobsContainerName
   IMAGES_QUEUE: queueName
   IMAGES_RESULTS_QUEUE: resultsQueueName
-  // Identity-based host storage. The service URIs win where both are set; the account name
-  // is the shorthand some deployment tools look for.
-  AzureWebJobsStorage__accountName: storageAccountName
+  // Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
+  // AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
+  // writes diagnostic events there, which needs a Table role this app has no use for
+  // (403 warnings otherwise: Azure/azure-functions-host#10995).
   AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
   AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
   AzureWebJobsStorage__credential: 'managedidentity'
@@ -119,11 +119,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Flex Consumption rejects (or ignores) many siteConfig properties other plans take,
+    // ftpsState among them; tests/test_infra_flex.py lists them with their sources. FTP is off
+    // through basicPublishingCredentialsPolicies below instead.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
-      remoteDebuggingEnabled: false
       appSettings: [for setting in items(allSettings): {
         name: setting.key
         value: setting.value

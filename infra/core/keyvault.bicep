@@ -2,12 +2,17 @@
 // as one secret. The app reads it with its managed identity (Key Vault Secrets User on
 // that secret only). No key is ever pasted: for a new AI account the key comes from
 // listKeys() at deployment time; for an existing endpoint it is a secure parameter.
+// Every read of the secret, every denied attempt and every change to the vault go to Log
+// Analytics (AuditEvent), which PSRule's Azure.KeyVault.Logs asks for.
 // API 2026-02-01: control-plane versions before it retire on 27 February 2027.
 
 param name string
 param location string = resourceGroup().location
 param tags object = {}
 param secretName string
+
+@description('Log Analytics workspace receiving the vault\'s audit log (AuditEvent).')
+param logAnalyticsWorkspaceId string
 
 @description('Take the key from the AI account created by this deployment (else existingApiKey).')
 param keyFromAiAccount bool
@@ -58,6 +63,20 @@ resource secret 'Microsoft.KeyVault/vaults/secrets@2026-02-01' = {
     attributes: {
       enabled: true
     }
+  }
+}
+
+resource auditLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-logs'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -58,7 +58,9 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       bypass: 'AzureServices'
       defaultAction: 'Allow'
     }
-    // Links are at most 7 days long (shared/settings.py MAX_LINK_TTL_SECONDS); log longer ones.
+    // Covers only service and account SAS signed with an account key (none while shared keys are
+    // off): logs one over 7 days should keys come back. The app's links are user delegation SAS,
+    // outside this policy, bounded by their 7-day key (shared/settings.py MAX_LINK_TTL_SECONDS).
     sasPolicy: {
       expirationAction: 'Log'
       sasExpirationPeriod: '7.00:00:00'

@@ -34,9 +34,10 @@ locals {
     IMAGES_JOBS_CONTAINER   = var.jobs_container_name
     IMAGES_QUEUE            = var.queue_name
     IMAGES_RESULTS_QUEUE    = var.results_queue_name
-    # Identity-based host storage. The service URIs win where both are set; the account
-    # name is the shorthand some deployment tools look for.
-    AzureWebJobsStorage__accountName     = azurerm_storage_account.main.name
+    # Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
+    # AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
+    # writes diagnostic events there, which needs a Table role this app has no use for
+    # (403 warnings otherwise: Azure/azure-functions-host#10995).
     AzureWebJobsStorage__blobServiceUri  = azurerm_storage_account.main.primary_blob_endpoint
     AzureWebJobsStorage__queueServiceUri = azurerm_storage_account.main.primary_queue_endpoint
     AzureWebJobsStorage__credential      = "managedidentity"
@@ -78,12 +79,13 @@ resource "azapi_resource" "function_app" {
     properties = {
       serverFarmId = azurerm_service_plan.main.id
       httpsOnly    = true
+      # Flex Consumption rejects (or ignores) many siteConfig properties other plans take,
+      # ftpsState among them; tests/test_infra_flex.py lists them with their sources. FTP is
+      # off through basicPublishingCredentialsPolicies below instead.
       siteConfig = {
-        minTlsVersion          = "1.2"
-        ftpsState              = "Disabled"
-        http20Enabled          = true
-        remoteDebuggingEnabled = false
-        appSettings            = [for name, value in local.all_settings : { name = name, value = value }]
+        minTlsVersion = "1.2"
+        http20Enabled = true
+        appSettings   = [for name, value in local.all_settings : { name = name, value = value }]
       }
       functionAppConfig = {
         deployment = {
@@ -110,12 +112,16 @@ resource "azapi_resource" "function_app" {
 
   response_export_values = ["properties.defaultHostName"]
 
-  # The host starts as soon as the app exists; its roles should be there first.
+  # The host and the app start as soon as the site exists: every role of the app's identity
+  # must be there first, as Bicep's dependsOn on the whole rbac module makes sure.
   depends_on = [
     azurerm_role_assignment.app_container_writer,
     azurerm_role_assignment.app_account_reader,
+    azurerm_role_assignment.app_delegator,
     azurerm_role_assignment.app_queue_contributor,
     azurerm_role_assignment.app_metrics_publisher,
+    azurerm_role_assignment.app_secrets_user,
+    azurerm_role_assignment.app_openai_user,
     azurerm_storage_container.main,
     azurerm_storage_queue.main,
   ]

@@ -6,9 +6,21 @@ data "azurerm_client_config" "current" {}
 data "azurerm_subscription" "current" {}
 
 locals {
-  # Stable per subscription, environment and location, like the Bicep resourceToken.
-  resource_token = substr(sha256("${data.azurerm_subscription.current.subscription_id}/${var.environment_name}/${var.location}"), 0, 13)
+  # The Bicep resourceToken exactly: toLower(uniqueString(subscription().id, environmentName,
+  # location)). azapi's unique_string is ARM's uniqueString, so both templates name every
+  # resource alike for the same environment (tests/test_infra_parity.py evaluates both).
+  resource_token = lower(provider::azapi::unique_string(["/subscriptions/${data.azurerm_subscription.current.subscription_id}", var.environment_name, var.location]))
   tags           = { "azd-env-name" = var.environment_name }
+
+  # Azure's model version of each model var.image_model_name allows: the rows of
+  # shared/models/families.py marked for the templates (tests/test_infra_models.py keeps this
+  # table, Bicep's and the rows equal). A model has its own version.
+  image_model_versions = {
+    "gpt-image-1-mini" = "2025-10-06"
+    "gpt-image-1.5"    = "2025-12-16"
+    "gpt-image-2"      = "2026-04-21"
+  }
+  image_model_version = var.image_model_version == "" ? local.image_model_versions[var.image_model_name] : var.image_model_version
 
   create_ai_account   = var.existing_openai_endpoint == ""
   use_key_vault       = var.auth_mode == "keyvault"
@@ -55,13 +67,13 @@ resource "azurerm_log_analytics_workspace" "main" {
 }
 
 resource "azurerm_application_insights" "main" {
-  name                          = "appi-${local.resource_token}"
-  location                      = azurerm_resource_group.main.location
-  resource_group_name           = azurerm_resource_group.main.name
-  application_type              = "web"
-  workspace_id                  = azurerm_log_analytics_workspace.main.id
-  local_authentication_disabled = true
-  tags                          = local.tags
+  name                         = "appi-${local.resource_token}"
+  location                     = azurerm_resource_group.main.location
+  resource_group_name          = azurerm_resource_group.main.name
+  application_type             = "web"
+  workspace_id                 = azurerm_log_analytics_workspace.main.id
+  local_authentication_enabled = false
+  tags                         = local.tags
 }
 
 # ---- storage: host, deployment package, images, job records, queues; no shared keys ----
@@ -100,7 +112,9 @@ resource "azurerm_storage_account" "main" {
     }
   }
 
-  # Links are at most 7 days long (shared/settings.py MAX_LINK_TTL_SECONDS); log longer ones.
+  # Covers only service and account SAS signed with an account key (none while shared keys are
+  # off): logs one over 7 days should keys come back. The app's links are user delegation SAS,
+  # outside this policy, bounded by their 7-day key (shared/settings.py MAX_LINK_TTL_SECONDS).
   sas_policy {
     expiration_period = "07.00:00:00"
     expiration_action = "Log"
@@ -180,7 +194,7 @@ resource "azurerm_cognitive_deployment" "image" {
   model {
     format  = "OpenAI"
     name    = var.image_model_name
-    version = var.image_model_version
+    version = local.image_model_version
   }
 
   sku {
@@ -261,5 +275,19 @@ resource "azurerm_monitor_diagnostic_setting" "storage" {
 
   enabled_log {
     category = "StorageDelete"
+  }
+}
+
+# Every read of the secret, every denied attempt and every change to the vault (AuditEvent),
+# which PSRule's Azure.KeyVault.Logs asks for.
+resource "azurerm_monitor_diagnostic_setting" "key_vault" {
+  count = local.use_key_vault ? 1 : 0
+
+  name                       = "audit-logs"
+  target_resource_id         = azurerm_key_vault.main[0].id
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+
+  enabled_log {
+    category = "AuditEvent"
   }
 }

@@ -1,12 +1,13 @@
-# Pinned to a major version range; commit .terraform.lock.hcl after `terraform init` to pin
-# the exact builds.
+# Pinned to a major version range from the first release that has every argument these files
+# use (tests/test_infra_providers.py keeps the list, with the release notes it comes from);
+# commit .terraform.lock.hcl after `terraform init` to pin the exact builds.
 terraform {
   required_version = ">= 1.11, < 2.0"
 
   required_providers {
     azurerm = {
       source  = "hashicorp/azurerm"
-      version = "~> 4.42"
+      version = "~> 4.78"
     }
     # The function app and the vault secret go through ARM directly (azapi), see function.tf.
     azapi = {

@@ -58,20 +58,20 @@ variable "ai_location" {
 }
 
 variable "image_model_name" {
-  description = "gpt-image model to deploy; also the model family the app applies its rules for."
+  description = "gpt-image model to deploy; also the model family the app applies its rules for. gpt-image-1-mini and gpt-image-1.5 need a registration (infra/README.md)."
   type        = string
-  default     = "gpt-image-1-mini"
+  default     = "gpt-image-2"
 
   validation {
-    condition     = contains(["gpt-image-1-mini", "gpt-image-1", "gpt-image-1.5", "gpt-image-2"], var.image_model_name)
-    error_message = "image_model_name must be gpt-image-1-mini, gpt-image-1, gpt-image-1.5 or gpt-image-2."
+    condition     = contains(["gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2"], var.image_model_name)
+    error_message = "image_model_name must be gpt-image-1-mini, gpt-image-1.5 or gpt-image-2."
   }
 }
 
 variable "image_model_version" {
-  description = "Version of image_model_name."
+  description = "Version of image_model_name; empty: the version local.image_model_versions gives for it."
   type        = string
-  default     = "2025-10-06"
+  default     = ""
 }
 
 variable "image_deployment_name" {

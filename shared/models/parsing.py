@@ -1,12 +1,11 @@
-"""Model families, their rules, request parsing and translation.
+"""Request parsing and translation, following the family rows of :mod:`shared.models.families`.
 
 Every parameter is checked here before anything goes upstream. A seed-style
 (DALL-E 3) request to a gpt-image deployment is translated, not refused, and
 what was translated or dropped is recorded in ``ImageRequest.translations``.
 
-The rules are the model-rules table of the design notes; :func:`parse_request`
-is the one entry point. It is pure (no I/O), so the HTTP route and the queue
-handler share it and tests call it directly.
+:func:`parse_request` is the one entry point. It is pure (no I/O), so the HTTP
+route and the queue handler share it and tests call it directly.
 """
 
 from __future__ import annotations
@@ -18,20 +17,16 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from shared.errors import invalid
+from shared.models.families import FAMILIES, Rules, SizeRule, rules_of
 
-DALL_E_3 = "dall-e-3"
-GPT_IMAGE_1 = "gpt-image-1"
-GPT_IMAGE_1_MINI = "gpt-image-1-mini"
-GPT_IMAGE_1_5 = "gpt-image-1.5"
-GPT_IMAGE_2 = "gpt-image-2"
-FAMILIES = frozenset({DALL_E_3, GPT_IMAGE_1, GPT_IMAGE_1_MINI, GPT_IMAGE_1_5, GPT_IMAGE_2})
-GPT_IMAGE_FAMILIES = FAMILIES - {DALL_E_3}
+KNOWN_FIELDS: frozenset[str] = frozenset().union(*(rules_of(name).fields for name in FAMILIES))
+FIELDS_BY_FAMILY: Mapping[str, frozenset[str]] = MappingProxyType({name: rules_of(name).fields for name in FAMILIES})
+PROMPT_LIMITS: Mapping[str, int] = MappingProxyType({name: rules_of(name).prompt_max_chars for name in FAMILIES})
+USER_MAX_CHARS = 256
 
-
-def family_for_name(name: str) -> str | None:
-    """The family a deployment named like one runs ("gpt-image-1-mini" -> itself), else None."""
-    lowered = name.strip().lower()
-    return lowered if lowered in FAMILIES else None
+# ASCII digits only: \d would also take other scripts' digits, and fullmatch (not $) refuses a trailing newline.
+_SIZE_PATTERN = re.compile(r"([0-9]+)x([0-9]+)")
+_RESPONSE_FORMATS = ("url", "b64_json")
 
 
 @dataclass(frozen=True)
@@ -56,45 +51,6 @@ class ImageRequest:
         return "png" if self.output_format == "png" else "jpg"
 
 
-# Fields every family accepts. style and response_format are DALL-E 3 words, kept for
-# every family because seed-style clients send them to gpt-image deployments too.
-_COMMON_FIELDS = frozenset({"prompt", "size", "n", "quality", "style", "response_format", "user", "model"})
-_GPT_IMAGE_ONLY_FIELDS = frozenset({"output_format", "output_compression", "background", "moderation"})
-KNOWN_FIELDS = _COMMON_FIELDS | _GPT_IMAGE_ONLY_FIELDS
-FIELDS_BY_FAMILY: Mapping[str, frozenset[str]] = MappingProxyType(
-    {family: _COMMON_FIELDS if family == DALL_E_3 else KNOWN_FIELDS for family in FAMILIES}
-)
-
-PROMPT_LIMITS: Mapping[str, int] = MappingProxyType(
-    {DALL_E_3: 4000, GPT_IMAGE_1: 32000, GPT_IMAGE_1_MINI: 32000, GPT_IMAGE_1_5: 32000, GPT_IMAGE_2: 32000}
-)
-USER_MAX_CHARS = 256
-
-DALL_E_3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
-GPT_IMAGE_1_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
-# The seed's wide and tall sizes do not exist on gpt-image-1/-mini/-1.5; the nearest size with
-# the same orientation keeps DALL-E 3 clients working instead of refusing them.
-_SEED_SIZE_TRANSLATIONS = {"1792x1024": "1536x1024", "1024x1792": "1024x1536"}
-
-GPT_IMAGE_2_EDGE_MULTIPLE = 16
-GPT_IMAGE_2_MAX_EDGE_EXCLUSIVE = 3840
-GPT_IMAGE_2_MAX_RATIO = 3
-GPT_IMAGE_2_MIN_PIXELS = 655_360
-GPT_IMAGE_2_MAX_PIXELS = 8_294_400
-# ASCII digits only: \d would also take other scripts' digits, and fullmatch (not $) refuses a trailing newline.
-_SIZE_PATTERN = re.compile(r"([0-9]+)x([0-9]+)")
-
-_DALL_E_3_QUALITIES = ("standard", "hd")
-_GPT_IMAGE_QUALITIES = ("low", "medium", "high", "auto")
-_SEED_QUALITY_TRANSLATIONS = {"hd": "high", "standard": "medium"}
-_STYLES = ("vivid", "natural")
-_RESPONSE_FORMATS = ("url", "b64_json")
-_OUTPUT_FORMATS = ("png", "jpeg")
-_BACKGROUNDS = ("auto", "opaque", "transparent")
-_MODERATIONS = ("auto", "low")
-_MAX_N = 10
-
-
 def parse_request(body: object, deployment: str, family: str, *, api_style_v1: bool = False) -> ImageRequest:
     """Check a decoded JSON request body for ``deployment`` (running ``family``) and translate it.
 
@@ -107,19 +63,17 @@ def parse_request(body: object, deployment: str, family: str, *, api_style_v1: b
     or ``string_above_max_length``. Raises ``ValueError`` for a family this module does not
     know: that is a configuration bug, not the caller's fault.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(sorted(FAMILIES))}")
+    rules = rules_of(family)
     if not isinstance(body, dict):
         raise invalid(None, f"The request body must be a JSON object, got {_json_type(body)}.", "invalid_type")
 
-    allowed = FIELDS_BY_FAMILY[family]
-    accepted = ", ".join(sorted(allowed))
+    accepted = ", ".join(sorted(rules.fields))
     for name in body:
         if name not in KNOWN_FIELDS:
             raise invalid(name, f"Unknown parameter: {_show(name)}. {family} accepts: {accepted}.", "unknown_parameter")
     given = {name: value for name, value in body.items() if value is not None}
     for name in given:
-        if name not in allowed:
+        if name not in rules.fields:
             raise invalid(
                 name,
                 f"Unknown parameter: {name!r} is not supported by {family} (deployment {_show(deployment)}); "
@@ -128,7 +82,7 @@ def parse_request(body: object, deployment: str, family: str, *, api_style_v1: b
             )
 
     _check_model(given.get("model"), deployment, family, api_style_v1)
-    _check_prompt(given.get("prompt"), family)
+    _check_prompt(given.get("prompt"), family, rules)
     if "user" in given:
         user = _string("user", given["user"])
         if len(user) > USER_MAX_CHARS:
@@ -136,23 +90,21 @@ def parse_request(body: object, deployment: str, family: str, *, api_style_v1: b
                 "user", f"user must be at most {USER_MAX_CHARS} characters, got {len(user)}.", "string_above_max_length"
             )
 
-    if family == DALL_E_3:
-        return _dall_e_3(given, deployment)
-    return _gpt_image(given, deployment, family)
+    if rules.api == "dall-e":
+        return _dall_e(given, deployment, family, rules)
+    return _gpt_image(given, deployment, family, rules)
 
 
-def _dall_e_3(given: dict[str, Any], deployment: str) -> ImageRequest:
+def _dall_e(given: dict[str, Any], deployment: str, family: str, rules: Rules) -> ImageRequest:
     translations: list[str] = []
     if "size" in given:
-        _choice("size", given["size"], DALL_E_3_SIZES, DALL_E_3)
+        _choice("size", given["size"], rules.sizes, family)
     if "n" in given:
-        n = _integer("n", given["n"])
-        if n != 1:
-            raise invalid("n", f"n must be 1 for {DALL_E_3} (one image per request), got {n}.")
+        _check_n(given["n"], family, rules)
     if "quality" in given:
-        _choice("quality", given["quality"], _DALL_E_3_QUALITIES, DALL_E_3)
+        _choice("quality", given["quality"], rules.qualities, family)
     if "style" in given:
-        _choice("style", given["style"], _STYLES, DALL_E_3)
+        _choice("style", given["style"], rules.styles, family)
     response_format = _response_format(given)
     if "response_format" in given and response_format == "url":
         translations.append(
@@ -165,7 +117,7 @@ def _dall_e_3(given: dict[str, Any], deployment: str) -> ImageRequest:
     upstream["response_format"] = "b64_json"
     return ImageRequest(
         deployment=deployment,
-        family=DALL_E_3,
+        family=family,
         asked=dict(given),
         upstream_body=upstream,
         response_format=response_format,
@@ -175,39 +127,18 @@ def _dall_e_3(given: dict[str, Any], deployment: str) -> ImageRequest:
     )
 
 
-def _gpt_image(given: dict[str, Any], deployment: str, family: str) -> ImageRequest:
+def _gpt_image(given: dict[str, Any], deployment: str, family: str, rules: Rules) -> ImageRequest:
     translations: list[str] = []
     upstream = _copy(given, ("prompt",))
-
     if "size" in given:
-        size = _string("size", given["size"])
-        if family == GPT_IMAGE_2:
-            _check_gpt_image_2_size(size)
-        elif size in _SEED_SIZE_TRANSLATIONS:
-            upstream_size = _SEED_SIZE_TRANSLATIONS[size]
-            translations.append(f"size: {size!r} -> {upstream_size!r} ({family} has no {size}; nearest size, same orientation)")
-            size = upstream_size
-        else:
-            _choice("size", size, GPT_IMAGE_1_SIZES, family, also=tuple(_SEED_SIZE_TRANSLATIONS))
-        upstream["size"] = size
-
+        upstream["size"] = _gpt_size(_string("size", given["size"]), family, rules, translations)
     n = 1
     if "n" in given:
-        n = _integer("n", given["n"])
-        if not 1 <= n <= _MAX_N:
-            raise invalid("n", f"n must be between 1 and {_MAX_N} for {family}, got {n}.")
-        upstream["n"] = n
-
+        n = upstream["n"] = _check_n(given["n"], family, rules)
     if "quality" in given:
-        quality = _choice("quality", given["quality"], _GPT_IMAGE_QUALITIES, family, also=tuple(_SEED_QUALITY_TRANSLATIONS))
-        if quality in _SEED_QUALITY_TRANSLATIONS:
-            translated = _SEED_QUALITY_TRANSLATIONS[quality]
-            translations.append(f"quality: {quality!r} -> {translated!r}")
-            quality = translated
-        upstream["quality"] = quality
-
+        upstream["quality"] = _gpt_quality(given["quality"], family, rules, translations)
     if "style" in given:
-        style = _choice("style", given["style"], _STYLES, family)
+        style = _choice("style", given["style"], rules.styles, family)
         translations.append(f"style: {style!r} dropped ({family} has no style)")
 
     response_format = _response_format(given)
@@ -215,10 +146,59 @@ def _gpt_image(given: dict[str, Any], deployment: str, family: str) -> ImageRequ
         translations.append(
             f"response_format: {response_format!r} kept by this service, not sent upstream (gpt-image always returns base64)"
         )
+    output_format = _gpt_output(given, family, rules, upstream)
+    if "moderation" in given:
+        upstream["moderation"] = _choice("moderation", given["moderation"], rules.moderations, family)
+    if "user" in given:
+        upstream["user"] = given["user"]
 
+    return ImageRequest(
+        deployment=deployment,
+        family=family,
+        asked=dict(given),
+        upstream_body=upstream,
+        response_format=response_format,
+        n=n,
+        output_format=output_format,
+        translations=translations,
+    )
+
+
+def _check_n(value: object, family: str, rules: Rules) -> int:
+    n = _integer("n", value)
+    if rules.max_n == 1 and n != 1:
+        raise invalid("n", f"n must be 1 for {family} (one image per request), got {n}.")
+    if not 1 <= n <= rules.max_n:
+        raise invalid("n", f"n must be between 1 and {rules.max_n} for {family}, got {n}.")
+    return n
+
+
+def _gpt_size(size: str, family: str, rules: Rules, translations: list[str]) -> str:
+    if rules.size_rule is not None:
+        if size not in rules.sizes:
+            _check_free_size(size, family, rules.size_rule)
+        return size
+    if size in rules.seed_sizes:
+        upstream_size = rules.seed_sizes[size]
+        translations.append(f"size: {size!r} -> {upstream_size!r} ({family} has no {size}; nearest size, same orientation)")
+        return upstream_size
+    return _choice("size", size, rules.sizes, family, also=tuple(rules.seed_sizes))
+
+
+def _gpt_quality(value: object, family: str, rules: Rules, translations: list[str]) -> str:
+    quality = _choice("quality", value, rules.qualities, family, also=tuple(rules.seed_qualities))
+    if quality in rules.seed_qualities:
+        translated = rules.seed_qualities[quality]
+        translations.append(f"quality: {quality!r} -> {translated!r}")
+        return translated
+    return quality
+
+
+def _gpt_output(given: dict[str, Any], family: str, rules: Rules, upstream: dict[str, Any]) -> Literal["png", "jpeg"]:
+    """output_format, output_compression and background, which depend on each other; fills ``upstream``."""
     output_format: Literal["png", "jpeg"] = "png"
     if "output_format" in given:
-        if _choice("output_format", given["output_format"], _OUTPUT_FORMATS, family) == "jpeg":
+        if _choice("output_format", given["output_format"], rules.output_formats, family) == "jpeg":
             output_format = "jpeg"
         upstream["output_format"] = output_format
 
@@ -235,7 +215,7 @@ def _gpt_image(given: dict[str, Any], deployment: str, family: str) -> ImageRequ
         upstream["output_compression"] = compression
 
     if "background" in given:
-        background = _choice("background", given["background"], _BACKGROUNDS, family)
+        background = _choice("background", given["background"], rules.backgrounds, family)
         if background == "transparent" and output_format != "png":
             raise invalid(
                 "background",
@@ -243,22 +223,7 @@ def _gpt_image(given: dict[str, Any], deployment: str, family: str) -> ImageRequ
                 "send output_format 'png' or background 'opaque' or 'auto'.",
             )
         upstream["background"] = background
-
-    if "moderation" in given:
-        upstream["moderation"] = _choice("moderation", given["moderation"], _MODERATIONS, family)
-    if "user" in given:
-        upstream["user"] = given["user"]
-
-    return ImageRequest(
-        deployment=deployment,
-        family=family,
-        asked=dict(given),
-        upstream_body=upstream,
-        response_format=response_format,
-        n=n,
-        output_format=output_format,
-        translations=translations,
-    )
+    return output_format
 
 
 def _check_model(model: object, deployment: str, family: str, api_style_v1: bool) -> None:
@@ -278,13 +243,13 @@ def _check_model(model: object, deployment: str, family: str, api_style_v1: bool
         )
 
 
-def _check_prompt(prompt: object, family: str) -> None:
+def _check_prompt(prompt: object, family: str, rules: Rules) -> None:
     if prompt is None:
         raise invalid("prompt", "prompt is required: a description of the image to generate.", "missing_required_parameter")
     text = _string("prompt", prompt)
     if not text.strip():
         raise invalid("prompt", "prompt must not be empty or only whitespace.")
-    limit = PROMPT_LIMITS[family]
+    limit = rules.prompt_max_chars
     # len() counts code points, the "characters" of the limit, not UTF-8 bytes.
     if len(text) > limit:
         raise invalid(
@@ -292,37 +257,34 @@ def _check_prompt(prompt: object, family: str) -> None:
         )
 
 
-def _check_gpt_image_2_size(size: str) -> None:
-    if size == "auto":
-        return
+def _check_free_size(size: str, family: str, rule: SizeRule) -> None:
     match = _SIZE_PATTERN.fullmatch(size)
     if match is None:
         raise invalid("size", f"size must be 'auto' or WIDTHxHEIGHT in pixels (e.g. '1536x1024'), got {_show(size)}.")
     width_text, height_text = match.groups()
     if width_text.startswith("0") or height_text.startswith("0"):
         raise invalid("size", f"size edges must be positive whole numbers without leading zeros, got {_show(size)}.")
-    limit = GPT_IMAGE_2_MAX_EDGE_EXCLUSIVE
+    limit = rule.max_edge_exclusive
     # Long digit strings are refused before int(): they are far too large, and int() of thousands of digits raises.
     if max(len(width_text), len(height_text)) > len(str(limit)):
-        raise invalid("size", f"size edges must be less than {limit} pixels for {GPT_IMAGE_2}, got {_show(size)}.")
+        raise invalid("size", f"size edges must be less than {limit} pixels for {family}, got {_show(size)}.")
     width, height = int(width_text), int(height_text)
     long_edge, short_edge = max(width, height), min(width, height)
-    multiple = GPT_IMAGE_2_EDGE_MULTIPLE
-    if width % multiple or height % multiple:
-        raise invalid("size", f"size edges must be multiples of {multiple} for {GPT_IMAGE_2}, got {size!r}.")
+    if width % rule.edge_multiple or height % rule.edge_multiple:
+        raise invalid("size", f"size edges must be multiples of {rule.edge_multiple} for {family}, got {size!r}.")
     if long_edge >= limit:
-        raise invalid("size", f"size edges must be less than {limit} pixels for {GPT_IMAGE_2}, got {size!r}.")
-    if long_edge > GPT_IMAGE_2_MAX_RATIO * short_edge:
+        raise invalid("size", f"size edges must be less than {limit} pixels for {family}, got {size!r}.")
+    if long_edge > rule.max_ratio * short_edge:
         raise invalid(
             "size",
-            f"size may be at most {GPT_IMAGE_2_MAX_RATIO}:1 between its long and short edge for {GPT_IMAGE_2}, "
+            f"size may be at most {rule.max_ratio}:1 between its long and short edge for {family}, "
             f"got {size!r} ({long_edge / short_edge:.2f}:1).",
         )
     pixels = width * height
-    if not GPT_IMAGE_2_MIN_PIXELS <= pixels <= GPT_IMAGE_2_MAX_PIXELS:
+    if not rule.min_pixels <= pixels <= rule.max_pixels:
         raise invalid(
             "size",
-            f"size must have between {GPT_IMAGE_2_MIN_PIXELS:,} and {GPT_IMAGE_2_MAX_PIXELS:,} pixels for {GPT_IMAGE_2}, "
+            f"size must have between {rule.min_pixels:,} and {rule.max_pixels:,} pixels for {family}, "
             f"got {size!r} ({pixels:,}).",
         )
 
