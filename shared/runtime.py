@@ -8,21 +8,39 @@ opens the clients inside the running event loop and ``close()`` closes every one
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from shared.jobs import Jobs
+from shared.models import retired_warnings
 from shared.service import ImageService
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
 
 
 class Runtime:
     """One app instance: settings, the generation service and the jobs, sharing their clients."""
 
     def __init__(
-        self, settings: Settings, *, storage_options: dict[str, Any] | None = None, key_vault_options: dict[str, Any] | None = None
+        self,
+        settings: Settings,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        key_vault_options: dict[str, Any] | None = None,
+        today: Callable[[], dt.date] = utc_today,
     ) -> None:
         self.settings = settings
+        self.today = today  # the model lifecycle is judged on this day (tests pass any)
+        for warning in retired_warnings(settings.deployments, today()):
+            log.warning(warning)
         self.service = ImageService(settings, storage_options=storage_options, key_vault_options=key_vault_options)
         self.jobs = Jobs(self.service, max_dequeue_count=settings.max_dequeue_count)
 

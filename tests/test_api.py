@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,8 +22,11 @@ from azure.storage.blob import BlobServiceClient
 
 from local.azurite import Azurite, start_azurite
 from shared import models
+from shared.api import create_app
 from shared.api.schema import generation_schema
 from shared.errors import ServiceError
+from shared.runtime import Runtime
+from shared.settings import Settings
 from tests.conftest import SimControl
 
 InProcess = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -213,6 +217,28 @@ async def test_healthz_and_openapi(app_client: httpx.AsyncClient) -> None:
     for path in ("/openai/deployments/{deployment}/images/generations", "/openai/deployments/{deployment}/images/generations:submit", "/openai/v1/images/generations"):
         assert spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"] == generation_schema()
     assert "/openai/operations/images/{job_id}" in spec["paths"] and "/images/{name}" in spec["paths"]
+
+
+async def test_healthz_shows_each_deployments_lifecycle_on_the_runtimes_day(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    day = dt.date(2026, 11, 25)
+    with caplog.at_level(logging.WARNING, logger="shared.runtime"):
+        runtime = Runtime(make_settings(), today=lambda: day)
+    warned = [r.getMessage() for r in caplog.records if r.name == "shared.runtime"]
+    # Retired by that day: dall-e-3 (2026-03-04) and gpt-image-1 (2026-10-23); each warning names the successor.
+    assert any("'dall-e-3'" in w and "retired on 2026-03-04" in w for w in warned), warned
+    assert any("'gpt-image-1' runs gpt-image-1," in w and "gpt-image-2" in w for w in warned), warned
+    assert not any("'gpt-image-2'" in w or "'images-prod'" in w for w in warned), warned
+    async with runtime:
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+            models = {m["deployment"]: m for m in (await client.get("/healthz")).json()["models"]}
+    assert set(models) == set(runtime.settings.deployments)
+    assert models["gpt-image-1"]["status"] == "retired" and models["gpt-image-1"]["retires"] == "2026-10-23"
+    assert models["gpt-image-1-mini"]["status"] == "no-new-customers" and models["gpt-image-1-mini"]["successor"]
+    assert models["images-prod"] == {**models["gpt-image-2"], "deployment": "images-prod"}
+    assert models["gpt-image-2"]["status"] == "ga"
 
 
 # --- the published request schema is the model rules, not a copy of them ---

@@ -1,4 +1,4 @@
-"""Liveness: the process answers, and which deployments it serves."""
+"""Liveness: the process answers, which deployments it serves, and where their models stand in Azure's lifecycle."""
 
 from __future__ import annotations
 
@@ -7,12 +7,21 @@ from typing import Any
 from fastapi import APIRouter
 
 from shared.api.deps import RuntimeDep
+from shared.models import lifecycle_view
 
 router = APIRouter()
 
 
 @router.get("/healthz", summary="Liveness")
 async def healthz(runtime: RuntimeDep) -> dict[str, Any]:
-    """``{"status": "ok", "deployments", "api_style"}``; no call to storage or upstream."""
+    """``{"status": "ok", "deployments", "api_style", "models"}``; no call to storage or upstream.
+
+    ``models`` lists each allowed deployment with its family, lifecycle status, dates and successor.
+    """
     settings = runtime.settings
-    return {"status": "ok", "deployments": sorted(settings.deployments), "api_style": settings.api_style}
+    return {
+        "status": "ok",
+        "deployments": sorted(settings.deployments),
+        "api_style": settings.api_style,
+        "models": lifecycle_view(settings.deployments, runtime.today()),
+    }

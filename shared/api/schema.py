@@ -1,4 +1,4 @@
-"""The generation request's schema in OpenAPI, built from the model rules (shared/models.py).
+"""The generation request's schema in OpenAPI, built from the model family rows (shared/models/families.py).
 
 Bounds and choices are read from the rules parse_request enforces, never restated here, so
 the published schema cannot drift from the checks (tests/test_api.py holds one to the other).
@@ -11,27 +11,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shared import models
-
-# models.py keeps these rule tables private; they are read here so the schema has no copy of them.
-from shared.models import (
-    _BACKGROUNDS,
-    _DALL_E_3_QUALITIES,
-    _GPT_IMAGE_QUALITIES,
-    _MAX_N,
-    _MODERATIONS,
-    _OUTPUT_FORMATS,
-    _RESPONSE_FORMATS,
-    _SEED_QUALITY_TRANSLATIONS,
-    _SEED_SIZE_TRANSLATIONS,
-    _STYLES,
-)
-
-# parse_request checks output_compression against 0..100 written inline (no named constant yet).
-OUTPUT_COMPRESSION_RANGE = (0, 100)
+from shared.models import Rules
 
 
 def _families(names: Iterable[str]) -> str:
     return ", ".join(sorted(names))
+
+
+def _rules() -> dict[str, Rules]:
+    """Every family the service accepts, with its rules (announced families have none yet)."""
+    return {row.name: row.rules for row in models.TABLE if row.rules is not None}
 
 
 def _only_for(field: str) -> str:
@@ -40,8 +29,20 @@ def _only_for(field: str) -> str:
     return "" if len(takers) == len(models.FIELDS_BY_FAMILY) else f" Only for {_families(takers)}."
 
 
-def _choice(field: str, values: Iterable[str], description: str = "") -> dict[str, Any]:
-    return {"type": "string", "enum": list(dict.fromkeys(values)), "description": (description + _only_for(field)).strip()}
+def _by_family(values: Callable[[Rules], Iterable[str]]) -> str:
+    """"fam-a, fam-b: x, y. fam-c: z" — families grouped by the values they accept."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for family, rules in _rules().items():
+        if found := tuple(values(rules)):
+            groups.setdefault(found, []).append(family)
+    return " ".join(f"{_families(names)}: {', '.join(found)}." for found, names in groups.items())
+
+
+def _rule_choice(field: str, values: Callable[[Rules], Iterable[str]], description: str = "") -> dict[str, Any]:
+    """An enum over the values any family accepts for ``field``, saying which family takes which."""
+    union = list(dict.fromkeys(v for rules in _rules().values() for v in values(rules)))
+    text = f"{description} {_by_family(values)}{_only_for(field)}".strip()
+    return {"type": "string", "enum": union, "description": text}
 
 
 def _prompt() -> dict[str, Any]:
@@ -52,39 +53,37 @@ def _prompt() -> dict[str, Any]:
     return {"type": "string", "minLength": 1, "maxLength": max(models.PROMPT_LIMITS.values()), "description": f"Characters: {limits}."}
 
 
+def _size_rule_text(rules: Rules) -> Iterable[str]:
+    rule = rules.size_rule
+    if rule is not None:
+        yield (
+            f"WIDTHxHEIGHT with edges multiples of {rule.edge_multiple}, long edge under {rule.max_edge_exclusive}, "
+            f"at most {rule.max_ratio}:1, {rule.min_pixels:,}-{rule.max_pixels:,} pixels"
+        )
+    yield from (f"{a} (translated to {b})" for a, b in rules.seed_sizes.items())
+
+
 def _size() -> dict[str, Any]:
-    fixed = _families(models.GPT_IMAGE_FAMILIES - {models.GPT_IMAGE_2})
-    seed = ", ".join(f"{a} -> {b}" for a, b in _SEED_SIZE_TRANSLATIONS.items())
-    gpt_image_2 = (
-        f"auto, or WIDTHxHEIGHT with edges multiples of {models.GPT_IMAGE_2_EDGE_MULTIPLE}, long edge under "
-        f"{models.GPT_IMAGE_2_MAX_EDGE_EXCLUSIVE}, at most {models.GPT_IMAGE_2_MAX_RATIO}:1, "
-        f"{models.GPT_IMAGE_2_MIN_PIXELS:,}-{models.GPT_IMAGE_2_MAX_PIXELS:,} pixels"
-    )
+    examples = list(dict.fromkeys(size for rules in _rules().values() for size in rules.sizes))
     return {
         "type": "string",
-        "examples": list(dict.fromkeys([*models.DALL_E_3_SIZES, *models.GPT_IMAGE_1_SIZES])),
-        "description": (
-            f"{models.DALL_E_3}: {', '.join(models.DALL_E_3_SIZES)}. {fixed}: {', '.join(models.GPT_IMAGE_1_SIZES)} "
-            f"(seed sizes translated: {seed}). {models.GPT_IMAGE_2}: {gpt_image_2}."
-        ),
+        "examples": examples,
+        "description": f"{_by_family(lambda r: r.sizes)} Also: {_by_family(_size_rule_text)}",
     }
 
 
 def _n() -> dict[str, Any]:
-    return {"type": "integer", "minimum": 1, "maximum": _MAX_N, "description": f"{models.DALL_E_3}: 1 only."}
+    maxima = {family: rules.max_n for family, rules in _rules().items()}
+    text = "; ".join(f"{family}: 1-{top}" for family, top in sorted(maxima.items()))
+    return {"type": "integer", "minimum": 1, "maximum": max(maxima.values()), "description": f"Images: {text}."}
 
 
 def _quality() -> dict[str, Any]:
-    seed = ", ".join(f"{a} -> {b}" for a, b in _SEED_QUALITY_TRANSLATIONS.items())
-    return _choice(
-        "quality",
-        [*_DALL_E_3_QUALITIES, *_GPT_IMAGE_QUALITIES],
-        f"{models.DALL_E_3}: {', '.join(_DALL_E_3_QUALITIES)}. gpt-image: {', '.join(_GPT_IMAGE_QUALITIES)} (seed values translated: {seed}).",
-    )
+    return _rule_choice("quality", lambda r: (*r.qualities, *r.seed_qualities), "Seed values (standard, hd) are translated for gpt-image.")
 
 
 def _output_compression() -> dict[str, Any]:
-    low, high = OUTPUT_COMPRESSION_RANGE
+    low, high = models.OUTPUT_COMPRESSION_RANGE
     return {"type": "integer", "minimum": low, "maximum": high, "description": ("With output_format jpeg only." + _only_for("output_compression"))}
 
 
@@ -94,12 +93,16 @@ _PROPERTIES: dict[str, Callable[[], dict[str, Any]]] = {
     "size": _size,
     "n": _n,
     "quality": _quality,
-    "style": lambda: _choice("style", _STYLES, f"{models.DALL_E_3}; dropped (and recorded) for gpt-image."),
-    "response_format": lambda: _choice("response_format", _RESPONSE_FORMATS, "What this service returns; url links to the archived copy."),
-    "output_format": lambda: _choice("output_format", _OUTPUT_FORMATS),
+    "style": lambda: _rule_choice("style", lambda r: r.styles, "Sent to dall-e-3; dropped (and recorded) for gpt-image."),
+    "response_format": lambda: {
+        "type": "string",
+        "enum": list(models.RESPONSE_FORMATS),
+        "description": "What this service returns; url links to the archived copy.",
+    },
+    "output_format": lambda: _rule_choice("output_format", lambda r: r.output_formats),
     "output_compression": _output_compression,
-    "background": lambda: _choice("background", _BACKGROUNDS, "transparent needs output_format png."),
-    "moderation": lambda: _choice("moderation", _MODERATIONS),
+    "background": lambda: _rule_choice("background", lambda r: r.backgrounds, "transparent needs output_format png."),
+    "moderation": lambda: _rule_choice("moderation", lambda r: r.moderations),
     "user": lambda: {"type": "string", "maxLength": models.USER_MAX_CHARS},
     "model": lambda: {"type": "string", "description": "Deployment name (v1 path); elsewhere the deployment or its family, or absent."},
 }

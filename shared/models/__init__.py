@@ -25,7 +25,16 @@ from shared.models.families import (
     rules_of,
 )
 from shared.models.lifecycle import lifecycle_state, lifecycle_view, retired_warnings
-from shared.models.parsing import FIELDS_BY_FAMILY, KNOWN_FIELDS, PROMPT_LIMITS, USER_MAX_CHARS, ImageRequest, parse_request
+from shared.models.parsing import (
+    FIELDS_BY_FAMILY,
+    KNOWN_FIELDS,
+    OUTPUT_COMPRESSION_RANGE,
+    PROMPT_LIMITS,
+    RESPONSE_FORMATS,
+    USER_MAX_CHARS,
+    ImageRequest,
+    parse_request,
+)
 
 __all__ = [
     "BY_NAME",
@@ -41,7 +50,9 @@ __all__ = [
     "GPT_IMAGE_FAMILIES",
     "IAC_DEFAULT_MODEL",
     "KNOWN_FIELDS",
+    "OUTPUT_COMPRESSION_RANGE",
     "PROMPT_LIMITS",
+    "RESPONSE_FORMATS",
     "TABLE",
     "USER_MAX_CHARS",
     "Family",

@@ -26,7 +26,8 @@ USER_MAX_CHARS = 256
 
 # ASCII digits only: \d would also take other scripts' digits, and fullmatch (not $) refuses a trailing newline.
 _SIZE_PATTERN = re.compile(r"([0-9]+)x([0-9]+)")
-_RESPONSE_FORMATS = ("url", "b64_json")
+RESPONSE_FORMATS = ("url", "b64_json")  # what this service returns; not a model rule
+OUTPUT_COMPRESSION_RANGE = (0, 100)
 
 
 @dataclass(frozen=True)
@@ -204,8 +205,9 @@ def _gpt_output(given: dict[str, Any], family: str, rules: Rules, upstream: dict
 
     if "output_compression" in given:
         compression = _integer("output_compression", given["output_compression"])
-        if not 0 <= compression <= 100:
-            raise invalid("output_compression", f"output_compression must be between 0 and 100, got {compression}.")
+        low, high = OUTPUT_COMPRESSION_RANGE
+        if not low <= compression <= high:
+            raise invalid("output_compression", f"output_compression must be between {low} and {high}, got {compression}.")
         if output_format != "jpeg":
             raise invalid(
                 "output_compression",
@@ -293,7 +295,7 @@ def _response_format(given: dict[str, Any]) -> Literal["url", "b64_json"]:
     # The default is a link to the archived copy for every family, whatever upstream returns.
     if "response_format" not in given:
         return "url"
-    return "b64_json" if _choice("response_format", given["response_format"], _RESPONSE_FORMATS) == "b64_json" else "url"
+    return "b64_json" if _choice("response_format", given["response_format"], RESPONSE_FORMATS) == "b64_json" else "url"
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...], family: str | None = None, also: tuple[str, ...] = ()) -> str:
