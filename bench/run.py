@@ -57,8 +57,8 @@ from bench.procs import ROOT, Child, child_env, machine, memory, reset_peak, sta
 from local.azurite import Azurite, start_azurite
 from local.queue_runner import QueueRunner
 from local.servers import free_port
-from shared.jobs import Jobs, handle_queue_message, host_queue_settings
-from shared.service import ImageService
+from shared.jobs import host_queue_settings
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 log = logging.getLogger("bench")
@@ -466,13 +466,12 @@ def measure_queue(stack: Stack, size: Size, with_naive: bool) -> dict[str, Any]:
     # The service: the real handler, with the service's own settings and clients.
     service_queue = _queue_name("bench-jobs")
     settings = Settings.from_env({**stack.env, "IMAGES_QUEUE": service_queue})
-    service = ImageService(settings)
-    jobs = Jobs(service, max_dequeue_count=int(host.get("maxDequeueCount", 5)))
+    runtime = Runtime(settings)  # opened by the first message, in the runner's event loop
     job_ids = [f"bench-{tag}-{i}" for i in range(size.jobs)]
     _fill_queue(connection, service_queue, [{"id": j, "deployment": SERVICE_DEPLOYMENT, **BODY} for j in job_ids])
 
     async def service_handler(msg: Any) -> Any:
-        outcome = await handle_queue_message(jobs, msg)
+        outcome = await runtime.handle_queue_message(msg)
         service_run.event(outcome.action)
         if outcome.action in ("succeeded", "failed") and outcome.job_id:
             service_run.record(outcome.job_id, outcome.action)
@@ -500,7 +499,7 @@ def measure_queue(stack: Stack, size: Size, with_naive: bool) -> dict[str, Any]:
         naive_run = QueueRun("naive", QueueRunner(connection, naive_queue, naive_handler, host_queues=host, **overrides), NAIVE_DEPLOYMENT)
         runs.append(naive_run)
 
-    closers = {"service": service.close}
+    closers = {"service": runtime.close}
     threads = []
     started = time.monotonic()
     for run in runs:

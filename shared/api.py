@@ -21,10 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.archive import is_archive_path, is_safe_id
 from shared.errors import ServiceError, invalid
-from shared.jobs import Jobs, host_queue_settings, new_job_id
+from shared.jobs import new_job_id
 from shared.models import ImageRequest, parse_request
-from shared.service import ImageService, new_generation_id, sync_prefix
-from shared.settings import Settings
+from shared.runtime import Runtime
+from shared.service import new_generation_id, sync_prefix
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,19 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
         raise invalid(None, f"The body is not valid JSON: {exc}", "invalid_json") from None
 
 
-def create_app(settings: Settings, service: ImageService | None = None, jobs: Jobs | None = None) -> FastAPI:
-    """The HTTP API; ``service`` and ``jobs`` are shared with the queue handler when given."""
-    image_service = service or ImageService(settings)
-    job_service = jobs or Jobs(image_service, int(host_queue_settings().get("maxDequeueCount", 5)))
+def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
+    """The HTTP API over ``runtime``. Its lifespan opens the runtime, and closes it when the app owns it
+    (not in Azure, where the queue trigger shares it and shutdown runs in another event loop)."""
+    settings = runtime.settings
+    image_service = runtime.service
+    job_service = runtime.jobs
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.open()
         yield
-        await image_service.close()
+        if owns_runtime:
+            await runtime.close()
 
     app = FastAPI(
         title="Image generation with archive",
@@ -116,9 +120,7 @@ def create_app(settings: Settings, service: ImageService | None = None, jobs: Jo
         description="Azure OpenAI images API in front of your deployments; every image archived to your Blob Storage.",
         lifespan=lifespan,
     )
-    app.state.service = image_service
-    app.state.jobs = job_service
-    app.state.settings = settings
+    app.state.runtime = runtime
 
     @app.exception_handler(ServiceError)
     async def on_service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -251,7 +253,7 @@ def create_app(settings: Settings, service: ImageService | None = None, jobs: Jo
     async def image_link(name: str) -> Response:
         if not is_archive_path(name):
             raise ServiceError(404, "NotFound", "No archived image or record has this name.", param="name")
-        archive = image_service.resources().archive
+        archive = image_service.archive
         if not await archive.exists(name):
             raise ServiceError(404, "NotFound", "No archived image or record has this name.", param="name")
         return RedirectResponse(await archive.link(name), status_code=302, headers={"Cache-Control": "no-store"})

@@ -42,8 +42,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
-from shared.archive import ensure_container, is_safe_id, storage_error
-from shared.errors import ServiceError
+from shared.archive import ensure_container, is_safe_id
+from shared.errors import ServiceError, storage_error
 from shared.models import parse_request
 from shared.service import ImageService
 
@@ -109,7 +109,7 @@ class JobStore:
         self._ready = False
 
     def _container(self) -> ContainerClient:
-        return self.service.resources().blobs.get_container_client(self.service.settings.jobs_container)
+        return self.service.blobs.get_container_client(self.service.settings.jobs_container)
 
     async def ensure_container(self) -> None:
         """Create the jobs container once per process (infra creates it in Azure)."""
@@ -231,7 +231,7 @@ class Jobs:
         return job, True
 
     async def _send(self, queue: str, content: str, delay: float = 0) -> None:
-        client = self.service.resources().queues.get_queue_client(queue)
+        client = self.service.queues.get_queue_client(queue)
         visibility = math.ceil(delay) if delay > 0 else None
         try:
             await client.send_message(content, visibility_timeout=visibility)
@@ -262,7 +262,7 @@ class Jobs:
         return view
 
     async def _result_view(self, result: dict[str, Any]) -> dict[str, Any]:
-        archive = self.service.resources().archive
+        archive = self.service.archive
         data = []
         for image in result["images"]:
             item = {"url": await archive.link(image["name"])}
@@ -328,7 +328,7 @@ class Jobs:
         # Images already archived by a delivery that crashed later: finish from the archive.
         # Only a job that was claimed before (attempts > 0) can have reached upstream.
         claimed_before = int(job.get("attempts", 0)) > 0
-        archived = await self.service.resources().archive.read_record(JOB_PREFIX, job_id) if claimed_before else None
+        archived = await self.service.archive.read_record(JOB_PREFIX, job_id) if claimed_before else None
         if archived is not None:
             await self._finish(job, etag, SUCCEEDED, result=self._result_from_record(archived))
             return Outcome("succeeded", job_id, "finished from the archive")
@@ -370,7 +370,6 @@ class Jobs:
                 timeout=self.settings.upstream_timeout_seconds,
                 budget=0,  # waiting belongs to the queue, not to a worker slot
                 kind="job",
-                after_images=lambda: _step("after_images"),
             )
         except ServiceError as error:
             if error.status == 429:

@@ -13,7 +13,7 @@ from local.azurite import Azurite, start_azurite
 from local.servers import ServerThread, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
 from shared.api import create_app
-from shared.service import ImageService
+from shared.runtime import Runtime
 from shared.settings import Settings
 
 SIM_KEY = "sim-test-key-0123456789"  # the simulator's accepted key; not a real secret
@@ -95,7 +95,7 @@ def start_api(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., 
 
     def start(**overrides: str) -> ServerThread:
         settings = make_settings(**overrides)
-        server = serve_in_thread(create_app(settings, ImageService(settings)))
+        server = serve_in_thread(create_app(Runtime(settings)))
         started.append(server)
         return server
 

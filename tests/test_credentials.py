@@ -709,7 +709,7 @@ def own_simulator() -> Iterator[tuple[ServerThread, Any]]:
 @pytest.fixture()
 def start_api_with(azurite: Azurite, own_simulator: tuple[ServerThread, Any]) -> Iterator[Callable[..., httpx.Client]]:
     from shared.api import create_app
-    from shared.service import ImageService
+    from shared.runtime import Runtime
 
     started: list[tuple[ServerThread, httpx.Client]] = []
 
@@ -725,7 +725,7 @@ def start_api_with(azurite: Azurite, own_simulator: tuple[ServerThread, Any]) ->
                 **env,
             }
         )
-        server = serve_in_thread(create_app(settings, ImageService(settings)))
+        server = serve_in_thread(create_app(Runtime(settings)))
         client = httpx.Client(base_url=server.url, timeout=60)
         started.append((server, client))
         return client
@@ -857,7 +857,7 @@ def test_e2e_identity_storage_archives_and_links_with_user_delegation_sas(
 ) -> None:
     """The app with no storage key at all: archive over OAuth, links by user delegation SAS, jobs accepted."""
     from shared.api import create_app
-    from shared.service import ImageService
+    from shared.runtime import Runtime
 
     sim = own_simulator[1]
     sim.update_config(api_keys=["model-key-for-this-test"])
@@ -878,7 +878,7 @@ def test_e2e_identity_storage_archives_and_links_with_user_delegation_sas(
         }
     )
     assert settings.storage.uses_identity
-    server = serve_in_thread(create_app(settings, ImageService(settings, storage_options={"connection_verify": str(tls_files["ca"])})))
+    server = serve_in_thread(create_app(Runtime(settings, storage_options={"connection_verify": str(tls_files["ca"])})))
     trust = ssl.create_default_context(cafile=str(tls_files["ca"]))
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:

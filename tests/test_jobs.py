@@ -26,8 +26,8 @@ from local.queue_runner import QueueRunner, SimulatedCrash
 from local.servers import ServerThread, serve_in_thread
 from shared import jobs as jobs_module
 from shared.api import create_app
-from shared.jobs import Jobs, handle_queue_message, host_queue_settings
-from shared.service import ImageService
+from shared.jobs import host_queue_settings
+from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import SimControl
 
@@ -40,24 +40,19 @@ class JobStack:
     def __init__(self, settings: Settings, azurite: Azurite) -> None:
         self.settings = settings
         self.azurite = azurite
-        self.service = ImageService(settings)
-        self.jobs = Jobs(self.service, max_dequeue_count=5)
         self.runner: QueueRunner | None = None
         self.api: ServerThread | None = None
 
-    def start_runner(self, **options: Any) -> QueueRunner:
-        async def handler(msg: Any) -> Any:
-            return await handle_queue_message(self.jobs, msg)
-
+    def start_runner(self, storage_options: dict[str, Any] | None = None, **options: Any) -> QueueRunner:
+        runtime = Runtime(self.settings, storage_options=storage_options)  # the runner's loop gets its own
         options = {"retry_delay": 0.2, "lease_seconds": 2, "max_poll_interval": 0.3, **options}
         self.runner = QueueRunner(
-            self.azurite.connection_string, self.settings.queue_name, handler, host_queues=host_queue_settings(), on_stop=self.service.close, **options
+            self.azurite.connection_string, self.settings.queue_name, runtime.handle_queue_message, host_queues=host_queue_settings(), on_stop=runtime.close, **options
         )
         return self.runner.start_in_thread()
 
     def start_api(self) -> ServerThread:
-        api_service = ImageService(self.settings)
-        self.api = serve_in_thread(create_app(self.settings, api_service, Jobs(api_service)))
+        self.api = serve_in_thread(create_app(Runtime(self.settings)))
         return self.api
 
     def queue(self, name: str | None = None) -> QueueClient:
@@ -186,8 +181,15 @@ def test_crash_at_each_step_never_loses_a_job_or_generates_twice(job_stack: Call
 
     jobs_module.step_hook = crash_once
     job_id = f"crash-{step.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+
+    def crash_before_the_record(request: Any) -> None:
+        # A job writes its images, then its record: crashing as the record's upload starts is crashing after the images.
+        http = request.http_request
+        if http.method == "PUT" and http.url.split("?")[0].endswith(f"/{job_id}/record.json"):
+            crash_once("after_images")
+
     drop(stack.queue(), {"id": job_id, "prompt": "survive", "n": 2})
-    stack.start_runner()
+    stack.start_runner(storage_options={"raw_request_hook": crash_before_the_record})
     job = stack.wait_for([job_id], timeout=60)[job_id]
     if step == "after_job_record":
         deadline = time.monotonic() + 20
