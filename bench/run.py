@@ -270,7 +270,8 @@ class Calls:
         return time.perf_counter() - started, len(data)
 
     async def record_put(self) -> float:
-        """One small JSON upload (a record's size): the extra write this service makes per generation."""
+        """One small JSON upload (a record's size): the extra write this service makes per generation
+        (on the synchronous path alongside the image's upload, so it costs CPU and storage work, not a round trip)."""
         started = time.perf_counter()
         await self.floor_container.upload_blob(f"{uuid.uuid4().hex}.json", _RECORD_LIKE, overwrite=True)
         return time.perf_counter() - started
@@ -315,8 +316,8 @@ async def measure_overhead(calls: Calls, size: Size, with_naive: bool) -> dict[s
             naive.append((await calls.naive())[0])
         record_puts.append(await calls.record_put())
         hops.append(await calls.hop())
-    # What this design adds by necessity: the record written after the image, and the caller's hop to the API.
-    design = [f + r + h for f, r, h in zip(floor, record_puts, hops, strict=True)]
+    # What this design adds by necessity: the caller's hop to the API. (The record is written while the image uploads.)
+    design = [f + h for f, h in zip(floor, hops, strict=True)]
     result: dict[str, Any] = {
         "requests": size.requests,
         "image_bytes_mean": round(statistics.mean(image_sizes)),
@@ -326,7 +327,7 @@ async def measure_overhead(calls: Calls, size: Size, with_naive: bool) -> dict[s
         "service_ratio_of_medians": round(_median(service) / _median(floor), 3),
         "record_put_ms_median": _ms(_median(record_puts)),
         "api_hop_ms_median": _ms(_median(hops)),
-        "service_vs_floor_plus_record_and_hop": round(_median([s / d for s, d in zip(service, design, strict=True)]), 3),
+        "service_vs_floor_plus_hop": round(_median([s / d for s, d in zip(service, design, strict=True)]), 3),
     }
     if with_naive:
         result |= {
@@ -738,9 +739,9 @@ def table(summary: dict[str, dict[str, Any]], results: dict[str, Any]) -> str:
         naive = f", naive {o['naive_ms_median']} ms" if "naive_ms_median" in o else ""
         details.append(
             f"1. median of {o['requests']} sequential requests: floor {o['floor_ms_median']} ms, service {o['service_ms_median']} ms{naive}; "
-            f"image {o['image_bytes_mean'] / 1e6:.2f} MB. The record write ({o['record_put_ms_median']} ms for a small blob) and the "
-            f"caller's hop to the API ({o['api_hop_ms_median']} ms) are part of the design; against floor + both, the service is "
-            f"{o['service_vs_floor_plus_record_and_hop']}"
+            f"image {o['image_bytes_mean'] / 1e6:.2f} MB. The caller's hop to the API ({o['api_hop_ms_median']} ms) is part of the "
+            f"design; against floor + hop, the service is {o['service_vs_floor_plus_hop']}. The record ({o['record_put_ms_median']} ms "
+            f"for a small blob alone) is written while the image uploads"
         )
     c = results.get("concurrency")
     if c:

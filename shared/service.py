@@ -8,13 +8,13 @@ that says so, never a client created on the side.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import pybase64
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
@@ -138,7 +138,7 @@ class ImageService:
         for image, upstream_image in zip(generation.images, generation.result.images, strict=True):
             item: dict[str, Any] = {"url": await self.archive.link(image.name)}
             if generation.request.response_format == "b64_json":
-                item["b64_json"] = base64.b64encode(upstream_image.data).decode()
+                item["b64_json"] = pybase64.b64encode(upstream_image.data).decode("ascii")
             if upstream_image.revised_prompt:
                 item["revised_prompt"] = upstream_image.revised_prompt
             if upstream_image.content_filter_results:

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+import pybase64
 
 from shared.errors import ServiceError
 from shared.models import ImageRequest
@@ -180,7 +181,7 @@ class _Base64Value:
             try:
                 if self.padded:  # padding is only allowed at the very end
                     raise binascii.Error("data after padding")
-                self.parts.append(binascii.a2b_base64(buffer[:whole], strict_mode=True))
+                self.parts.append(pybase64.b64decode(buffer[:whole], validate=True))
             except (binascii.Error, ValueError):
                 self.invalid, self.parts = True, []
                 return
