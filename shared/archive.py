@@ -22,13 +22,17 @@ generation is written in one of two orders (:meth:`Archive.store`):
 - **all at once** (synchronous requests, where a caller is waiting): the record is
   uploaded while the images upload, saving a storage round trip. Every upload is
   awaited to its answer before anything else happens, so a cleanup never races an
-  upload still in flight. If any upload fails (or the request is cancelled), the
-  record is deleted first, then every image; the caller gets 503. A crash in the
-  middle, or a cleanup that storage refuses, can leave a record whose images are not
-  all there: its metadata says how many it needs, and :meth:`Archive.sweep` finds and
-  removes such generations under a prefix (e.g. one day), leaving any written
-  recently alone (they may still be in flight). Images without a record (a crash
-  before the record landed) are harmless: nothing points at them, as before.
+  upload still in flight. If any upload fails, every blob that may have landed is
+  deleted, the record first (an upload that never reached storage wrote nothing);
+  the caller gets 503. A crash in the middle, a cancelled request (its uploads in
+  flight cannot be waited for), or a cleanup that storage refuses can leave a record
+  whose images are not all there: its metadata says how many it needs, and
+  :meth:`Archive.sweep` finds and removes such generations under a prefix (e.g. one
+  day), leaving any written recently alone (they may still be in flight). Nothing runs
+  ``sweep`` on a schedule yet: a timer function or an operator would. Images without a
+  record (a crash before the record landed) are harmless: nothing points at them.
+
+In either order a failure removes what may have landed, the record first.
 """
 
 from __future__ import annotations
@@ -201,8 +205,8 @@ class Archive:
 
         ``concurrent``: the record is uploaded while the images upload (synchronous
         requests); otherwise the images first, then the record (jobs). On any failure
-        every blob of the generation is removed, the record first, and storage
-        failures raise the 503 ServiceError. See the module docstring for crashes.
+        the blobs that may have landed are removed, the record first, and a storage
+        failure raises the 503 ServiceError. See the module docstring for crashes.
         """
         await self.ensure_container()
         base = self._base(prefix, generation_id)
