@@ -2,7 +2,8 @@
 """One entry point for people and CI: sets up what is missing, then runs the command.
 
     python3 dev.py run      start the local stack, generate an image, show where it is archived
-    python3 dev.py test     run the whole test suite (starts Azurite and the simulator itself)
+    python3 dev.py test     run the test suite (starts Azurite and the simulator itself); tests marked
+                            slow (the benchmark's smoke run) only with -m slow, or all with -m ""
     python3 dev.py serve    serve the local stack on http://127.0.0.1:7071 until Ctrl-C
     python3 dev.py bench    run the benchmarks (see BENCHMARKS.md)
 
@@ -67,6 +68,12 @@ def _ensure_node_modules() -> None:
     stamp.write_text(digest)
 
 
+def pytest_args(args: list[str]) -> list[str]:
+    """pytest's arguments for ``dev.py test``: without the slow tests unless ``-m`` chooses (CI: ``-m slow``)."""
+    chosen = any(arg == "-m" or (arg.startswith("-m") and not arg.startswith("--")) for arg in args)
+    return args if chosen else ["-m", "not slow", *args]
+
+
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036  # dev.py is run by whatever python3 is on PATH
         sys.exit("dev.py: Python 3.11 or newer is needed")
@@ -81,7 +88,7 @@ def main(argv: list[str]) -> int:
     python = str(_python(VENV))
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
     if command == "test":
-        cmd = [python, "-m", "pytest", *args]
+        cmd = [python, "-m", "pytest", *pytest_args(args)]
     elif command == "lint":
         subprocess.run([python, "-m", "ruff", "check", "."], cwd=ROOT, check=False)
         cmd = [python, "-m", "mypy"]

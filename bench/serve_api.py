@@ -1,8 +1,9 @@
 """The service's HTTP API in its own process, for the benchmark: ``python -m bench.serve_api --port P``.
 
-Settings come from the environment (as in Azure); the app is built exactly as
-function_app.py builds it (same settings, service, jobs and log hygiene), and
-served by uvicorn on loopback. The benchmark reads this process's memory.
+Settings come from the environment (as in Azure) and the app is built by the same
+composition root as function_app.py (:meth:`Runtime.from_env`), served by uvicorn on
+loopback; the app owns its runtime, so uvicorn's lifespan opens and closes it. The
+benchmark reads this process's memory.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import argparse
 
 import uvicorn
 
-from shared import redaction
 from shared.api import create_app
 from shared.runtime import Runtime
-from shared.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,9 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    redaction.install_log_hygiene()
-    uvicorn.run(create_app(Runtime(settings)), host=args.host, port=args.port, log_level="warning", access_log=False)
+    app = create_app(Runtime.from_env())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

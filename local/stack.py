@@ -36,10 +36,8 @@ from local.servers import ServerThread, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
 from shared import redaction
 from shared.api import create_app
-from shared.jobs import Jobs, handle_queue_message, host_queue_settings
 from shared.runtime import Runtime
-from shared.service import ImageService
-from shared.settings import Settings
+from shared.settings import Settings, host_queue_settings
 
 log = logging.getLogger("local.stack")
 
@@ -100,18 +98,18 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
             simulator = serve_in_thread(create_simulator(SimulatorConfig(api_keys={sim_key}, latency=latency)))
         env = stack_env(azurite, simulator, sim_key)
         settings = Settings.from_env(env)
-        host_queues = host_queue_settings()
+        # uvicorn's lifespan opens and closes the API's runtime in the server's event loop.
         api = serve_in_thread(create_app(Runtime(settings)), port=api_port)
         stack = Stack(settings, api, env, azurite, simulator)
         if settings.storage.connection_string:
-            # The queue trigger's stand-in: its own service and event loop, as the worker has.
-            runner_jobs = Jobs(ImageService(settings), int(host_queues.get("maxDequeueCount", 5)))
-
-            async def handler(msg: Any) -> Any:
-                return await handle_queue_message(runner_jobs, msg)
-
+            # The queue trigger's stand-in runs in an event loop of its own, so it gets a runtime of its own,
+            # opened by its first message and closed when the runner stops.
+            runner = Runtime(settings)
             stack.extras.append(
-                QueueRunner(settings.storage.connection_string, settings.queue_name, handler, host_queues=host_queues, max_poll_interval=1.0, on_stop=runner_jobs.service.close).start_in_thread()
+                QueueRunner(
+                    settings.storage.connection_string, settings.queue_name, runner.handle_queue_message,
+                    host_queues=host_queue_settings(), max_poll_interval=1.0, on_stop=runner.close,
+                ).start_in_thread()
             )
         try:
             yield stack

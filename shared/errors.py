@@ -3,12 +3,19 @@
 Every refusal becomes ``{"error": {"code", "message", "param"?}}`` with the status
 that fits. ``retry_after`` and ``transient`` tell the queue handler whether a
 failure is worth another delivery; HTTP callers see Retry-After.
+
+Storage calls say what they were doing with :func:`storage_call`; any
+``AzureError`` inside becomes the one 503 ``StorageUnavailable`` answer.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+
+from azure.core.exceptions import AzureError
 
 
 class ServiceError(Exception):
@@ -58,3 +65,23 @@ class ServiceError(Exception):
 def invalid(param: str | None, message: str, code: str = "invalid_value") -> ServiceError:
     """400 for a request that breaks a rule; names the parameter."""
     return ServiceError(400, code, message, param=param, extra={"type": "invalid_request_error"})
+
+
+def storage_error(exc: BaseException, action: str) -> ServiceError:
+    """A storage failure as the service reports it: 503, transient, and only the exception's type
+    (its text can carry URLs with signatures)."""
+    return ServiceError(503, "StorageUnavailable", f"Blob Storage failed while {action}: {type(exc).__name__}", transient=True)
+
+
+@asynccontextmanager
+async def storage_call(action: str) -> AsyncIterator[None]:
+    """One storage call, described as ``action`` ("reading a record"): an ``AzureError`` raised
+    inside becomes :func:`storage_error`. Also a decorator (``@storage_call("...")``).
+
+    Answers that are not failures (404 read as "absent", 409 as "exists") are caught
+    inside the block, before they reach this mapping.
+    """
+    try:
+        yield
+    except AzureError as exc:
+        raise storage_error(exc, action) from None

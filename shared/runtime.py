@@ -4,26 +4,85 @@
 app through :class:`Runtime`, so the wiring (settings, log hygiene, service, jobs) is
 written once. Creating a Runtime does no I/O; ``async with runtime`` (or ``open()``)
 opens the clients inside the running event loop and ``close()`` closes every one of them.
+
+The clients (aiohttp sessions, httpx pools) belong to the event loop that opened them,
+so a runtime serves one loop at a time: the Functions worker has one; the local stack
+and the tests, which run the API and the queue runner in loops of their own, build one
+runtime per loop. Options for the clients (a test CA, a short storage retry policy, a
+request hook that simulates a crash) are given to the constructor, never patched in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
-from shared.jobs import Jobs
+import httpx
+from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.queue.aio import QueueServiceClient
+
+from shared import credentials, redaction
+from shared.archive import Archive
+from shared.jobs import Jobs, Outcome, QueueMessageLike, handle_queue_message
 from shared.models import retired_warnings
-from shared.service import ImageService
+from shared.service import Clients, ImageService
 from shared.settings import Settings
+from shared.upstream import UpstreamClient
+
+# The SDK default (10 retries, exponential from 15 s) keeps a caller waiting minutes when
+# storage is down; a few quick retries cover blips, and then the caller hears 503 (and the
+# queue redelivers) instead. These are the storage clients' keyword arguments.
+STORAGE_RETRY: dict[str, Any] = {"initial_backoff": 0.3, "increment_base": 1.6, "random_jitter_range": 0.3, "retry_total": 3, "connection_timeout": 10}
+
 
 log = logging.getLogger(__name__)
 
 
 def utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
+
+
+def upstream_http(settings: Settings) -> httpx.AsyncClient:
+    """The connection pool to the model service: room for every call the settings allow at once."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=max(20, settings.max_concurrent_upstream * 2), max_keepalive_connections=20),
+        follow_redirects=False,
+        headers={"User-Agent": "image-generation-functions/0.1"},
+    )
+
+
+async def open_clients(
+    settings: Settings, stack: AsyncExitStack, *, storage_options: Mapping[str, Any], key_vault_options: Mapping[str, Any] | None
+) -> Clients:
+    """Create and open every client and credential, each pushed on ``stack`` (closed in reverse order)."""
+    s = settings
+    # AzureWebJobsStorage__clientId may name another user-assigned identity than AZURE_CLIENT_ID.
+    own_storage_identity = s.storage.uses_identity and bool(s.storage.client_id) and s.storage.client_id != s.client_id
+    credential = None
+    if s.auth_mode in ("keyvault", "entra") or (s.storage.uses_identity and not own_storage_identity):
+        # One credential shared by storage, Key Vault and the model token: azure-identity caches per credential.
+        credential = await stack.enter_async_context(credentials.create_token_credential(s))
+    options = {**STORAGE_RETRY, **storage_options}
+    if s.storage.connection_string:
+        blobs = BlobServiceClient.from_connection_string(s.storage.connection_string, **options)
+        queues = QueueServiceClient.from_connection_string(s.storage.connection_string, **options)
+    else:
+        storage_credential = credential
+        if own_storage_identity:
+            storage_credential = await stack.enter_async_context(credentials.create_token_credential(s, client_id=s.storage.client_id))
+        blobs = BlobServiceClient(s.storage.blob_url, credential=storage_credential, **options)
+        queues = QueueServiceClient(s.storage.queue_url, credential=storage_credential, **options)
+    await stack.enter_async_context(blobs)
+    await stack.enter_async_context(queues)
+    auth = credentials.create_upstream_auth(s, credential, key_vault_options=key_vault_options)
+    stack.push_async_callback(auth.close)
+    http = await stack.enter_async_context(upstream_http(s))
+    return Clients(upstream=UpstreamClient(s, auth, http), blobs=blobs, queues=queues, archive=Archive(s, blobs))
 
 
 class Runtime:
@@ -33,24 +92,76 @@ class Runtime:
         self,
         settings: Settings,
         *,
-        storage_options: dict[str, Any] | None = None,
-        key_vault_options: dict[str, Any] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        key_vault_options: Mapping[str, Any] | None = None,
         today: Callable[[], dt.date] = utc_today,
+        jobs: Callable[[ImageService], Jobs] | None = None,
     ) -> None:
+        """``storage_options`` go to the Blob and Queue clients (over :data:`STORAGE_RETRY`), e.g.
+        ``connection_verify`` (a CA file), ``retry_total``, ``raw_request_hook``; ``key_vault_options``
+        to the Key Vault client. ``today`` is the day the models' lifecycle is judged on (tests pass any);
+        ``jobs`` builds the Jobs over the service (tests give a job store or a clock of their own)."""
         self.settings = settings
-        self.today = today  # the model lifecycle is judged on this day (tests pass any)
+        self.today = today
         for warning in retired_warnings(settings.deployments, today()):
             log.warning(warning)
-        self.service = ImageService(settings, storage_options=storage_options, key_vault_options=key_vault_options)
-        self.jobs = Jobs(self.service, max_dequeue_count=settings.max_dequeue_count)
+        self.service = ImageService(settings)
+        self.jobs = jobs(self.service) if jobs else Jobs(self.service, max_dequeue_count=settings.max_dequeue_count)
+        self._storage_options = dict(storage_options or {})
+        self._key_vault_options = dict(key_vault_options) if key_vault_options else None
+        self._stack: AsyncExitStack | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Runtime:
+        """The process's runtime: settings read and checked (a bad one raises, naming it), secrets kept
+        out of every log line, nothing opened yet."""
+        settings = Settings.from_env(environ)
+        redaction.install_log_hygiene()
+        return cls(settings, **options)
+
+    @property
+    def is_open(self) -> bool:
+        """True between open() and close()."""
+        return self._stack is not None
 
     async def open(self) -> Runtime:
-        """Open the clients (idempotent)."""
+        """Open every client in the running event loop. Idempotent: later and concurrent calls wait for the first."""
+        loop = asyncio.get_running_loop()
+        if self._stack is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._stack is None:
+                    await self._open(loop)
+        if self._loop is not loop:
+            raise RuntimeError("this runtime's clients belong to another event loop: build one Runtime per loop")
         return self
 
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        stack = AsyncExitStack()
+        try:
+            clients = await open_clients(
+                self.settings, stack, storage_options=self._storage_options, key_vault_options=self._key_vault_options
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack, self._loop = stack, loop
+        self.service.attach(clients)
+
     async def close(self) -> None:
-        """Close every client and credential this runtime opened."""
-        await self.service.close()
+        """Close every client and credential this runtime opened, each even if another fails; open() may follow."""
+        stack, self._stack, self._loop, self._lock = self._stack, None, None, None
+        self.service.attach(None)
+        if stack is not None:
+            await stack.aclose()
+
+    async def handle_queue_message(self, msg: QueueMessageLike) -> Outcome:
+        """The queue trigger's body: open the runtime (the first message may come before any HTTP request), run the job."""
+        await self.open()
+        return await handle_queue_message(self.jobs, msg)
 
     async def __aenter__(self) -> Runtime:
         return await self.open()

@@ -1,59 +1,39 @@
 """The one generation path both entries use: call upstream, archive, describe.
 
-``ImageService`` owns the process-wide clients (HTTP pool, Blob/Queue clients,
-credentials). They are created lazily on first use inside the running event
-loop, never at import, and kept per event loop because aiohttp/httpx clients
-belong to the loop that made them (tests run the app in several loops).
+``ImageService`` works with the clients of the :class:`~shared.runtime.Runtime` that
+owns it: the runtime opens them inside its event loop and attaches them, and detaches
+them when it closes them. Using the service while its runtime is closed is an error
+that says so, never a client created on the side.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import datetime as dt
 import logging
 import uuid
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import AzureError
+import pybase64
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
-from shared import credentials
-from shared.archive import Archive, ArchivedImage, storage_error
+from shared.archive import Archive, ArchivedImage
 from shared.models import ImageRequest
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 
 log = logging.getLogger(__name__)
 
-# The SDK default (10 retries, exponential) keeps a caller waiting minutes when
-# storage is down; a few quick retries cover blips, and then the caller hears 503
-# (and the queue redelivers) instead.
-# (The storage SDKs' ExponentialRetry starts at 15 s; these kwargs reach it.)
-STORAGE_RETRY: dict[str, Any] = {"initial_backoff": 0.3, "increment_base": 1.6, "random_jitter_range": 0.3, "retry_total": 3, "connection_timeout": 10}
 
-
-@dataclass
-class Resources:
-    """Clients bound to one event loop."""
+@dataclass(frozen=True)
+class Clients:
+    """What a runtime opened for the service, the jobs and the routes (all bound to its event loop)."""
 
     upstream: UpstreamClient
     blobs: BlobServiceClient
     queues: QueueServiceClient
     archive: Archive
-    token_credential: Any | None
-
-    async def close(self) -> None:
-        await self.upstream.close()
-        if self.upstream.auth is not None:
-            await self.upstream.auth.close()
-        await self.blobs.close()
-        await self.queues.close()
-        if self.token_credential is not None:
-            await self.token_credential.close()
 
 
 @dataclass
@@ -80,70 +60,37 @@ def sync_prefix(now: dt.datetime | None = None) -> str:
 class ImageService:
     """Everything a request or a job needs, shared by the HTTP app and the queue handler."""
 
-    def __init__(self, settings: Settings, *, storage_options: dict[str, Any] | None = None, key_vault_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # Extra storage client options, e.g. connection_verify=<CA file> for a TLS stand-in in tests.
-        self.storage_options = dict(storage_options or {})
-        self.key_vault_options = dict(key_vault_options or {})  # the same for the Key Vault stand-in
-        self._resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Resources] = weakref.WeakKeyDictionary()
+        self._clients: Clients | None = None
 
-    def resources(self) -> Resources:
-        """This loop's clients, created on first use (no I/O happens here)."""
-        loop = asyncio.get_running_loop()
-        found = self._resources.get(loop)
-        if found is None:
-            found = self._create_resources()
-            self._resources[loop] = found
-        return found
+    def attach(self, clients: Clients | None) -> None:
+        """Use ``clients`` from now on (the runtime, once it has opened them), or none (once it closes them)."""
+        self._clients = clients
 
-    def _create_resources(self) -> Resources:
-        s = self.settings
-        token_credential = None
-        if s.storage.uses_identity or s.auth_mode in ("keyvault", "entra"):
-            token_credential = credentials.create_token_credential(s)
-        options = {**STORAGE_RETRY, **self.storage_options}
-        if s.storage.connection_string:
-            blobs = BlobServiceClient.from_connection_string(s.storage.connection_string, **options)
-            queues = QueueServiceClient.from_connection_string(s.storage.connection_string, **options)
-        else:
-            storage_credential = token_credential
-            if s.storage.client_id and s.storage.client_id != s.client_id:
-                # AzureWebJobsStorage__clientId names another user-assigned identity than AZURE_CLIENT_ID.
-                storage_credential = credentials.create_token_credential(s, client_id=s.storage.client_id)
-            blobs = BlobServiceClient(s.storage.blob_url, credential=storage_credential, **options)
-            queues = QueueServiceClient(s.storage.queue_url, credential=storage_credential, **options)
-        auth = credentials.create_upstream_auth(s, token_credential, key_vault_options=self.key_vault_options)
-        return Resources(
-            upstream=UpstreamClient(s, auth),
-            blobs=blobs,
-            queues=queues,
-            archive=Archive(s, blobs),
-            token_credential=token_credential,
-        )
+    @property
+    def clients(self) -> Clients:
+        """The open clients; RuntimeError while the runtime is not open."""
+        if self._clients is None:
+            raise RuntimeError("the runtime is not open: use `async with runtime:` or `await runtime.open()` in this event loop first")
+        return self._clients
 
-    # The clients as the jobs and the routes use them (the composition root opens them).
+    # The clients as the jobs and the routes use them.
     @property
     def blobs(self) -> BlobServiceClient:
-        return self.resources().blobs
+        return self.clients.blobs
 
     @property
     def queues(self) -> QueueServiceClient:
-        return self.resources().queues
+        return self.clients.queues
 
     @property
     def archive(self) -> Archive:
-        return self.resources().archive
+        return self.clients.archive
 
     @property
     def upstream(self) -> UpstreamClient:
-        return self.resources().upstream
-
-    async def close(self) -> None:
-        """Close this loop's clients."""
-        loop = asyncio.get_running_loop()
-        found = self._resources.pop(loop, None)
-        if found is not None:
-            await found.close()
+        return self.clients.upstream
 
     async def generate(
         self,
@@ -155,19 +102,23 @@ class ImageService:
         budget: float,
         kind: str = "sync",
     ) -> Generation:
-        """Call upstream and archive every image with its record before returning."""
-        res = self.resources()
-        await res.archive.ensure_container()  # fail on storage before paying for an image
-        result = await res.upstream.generate(request, timeout=timeout, budget=budget)
+        """Call upstream and archive every image with its record before returning.
+
+        A synchronous caller is waiting: its record is written alongside the images.
+        A job's record is written after them, because the job handler reads an existing
+        record as "finished" when a message comes back (see shared/archive.py).
+        """
+        archive = self.archive
+        await archive.ensure_container()  # fail on storage before paying for an image
+        result = await self.upstream.generate(request, timeout=timeout, budget=budget)
         record = build_record(generation_id, kind, request, result)
-        archived, full_record = await res.archive.store(
-            prefix, generation_id, [(i.data, i.content_type) for i in result.images], record
-        )
-        return Generation(generation_id, request, result, archived, full_record)
+        images = [(i.data, i.content_type) for i in result.images]
+        archived, written = await archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
+        return Generation(generation_id, request, result, archived, written)
 
     async def recover(self, request: ImageRequest, *, generation_id: str, prefix: str, kind: str = "job") -> dict[str, Any] | None:
         """Finish a generation whose images were archived but whose record was not: write the record, return it."""
-        archive = self.resources().archive
+        archive = self.archive
         found = await archive.recover(prefix, generation_id)
         if found is None:
             return None
@@ -179,19 +130,15 @@ class ImageService:
         )
         record = build_record(generation_id, kind, request, result)
         record["recovered"] = "record rebuilt from the archived images after an interrupted delivery"
-        try:
-            return await archive.write_record(prefix, generation_id, record, archived)
-        except AzureError as exc:
-            raise storage_error(exc, "writing a record") from None
+        return await archive.write_record(prefix, generation_id, record, archived)
 
     async def response_body(self, generation: Generation) -> dict[str, Any]:
         """The Azure OpenAI response: data[].url links to the archived copy; b64_json when asked."""
-        res = self.resources()
         data = []
         for image, upstream_image in zip(generation.images, generation.result.images, strict=True):
-            item: dict[str, Any] = {"url": await res.archive.link(image.name)}
+            item: dict[str, Any] = {"url": await self.archive.link(image.name)}
             if generation.request.response_format == "b64_json":
-                item["b64_json"] = base64.b64encode(upstream_image.data).decode()
+                item["b64_json"] = pybase64.b64encode(upstream_image.data).decode("ascii")
             if upstream_image.revised_prompt:
                 item["revised_prompt"] = upstream_image.revised_prompt
             if upstream_image.content_filter_results:

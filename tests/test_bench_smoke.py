@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.run import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BOTH = {m for m in METRICS if m != "cold_start_ratio" and not m.endswith("_at_cap")}
 
 
+@pytest.mark.slow  # the slowest test (a whole benchmark run): CI runs it with `dev.py test -m slow`
 def test_smoke_run_writes_every_metric(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(

@@ -813,7 +813,7 @@ def start_api_with(azurite: Azurite, own_simulator: tuple[ServerThread, Any]) ->
 
 @pytest.fixture()
 def vault_trust(vault: KeyVaultStandIn) -> dict[str, Any]:
-    """The app builds its own SecretClient: these options make it trust the stand-in (passed to ImageService)."""
+    """The app builds its own SecretClient: these options make it trust the stand-in (passed to the Runtime)."""
     return {**vault.client_options(), **FAST}
 
 

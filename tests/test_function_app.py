@@ -32,7 +32,8 @@ def function_app(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, simulator: S
     sys.modules.pop("function_app", None)
     module = importlib.import_module("function_app")
     yield module
-    asyncio.run(module.runtime.close())
+    # Each test closes the runtime inside the event loop that opened it (the clients belong to that loop).
+    assert not module.runtime.is_open
     # AsgiFunctionApp.__del__ would asyncio.run() the ASGI shutdown inside whatever loop collects it.
     module.app.startup_task_done = False
     sys.modules.pop("function_app", None)
@@ -85,8 +86,11 @@ def test_http_function_serves_a_generation_through_the_asgi_middleware(function_
     context = _Context()  # the worker passes its own Context; the middleware reads a few fields
 
     async def call() -> func.HttpResponse:
-        response: func.HttpResponse = await http_function(request, context)
-        await function_app.runtime.close()
+        try:
+            response: func.HttpResponse = await http_function(request, context)
+            assert function_app.runtime.is_open  # opened by the ASGI startup on this first request
+        finally:
+            await function_app.runtime.close()
         return response
 
     response = asyncio.run(call())
@@ -102,14 +106,44 @@ def test_queue_function_runs_a_job_from_a_real_queue_message(function_app: Modul
     message = TriggerMessage(id=str(uuid.uuid4()), body=json.dumps({"id": job_id, "prompt": "from the queue"}).encode(), dequeue_count=1)
 
     async def call() -> None:
-        await queue_function(message)
-        await queue_function(message)  # redelivered: consumed without a second generation
-        await function_app.runtime.close()
+        assert not function_app.runtime.is_open
+        try:
+            await queue_function(message)  # before any HTTP request: the trigger opens the runtime itself
+            await queue_function(message)  # redelivered: consumed without a second generation
+        finally:
+            await function_app.runtime.close()
 
     asyncio.run(call())
     blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client("image-jobs", f"{job_id}.json")
     job = json.loads(blob.download_blob().readall())
     assert job["status"] == "succeeded"
+    assert sim.stats()["generations"] == 1
+
+
+def test_both_functions_share_one_runtime_opened_once_in_the_workers_loop(function_app: ModuleType, sim: SimControl) -> None:
+    found = functions(function_app)
+    queue_function = found["image_jobs"].get_user_function()
+    http_function = found["http_app_func"].get_user_function()
+    job_id = f"shared-{uuid.uuid4().hex[:8]}"
+    message = TriggerMessage(id=str(uuid.uuid4()), body=json.dumps({"id": job_id, "prompt": "queue first"}).encode(), dequeue_count=1)
+    request = func.HttpRequest(
+        method="GET", url=f"http://localhost:7071/openai/operations/images/{job_id}", headers={}, body=b"",
+        route_params={"route": f"openai/operations/images/{job_id}"},
+    )
+
+    async def call() -> tuple[func.HttpResponse, bool]:
+        try:
+            await queue_function(message)
+            clients = function_app.runtime.service.clients
+            response: func.HttpResponse = await http_function(request, _Context())
+            return response, function_app.runtime.service.clients is clients
+        finally:
+            await function_app.runtime.close()
+
+    response, same_clients = asyncio.run(call())
+    assert same_clients  # the HTTP app's startup found the runtime the queue message had opened
+    assert response.status_code == 200, response.get_body()
+    assert json.loads(response.get_body())["status"] == "succeeded"
     assert sim.stats()["generations"] == 1
 
 

@@ -35,7 +35,7 @@ from local.azurite import Azurite
 from local.queue_runner import QueueRunner, RunnerStats, SimulatedCrash, read_host_queues
 from local.servers import ServerThread, serve_in_thread
 from shared.api import create_app
-from shared.jobs import JobRecord, Jobs, JobStatus, JobStore, StoredJob, handle_queue_message
+from shared.jobs import JobRecord, Jobs, JobStatus, JobStore, StoredJob
 from shared.jobs.handler import LEASE_MARGIN_SECONDS
 from shared.runtime import Runtime
 from shared.service import ImageService
@@ -145,9 +145,14 @@ class JobStack:
     ) -> None:
         self.settings = settings
         self.azurite = azurite
-        self.service = ImageService(settings, storage_options={"transport": tap} if tap else None)
         options: dict[str, Any] = {"clock": clock} if clock else {}
-        self.jobs = Jobs(self.service, MAX_DEQUEUE_COUNT, store=store(self.service) if store else None, **options)
+
+        def jobs(service: ImageService) -> Jobs:
+            return Jobs(service, MAX_DEQUEUE_COUNT, store=store(service) if store else None, **options)
+
+        # The runner's loop gets this runtime; the API (its own loop) gets another.
+        self.runtime = Runtime(settings, storage_options={"transport": tap} if tap else None, jobs=jobs)
+        self.service, self.jobs = self.runtime.service, self.runtime.jobs
         self._runner: QueueRunner | None = None
         self.api: ServerThread | None = None
 
@@ -157,14 +162,11 @@ class JobStack:
         return self._runner
 
     def start_runner(self, **options: Any) -> QueueRunner:
-        async def handler(msg: Any) -> Any:
-            return await handle_queue_message(self.jobs, msg)
-
         # A retry is visible again at once, and a crashed delivery's lease "has run out" at once:
         # the test moves time on instead of waiting for it.
         options = {"retry_delay": 0, "lease_seconds": 2, "max_poll_interval": 0.1, "crash_visibility": 0, **options}
         self._runner = QueueRunner(
-            self.azurite.connection_string, self.settings.queue_name, handler, host_queues=HOST_QUEUES, on_stop=self.service.close, **options
+            self.azurite.connection_string, self.settings.queue_name, self.runtime.handle_queue_message, host_queues=HOST_QUEUES, on_stop=self.runtime.close, **options
         )
         return self._runner.start_in_thread()
 
@@ -371,6 +373,7 @@ def test_a_live_lease_holds_off_another_delivery_until_the_clock_passes_it(job_s
     lease = stack.settings.upstream_timeout_seconds + LEASE_MARGIN_SECONDS
 
     async def deliveries() -> tuple[dict[str, Any], Any, Any]:
+        await stack.runtime.open()
         try:
             with pytest.raises(SimulatedCrash):
                 await stack.jobs.handle(raw, "first", 1)  # claimed the job, then died before upstream
@@ -381,7 +384,7 @@ def test_a_live_lease_holds_off_another_delivery_until_the_clock_passes_it(job_s
             done = await stack.jobs.handle(raw, "third", 1)  # the lease has run out
             return claimed, busy, done
         finally:
-            await stack.service.close()
+            await stack.runtime.close()
 
     claimed, busy, done = asyncio.run(deliveries())
     assert claimed["status"] == "running" and claimed["attempts"] == 1

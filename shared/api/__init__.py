@@ -22,13 +22,16 @@ from shared.runtime import Runtime
 __all__ = ["create_app", "error_response", "read_json_body"]
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The HTTP API over ``runtime`` (shared with the queue handler); its lifespan closes the runtime."""
+def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
+    """The HTTP API over ``runtime``. Its lifespan opens the runtime, and closes it when the app owns it
+    (not in Azure, where the queue trigger shares it and the host runs shutdown in another event loop)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime:
-            yield
+        await runtime.open()
+        yield
+        if owns_runtime:
+            await runtime.close()
 
     app = FastAPI(
         title="Image generation with archive",

@@ -9,10 +9,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 from shared.jobs.handler import JOB_PREFIX, JobRetry, Jobs, Outcome, handle_queue_message, new_job_id
 from shared.jobs.messages import JobMessage, QueueMessageLike, decode_message
 from shared.jobs.record import JobRecord, JobResult, JobStatus
@@ -21,14 +17,6 @@ from shared.jobs.store import JobStore, StoredJob
 # The status names as the API spells them (the enum's values).
 NOT_RUNNING, RUNNING, SUCCEEDED, FAILED = JobStatus.NOT_RUNNING, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED
 TERMINAL = (SUCCEEDED, FAILED)
-
-
-def host_queue_settings() -> dict[str, Any]:
-    """host.json's queue settings. Transitional: the settings module reads host.json now (the
-    jobs take ``max_dequeue_count`` as an argument); kept only so today's callers import."""
-    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
-    queues: dict[str, Any] = host.get("extensions", {}).get("queues", {})
-    return queues
 
 
 __all__ = [
@@ -50,6 +38,5 @@ __all__ = [
     "StoredJob",
     "decode_message",
     "handle_queue_message",
-    "host_queue_settings",
     "new_job_id",
 ]

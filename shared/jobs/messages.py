@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from shared.archive import is_safe_id, storage_error
-from shared.errors import ServiceError
+from shared.archive import is_safe_id
+from shared.errors import ServiceError, storage_error
 
 
 class QueueMessageLike(Protocol):

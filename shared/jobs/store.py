@@ -15,8 +15,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
-from shared.archive import ensure_container, storage_error
-from shared.errors import ServiceError
+from shared.archive import ensure_container
+from shared.errors import ServiceError, storage_error
 from shared.jobs.record import JobRecord
 from shared.service import ImageService
 

@@ -13,6 +13,8 @@ import uuid
 from enum import Enum, auto
 from typing import Any
 
+import pybase64
+
 from shared.upstream.errors import image_too_large, invalid_base64
 
 _B64_KEY = b"b64_json"
@@ -47,7 +49,7 @@ class Base64Value:
             try:
                 if self.padded:  # padding is only allowed at the very end
                     raise binascii.Error("data after padding")
-                self.parts.append(binascii.a2b_base64(buffer[:whole], strict_mode=True))
+                self.parts.append(pybase64.b64decode(buffer[:whole], validate=True))  # ~50x faster than binascii (bench)
             except (binascii.Error, ValueError):
                 self.invalid, self.parts = True, []
                 return

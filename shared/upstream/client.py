@@ -8,7 +8,6 @@ API. Which calls are repeated is :mod:`shared.upstream.retry`'s business.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import json
 import time
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+import pybase64
 
 from shared.models import ImageRequest
 from shared.settings import Settings
@@ -199,7 +199,7 @@ class UpstreamClient:
         if len(b64) * 3 // 4 > limit + 3:
             raise image_too_large(limit)
         try:
-            return base64.b64decode(b64, validate=True)
+            return pybase64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise invalid_base64() from None
 
