@@ -344,31 +344,19 @@ class Archive:
         now = dt.datetime.now(dt.UTC)
         expiry = now + dt.timedelta(seconds=self.settings.link_ttl_seconds)
         start = now - dt.timedelta(minutes=5)  # clock skew between this host and storage
-        account = self.service.account_name
-        credential = self.service.credential
-        account_key = getattr(credential, "account_key", None)
-        if account_key:
-            sas = generate_blob_sas(
-                account_name=account or "",
-                container_name=self.container.container_name,
-                blob_name=name,
-                account_key=account_key,
-                permission=BlobSasPermissions(read=True),
-                expiry=expiry,
-                start=start,
-            )
-        else:
+        signed: dict[str, Any] = {
+            "account_name": self.service.account_name or "",
+            "container_name": self.container.container_name,
+            "blob_name": name,
+            "permission": BlobSasPermissions(read=True),
+            "start": start,
+        }
+        account_key = getattr(self.service.credential, "account_key", None)
+        if account_key:  # Azurite and connection strings: a blob-scoped service SAS
+            sas = generate_blob_sas(account_key=account_key, expiry=expiry, **signed)
+        else:  # an identity: a user delegation SAS, https only, never outliving its key
             key, key_expiry = await self._user_delegation_key(now)
-            sas = generate_blob_sas(
-                account_name=account or "",
-                container_name=self.container.container_name,
-                blob_name=name,
-                user_delegation_key=key,
-                permission=BlobSasPermissions(read=True),
-                expiry=min(expiry, key_expiry),
-                start=start,
-                protocol="https",
-            )
+            sas = generate_blob_sas(user_delegation_key=key, expiry=min(expiry, key_expiry), protocol="https", **signed)
         return f"{self.container.get_blob_client(name).url}?{sas}"
 
     async def _user_delegation_key(self, now: dt.datetime) -> tuple[UserDelegationKey, dt.datetime]:
