@@ -44,9 +44,9 @@ class LineResult:
         """One line for a person."""
         if self.state == "succeeded":
             return f"line {self.line} succeeded {self.id}: {', '.join(self.files)}" + (" (earlier run)" if self.reused else "")
-        reason = (self.error or {}).get("message") or ""
-        code = (self.error or {}).get("code")
-        return f"line {self.line} {self.state} {self.id or ''}: {code + ': ' if code else ''}{reason}".replace("  ", " ")
+        error = self.error or {}
+        named = f"line {self.line} {self.state}" + (f" {self.id}" if self.id else "")
+        return f"{named}: {error.get('code', 'error')}: {error.get('message', '')}"
 
     def to_json(self) -> dict[str, Any]:
         """The entry as written (empty fields left out)."""

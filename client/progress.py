@@ -89,7 +89,7 @@ class PlainReporter:
 
     def close(self, tally: Tally) -> None:
         """The counts and the throughput."""
-        self.console.print(f"done: {tally.describe()} ({tally.per_minute():.1f} images/min)", markup=False, highlight=False)
+        self.console.print(f"done: {tally.describe()} ({tally.per_minute():.1f} succeeded/min)", markup=False, highlight=False)
 
 
 class RichReporter:
