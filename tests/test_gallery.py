@@ -281,6 +281,8 @@ def test_links_carry_the_code_and_the_page_holds_no_key_or_signature(seeded: See
         policy = answer.headers["content-security-policy"]
         assert "default-src 'none'" in policy and "script-src" not in policy
     assert '<input type="hidden" name="code" value="fn-key-1">' in http.get("/gallery?code=fn-key-1").text  # the filter form keeps it
+    hostile = http.get("/gallery", params={"code": '"><script>x</script>'}).text
+    assert "<script>x" not in hostile and 'value="&#34;&gt;&lt;script&gt;x&lt;/script&gt;"' in hostile
 
 
 def test_a_day_is_read_from_its_own_prefix_only(seeded: Seeded, http: httpx.Client) -> None:
@@ -293,6 +295,41 @@ def test_a_day_is_read_from_its_own_prefix_only(seeded: Seeded, http: httpx.Clie
         assert query.get("prefix") == [f"{PAST}/"] or (query.get("delimiter") == ["/"] and "prefix" not in query), query
     reads = [url for method, url in seeded.storage_calls if method == "GET" and url.endswith("/record.json")]
     assert len(reads) == 3  # only the records the page shows
+
+
+def test_a_busy_day_reads_only_what_a_page_shows(seeded: Seeded, http: httpx.Client) -> None:
+    day = "2025-06-01"
+    asyncio.run(_busy_day(seeded.settings, day, 150))
+    seeded.storage_calls.clear()
+    first = http.get(f"/gallery?day={day}&per_page=10").text
+    shown = tile_ids(first)
+    reads = [url for method, url in seeded.storage_calls if method == "GET" and url.endswith("/record.json")]
+    assert 10 <= len(shown) <= 20 and len(reads) == len(shown)  # a page, and the rest of the second it ended in at most
+    listed = [url for method, url in seeded.storage_calls if "comp=list" in url and f"/{seeded.settings.images_container}?" in url]
+    assert all(f"prefix={day}%2F" in url or "delimiter=%2F" in url for url in listed), listed
+    for per_page in (10, 60):  # whatever the page size, the pages hold every generation once
+        everything: list[str] = []
+        url: str | None = f"/gallery?day={day}&per_page={per_page}"
+        while url:
+            html = http.get(url).text
+            everything += tile_ids(html)
+            url = next_page(html)
+        assert len(everything) == len(set(everything)) == 150
+
+
+async def _busy_day(settings: Settings, day: str, count: int) -> None:
+    """``count`` small generations on ``day``, written as the service writes them, a few at a time."""
+    async with Runtime(settings) as runtime:
+        archive = runtime.service.archive
+        image = render_image(64, 64, seed=7)
+
+        async def one(index: int) -> None:
+            generation_id = uuid.uuid4().hex
+            record = {"id": generation_id, "kind": "sync", "created": f"{day}T08:00:00.{index:06d}+00:00", "deployment": "gpt-image-1-mini", "prompt": f"item {index}"}
+            await archive.store(day, generation_id, [(image, "image/png")], record)
+
+        for start in range(0, count, 25):
+            await asyncio.gather(*(one(i) for i in range(start, min(count, start + 25))))
 
 
 def test_an_empty_day_points_to_the_latest_day_with_images(seeded: Seeded, http: httpx.Client) -> None:

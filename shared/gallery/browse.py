@@ -123,9 +123,9 @@ async def build_page(reader: GalleryReader, query: GalleryQuery, family_of: Call
         await examine(chunk)
         examined += len(chunk)
     # Storage times are whole seconds and only the records know better: a page takes the rest of
-    # the second it stopped in (a few more records at most), so pages never split a second and
-    # the records' own times can order each page exactly as one long page would be ordered.
-    tail = _same_second(candidates, examined)
+    # the second it stopped in (up to another page's worth), so pages split a second only when
+    # it holds more than that, and the records' own times order what a page holds.
+    tail = _same_second(candidates, examined, query.per_page)
     await examine(tail)
     examined += len(tail)
     found.sort(key=lambda pair: (pair[0].modified, pair[1].time or pair[0].modified, pair[0].name), reverse=True)
@@ -139,13 +139,13 @@ async def build_page(reader: GalleryReader, query: GalleryQuery, family_of: Call
     )
 
 
-def _same_second(candidates: list[Candidate], examined: int) -> list[Candidate]:
-    """The candidates after ``examined`` that share the last examined one's time (at most a page's worth)."""
+def _same_second(candidates: list[Candidate], examined: int, most: int) -> list[Candidate]:
+    """The candidates after ``examined`` that share the last examined one's time (at most ``most``)."""
     if examined == 0:
         return []
     second = candidates[examined - 1].modified
     tail = []
-    for candidate in candidates[examined : examined + MAX_PER_PAGE]:
+    for candidate in candidates[examined : examined + most]:
         if candidate.modified != second:
             break
         tail.append(candidate)

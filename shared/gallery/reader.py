@@ -6,13 +6,14 @@ What a page costs, so it stays fast with many thousands of archived images:
   times only, 5000 a call); only the records a page shows are read, a few at a time;
 - the days that have images come from a delimiter listing of the container's root, one entry a day;
 - job records (``{jobs container}/{id}.json``) carry no day in their name, so the jobs of a day
-  come from a listing of the jobs container's names and creation times (no reads either);
-  a page reads only the job records it shows.
+  come from a listing of the jobs container's names and times (no reads either; this is the
+  one listing that grows with all time: 5000 jobs a call); a page reads only the job records it shows.
 
 Newest first: names hold random ids, so listing order says nothing about time. Candidates
 are sorted by when their record blob was last written (a generation's record is its last
 write; a job's record changes with its state), and a page continues after the (time, name)
-of the last candidate it examined: what happens later never shifts a later page.
+of the last candidate it examined: what happens later never shifts a later page. Storage
+times are whole seconds; within a second the records' own times order a page (browse.py).
 """
 
 from __future__ import annotations
