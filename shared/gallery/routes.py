@@ -1,0 +1,92 @@
+"""The gallery's routes: ``GET /gallery`` (a day, newest first, filtered, paged) and a page per generation or job.
+
+Same auth as every route (the function key in Azure; a browser passes it as ``?code=``).
+Everything the routes need comes from ``request.app.state.runtime``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from shared.archive import is_safe_id
+from shared.errors import ServiceError
+from shared.gallery.browse import GalleryQuery, build_page
+from shared.gallery.pages import Links, origin, render
+from shared.gallery.reader import DAY, JOB_PREFIX, GalleryReader, day_of
+from shared.gallery.tiles import Tile, image_names, tile_from_job, tile_from_record
+from shared.runtime import Runtime
+from shared.service import sync_prefix
+
+router = APIRouter(tags=["gallery"])
+
+
+def app_runtime(request: Request) -> Runtime:
+    """The app's runtime (set by create_app)."""
+    found: Runtime = request.app.state.runtime
+    return found
+
+
+def today() -> str:
+    """The default day: today in UTC, as the archive files synchronous generations (tests override this)."""
+    return sync_prefix()
+
+
+RuntimeDep = Annotated[Runtime, Depends(app_runtime)]
+
+
+def _reader(runtime: Runtime) -> GalleryReader:
+    settings = runtime.settings
+    return GalleryReader.for_storage(runtime.service.blobs, settings.images_container, settings.jobs_container)
+
+
+def _links(request: Request) -> Links:
+    return Links(root=str(request.scope.get("root_path", "")), code=request.query_params.get("code") or None)
+
+
+@router.get("/gallery", response_class=HTMLResponse, summary="What was generated, for people: a day's images, newest first (HTML)")
+async def gallery_index(request: Request, runtime: RuntimeDep, day: Annotated[str, Depends(today)]) -> HTMLResponse:
+    """Tiles of one day (default today) with prompt, model, size, time, cost and status; filters and paging by query."""
+    query = GalleryQuery.parse(request.query_params, day)
+    reader = _reader(runtime)
+    page = await build_page(reader, query, runtime.settings.family_of)
+    context = {"page": page, "links": _links(request), "deployments": sorted(runtime.settings.deployments)}
+    return render("index.html", context, storage_origin=origin(reader.images.url))
+
+
+@router.get("/gallery/{prefix}/{item_id}", response_class=HTMLResponse, summary="One generation or job: its record, inputs and images (HTML)")
+async def gallery_item(prefix: str, item_id: str, request: Request, runtime: RuntimeDep) -> HTMLResponse:
+    """The record of a generation (``prefix`` is its day) or a job (``prefix`` is ``jobs``), images at full size."""
+    not_found = ServiceError(404, "NotFound", "No generation or job has this name.", param="id")
+    if not (DAY.match(prefix) or prefix == JOB_PREFIX) or not is_safe_id(item_id):
+        raise not_found
+    reader = _reader(runtime)
+    record = await reader.record(prefix, item_id)
+    job = await reader.job(item_id) if prefix == JOB_PREFIX else None
+    tile: Tile
+    if job is not None:
+        tile = tile_from_job(job, runtime.settings.family_of)
+    elif record is not None:
+        tile = tile_from_record(prefix, record)
+    else:
+        raise not_found
+    context = {
+        "tile": tile,
+        "record": record,
+        "job": job,
+        "images": _images(record, tile),
+        "inputs": image_names((record or {}).get("inputs")),
+        "mask": image_names([(record or {}).get("mask")]),
+        "links": _links(request),
+        "day": prefix if DAY.match(prefix) else (day_of(tile.time) if tile.time else None),
+    }
+    return render("detail.html", context, storage_origin=origin(reader.images.url))
+
+
+def _images(record: dict[str, Any] | None, tile: Tile) -> list[dict[str, Any]]:
+    """Each image with what the record says of it (size in bytes, type, hash, revised prompt)."""
+    described = {i["name"]: i for i in (record or {}).get("images") or [] if isinstance(i, dict) and isinstance(i.get("name"), str)}
+    names = list(described) or tile.images
+    return [{"name": name, **described.get(name, {})} for name in names]
