@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import inspect
 import io
 import json
 import uuid
@@ -44,12 +43,8 @@ POLL = 0.05
 
 
 def api_app(runtime: Runtime) -> FastAPI:
-    """The API over a runtime, whichever create_app signature this checkout has."""
-    if "runtime" in inspect.signature(create_app).parameters:
-        return create_app(runtime)  # type: ignore[call-arg]
-    app = create_app(runtime.settings, runtime.service, runtime.jobs)  # type: ignore[call-arg]
-    app.state.runtime = runtime
-    return app
+    """The API over a runtime."""
+    return create_app(runtime)
 
 
 def host_queues() -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
 import io
 import json
 import os
@@ -58,15 +57,8 @@ SYNC = [  # (deployment, prompt, extra parameters), in the order they are genera
 
 
 def api_app(runtime: Runtime) -> FastAPI:
-    """The API with the gallery, over a runtime, whichever create_app signature this checkout has."""
-    if "runtime" in inspect.signature(create_app).parameters:
-        app = create_app(runtime)  # type: ignore[call-arg]
-    else:
-        app = create_app(runtime.settings, runtime.service, runtime.jobs)  # type: ignore[call-arg]
-        app.state.runtime = runtime
-    if not any(getattr(route, "path", None) == "/gallery" for route in app.routes):
-        app.include_router(shared.gallery.router)
-    return app
+    """The API (the gallery is one of its routers)."""
+    return create_app(runtime)
 
 
 @dataclass

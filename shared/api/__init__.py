@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from shared import gallery
 from shared.api import generation, health, images, operations
 from shared.api.body import read_json_body
 from shared.api.errors import EXCEPTION_HANDLERS, error_response
@@ -41,6 +42,6 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
-    for router in (generation.router, operations.router, images.router, health.router):
+    for router in (generation.router, operations.router, images.router, health.router, gallery.router):
         app.include_router(router)
     return app

@@ -22,15 +22,14 @@ import asyncio
 import datetime as dt
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
-from shared.errors import ServiceError
+from shared.errors import storage_call
 from shared.gallery.tiles import Tile, tile_from_job, tile_from_record
 
 RECORD_NAME = "record.json"
@@ -64,15 +63,6 @@ class DayListing:
     candidates: list[Candidate]
     archived: set[str]
     job_days: set[str]
-
-
-@asynccontextmanager
-async def reading(action: str) -> AsyncIterator[None]:
-    """A storage failure while reading becomes the service's 503 (only the exception type: its text may hold URLs)."""
-    try:
-        yield
-    except AzureError as exc:
-        raise ServiceError(503, "StorageUnavailable", f"Blob Storage failed while {action}: {type(exc).__name__}", transient=True) from None
 
 
 async def bounded(calls: Iterable[Awaitable[T]], limit: int = READ_CONCURRENCY) -> list[T]:
@@ -111,7 +101,7 @@ class GalleryReader:
     async def days_with_images(self) -> set[str]:
         """Days that have archived generations: the root's prefixes, one listing entry per day."""
         days: set[str] = set()
-        async with reading("listing the archive's days"):
+        async with storage_call("listing the archive's days"):
             try:
                 async for item in self.images.walk_blobs(delimiter="/"):
                     day = item.name.rstrip("/")
@@ -126,7 +116,7 @@ class GalleryReader:
         archived: set[str] = set()
         candidates: list[Candidate] = []
         if with_archive:
-            async with reading("listing a day of the archive"):
+            async with storage_call("listing a day of the archive"):
                 try:
                     async for blob in self.images.list_blobs(name_starts_with=f"{day}/", results_per_page=LISTING_PAGE):
                         archived.add(blob.name)
@@ -135,7 +125,7 @@ class GalleryReader:
                 except ResourceNotFoundError:
                     pass
         job_days: set[str] = set()
-        async with reading("listing the job records"):
+        async with storage_call("listing the job records"):
             try:
                 async for blob in self.jobs.list_blobs(results_per_page=LISTING_PAGE):
                     if not blob.name.endswith(".json"):
@@ -149,7 +139,7 @@ class GalleryReader:
         return DayListing(candidates, archived, job_days)
 
     async def _read_json(self, container: ContainerClient, name: str, action: str) -> dict[str, Any] | None:
-        async with reading(action):
+        async with storage_call(action):
             try:
                 stream = await container.download_blob(name)
                 data = await stream.readall()
