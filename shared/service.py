@@ -20,6 +20,7 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared.archive import Archive, ArchivedImage
 from shared.models import ImageRequest
+from shared.models.edits import edit_record_fields
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 
@@ -172,4 +173,5 @@ def build_record(generation_id: str, kind: str, request: ImageRequest, result: U
         "images": [
             {"revised_prompt": i.revised_prompt, "content_filter_results": i.content_filter_results} for i in result.images
         ],
+        **edit_record_fields(request),  # an edit's record names its inputs (shared/models/edits.py)
     }

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared.api import generation, health, images, operations
+from shared.api import edits, generation, health, images, operations
 from shared.api.body import read_json_body
 from shared.api.errors import EXCEPTION_HANDLERS, error_response
 from shared.runtime import Runtime
@@ -41,6 +41,6 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
-    for router in (generation.router, operations.router, images.router, health.router):
+    for router in (generation.router, edits.router, operations.router, images.router, health.router):
         app.include_router(router)
     return app
