@@ -288,3 +288,47 @@ async def test_server_errors_are_retried_as_for_generations(in_process: InProces
     assert sim.stats()["failed"] == 1 and sim.stats()["edits"] == 1
     record = record_of(azurite, container, archived_name(response.json()["data"][0]["url"], container))
     assert record["upstream_attempts"] == 2
+
+
+async def test_openai_upstream_takes_webp_and_the_bearer_key(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
+    client, container = await own_container(in_process, IMAGES_API_STYLE="openai")
+    webp = image_bytes(colour=GREEN, fmt="WEBP")
+    content, headers = multipart({"prompt": "x"}, [("image", webp)])
+    response = await client.post(EDITS.format("gpt-image-1"), content=content, headers=headers)
+    assert response.status_code == 200, response.text
+    call = sim.stats()["recent"][-1]
+    assert call["path"] == "/v1/images/edits" and call["body"]["fields"]["model"] == "gpt-image-1"
+    assert call["headers"]["authorization"].lower().startswith("bearer") and "api-key" not in call["headers"]
+    assert input_name(webp, "webp") in blob_names(azurite, container)
+
+
+async def test_the_bytes_decide_the_format_not_the_claim(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
+    client, container = await own_container(in_process)
+    jpeg = image_bytes(colour=BLUE, fmt="JPEG")
+    content, headers = multipart({"prompt": "x"}, [("image", jpeg)])  # sent as f0.png, image/png
+    assert (await client.post(EDITS.format("gpt-image-1"), content=content, headers=headers)).status_code == 200
+    assert input_name(jpeg, "jpg") in blob_names(azurite, container)
+    [sent] = sim.stats()["recent"][-1]["body"]["files"]
+    assert sent["filename"] == "image-0.jpg" and sent["sha256"] == hashlib.sha256(jpeg).hexdigest()  # forwarded untouched
+
+
+async def test_json_submit_checks_the_names_before_queueing(in_process: InProcess, sim: SimControl) -> None:
+    client, _ = await own_container(in_process, IMAGES_QUEUE=f"edits-{uuid.uuid4().hex[:10]}")
+    content, headers = multipart({"prompt": "store"}, [("image", PNG)])
+    assert (await client.post(EDITS.format("gpt-image-1"), content=content, headers=headers)).status_code == 200
+    submit = "/openai/deployments/gpt-image-1/images/edits:submit?api-version=2025-04-01-preview"
+    missing = await client.post(submit, json={"prompt": "x", "image": [input_name(b"never stored")]})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "image"
+    accepted = await client.post(submit, json={"prompt": "x", "image": input_name(PNG)})
+    assert accepted.status_code == 202 and accepted.headers["Operation-Location"]
+    v1 = await client.post("/openai/v1/images/edits:submit", json={"model": "gpt-image-2", "prompt": "x", "image": [input_name(PNG)]})
+    assert v1.status_code == 202, v1.text
+    assert sim.stats()["edits"] == 1  # only the synchronous edit so far
+
+
+async def test_the_edit_routes_are_published(app_client: httpx.AsyncClient) -> None:
+    spec = (await app_client.get("/openapi.json")).json()
+    for path in ("/openai/deployments/{deployment}/images/edits", "/openai/deployments/{deployment}/images/edits:submit", "/openai/v1/images/edits", "/openai/v1/images/edits:submit"):
+        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert {"image", "image[]", "mask", "prompt"} <= set(content["multipart/form-data"]["schema"]["properties"]), path
+        assert {"image", "mask", "prompt"} <= set(content["application/json"]["schema"]["properties"]), path
