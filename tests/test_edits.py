@@ -332,3 +332,16 @@ async def test_the_edit_routes_are_published(app_client: httpx.AsyncClient) -> N
         content = spec["paths"][path]["post"]["requestBody"]["content"]
         assert {"image", "image[]", "mask", "prompt"} <= set(content["multipart/form-data"]["schema"]["properties"]), path
         assert {"image", "mask", "prompt"} <= set(content["application/json"]["schema"]["properties"]), path
+
+
+def test_the_local_demo_edits_the_image_it_generated(api: ServerThread, make_settings: Callable[..., Any], sim: SimControl, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from local.demo_edit import demo_edit
+    from local.stack import Stack, demo
+
+    stack = Stack(make_settings(), api, env={})
+    generated = demo(stack, tmp_path)
+    edited = demo_edit(stack, generated, tmp_path)
+    assert edited is not None and edited["record"]["inputs"]["image"] == [generated["name"]]
+    assert pixels(edited["saved"].read_bytes()).getpixel((700, 700)) == pixels(generated["saved"].read_bytes()).getpixel((700, 700))
+    assert "read from the archive by name" in capsys.readouterr().out
+    assert sim.stats()["edits"] == 1
