@@ -26,7 +26,7 @@ from shared.errors import ServiceError, invalid
 from shared.inputs import InputStore, check_source, input_name
 from shared.models import ImageRequest
 from shared.models.edits import EDIT_OPERATION, EditInput, EditRequest, check_inputs, edit_rules, names_from_json, parse_edit
-from shared.service import Generation, ImageService, build_record
+from shared.service import Generation, ImageService
 from shared.upstream.edits import edit as upstream_edit
 
 QUEUE_MESSAGE_BYTES = 64 * 1024  # what a storage queue message holds
@@ -123,15 +123,11 @@ async def run_edit(
     kind: str = "sync",
 ) -> Generation:
     """Edit (reading the inputs by name unless given) and archive every output with the record before returning."""
-    archive = service.archive
-    await archive.ensure_container()  # fail on storage before paying for an image
+    await service.archive.ensure_container()  # fail on storage before paying for an image
     if inputs is None:
         inputs = await read_inputs(service, request)
     result = await upstream_edit(service.upstream, request, inputs.images, inputs.mask, timeout=timeout, budget=budget)
-    record = build_record(generation_id, kind, request, result)
-    outputs = [(i.data, i.content_type) for i in result.images]
-    archived, written = await archive.store(prefix, generation_id, outputs, record, concurrent=kind == "sync")
-    return Generation(generation_id, request, result, archived, written)
+    return await service.archive_result(request, result, generation_id=generation_id, prefix=prefix, kind=kind)
 
 
 async def generate_or_edit(service: ImageService, request: ImageRequest, **options: Any) -> Generation:

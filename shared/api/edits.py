@@ -14,6 +14,7 @@ its outputs archived as a generation's are (shared/edits.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -37,13 +38,13 @@ router = APIRouter()
 MAX_FILES = max(row.edits.max_images for row in TABLE if row.edits is not None) + 1
 
 
+@dataclass(frozen=True)
 class Incoming:
-    """An edit as received and checked: the request, its inputs when uploaded, the fields a job message repeats."""
+    """An edit as received and checked: the request, the fields a job message repeats, its inputs when uploaded."""
 
-    def __init__(self, request: EditRequest, fields: dict[str, Any], uploaded: edits.EditInputs | None) -> None:
-        self.request = request
-        self.fields = fields
-        self.uploaded = uploaded
+    request: EditRequest
+    fields: dict[str, Any]
+    uploaded: edits.EditInputs | None
 
 
 @router.post("/openai/deployments/{deployment}/images/edits", summary="Edit images (Azure deployment-scoped path)", openapi_extra=EDIT_OPENAPI)
@@ -144,19 +145,14 @@ async def _read_json(runtime: Runtime, request: Request, deployment: str | None)
 
 
 async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> JSONResponse:
-    settings, service = runtime.settings, runtime.service
+    """Store the uploaded inputs, edit, archive: the answer a generation gives, links to the archived outputs."""
+    settings, service, generation_id = runtime.settings, runtime.service, new_generation_id()
     if incoming.uploaded is not None:
         await edits.store_uploads(service, incoming.uploaded)
-    generation_id = new_generation_id()
     generation = await edits.run_edit(
-        service,
-        incoming.request,
-        inputs=incoming.uploaded,
-        generation_id=generation_id,
-        prefix=sync_prefix(),
-        timeout=settings.sync_timeout_seconds,
-        budget=settings.retry_budget_seconds,
-    )
+        service, incoming.request, inputs=incoming.uploaded, generation_id=generation_id, prefix=sync_prefix(),
+        timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds,
+    )  # fmt: skip
     return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id})
 
 
