@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
 from shared.archive import INPUT_PATH, Archive, is_archive_path
@@ -68,8 +68,8 @@ class InputStore:
             try:
                 # overwrite=False is If-None-Match: *: one blob per content, never rewritten.
                 await self.archive.container.upload_blob(name, data, overwrite=False, content_settings=settings, metadata={"sha256": digest_of(name)})
-            except ResourceExistsError:
-                pass  # the same bytes, stored by an earlier request
+            except (ResourceExistsError, ResourceModifiedError):
+                pass  # the same bytes, stored by an earlier request (409), or by one racing this one (412)
 
     async def put_all(self, inputs: Sequence[tuple[str, bytes, str]]) -> None:
         """Store every ``(name, bytes, content type)`` at once."""
