@@ -930,6 +930,7 @@ class SimStats:
     in_flight: int = 0  # generations sleeping right now
     abandoned: int = 0  # billed generations whose client went away before the answer
     images: int = 0  # images returned
+    edits: int = 0  # billed edits (local/sim_edits.py); also counted in generations
     blobs_served: int = 0
     blobs_refused: int = 0  # expired or bad SAS
     deployments: dict[str, int] = field(default_factory=dict)  # deployment -> generations
@@ -1554,6 +1555,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_simulator(config: SimulatorConfig | None = None, *, clock: SimClock | None = None) -> Starlette:
     """The simulator as an ASGI app; its state is ``app.state.sim`` (a :class:`Simulator`), its time ``clock``."""
+    from local.sim_edits import edit_routes  # here: sim_edits builds on this module
+
     sim = Simulator(config, clock=clock)
 
     @contextlib.asynccontextmanager
@@ -1574,6 +1577,7 @@ def create_simulator(config: SimulatorConfig | None = None, *, clock: SimClock |
         Route("/_sim/wait", sim.wait_route, methods=["POST"]),
         Route("/_sim/release", sim.release_route, methods=["POST"]),
         Route("/_sim/health", sim.health_route, methods=["GET"]),
+        *edit_routes(sim),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     app.state.sim = sim

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "record.json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _BLOB_PATH = re.compile(r"^(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:\d{1,2}\.(?:png|jpg)|record\.json)$")
+# Inputs of edits, content-addressed (shared/inputs.py): inputs/<sha256>.<png|jpg|webp>.
+INPUT_PATH = re.compile(r"inputs/[0-9a-f]{64}\.(?:png|jpg|webp)")  # fullmatch: no trailing newline
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _IMAGE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
@@ -72,7 +74,7 @@ def is_safe_id(value: str) -> bool:
 
 def is_archive_path(name: str) -> bool:
     """True for names this archive writes (guards the stable link route against arbitrary reads)."""
-    return bool(_BLOB_PATH.match(name)) and ".." not in name
+    return bool(_BLOB_PATH.match(name) or INPUT_PATH.fullmatch(name)) and ".." not in name
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared.archive import Archive, ArchivedImage
 from shared.models import ImageRequest
+from shared.models.edits import edit_record_fields
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 
@@ -108,12 +109,15 @@ class ImageService:
         A job's record is written after them, because the job handler reads an existing
         record as "finished" when a message comes back (see shared/archive.py).
         """
-        archive = self.archive
-        await archive.ensure_container()  # fail on storage before paying for an image
+        await self.archive.ensure_container()  # fail on storage before paying for an image
         result = await self.upstream.generate(request, timeout=timeout, budget=budget)
+        return await self.archive_result(request, result, generation_id=generation_id, prefix=prefix, kind=kind)
+
+    async def archive_result(self, request: ImageRequest, result: UpstreamResult, *, generation_id: str, prefix: str, kind: str) -> Generation:
+        """Archive every image of ``result`` with its record (a generation's or an edit's), as :meth:`generate` says."""
         record = build_record(generation_id, kind, request, result)
         images = [(i.data, i.content_type) for i in result.images]
-        archived, written = await archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
+        archived, written = await self.archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
         return Generation(generation_id, request, result, archived, written)
 
     async def recover(self, request: ImageRequest, *, generation_id: str, prefix: str, kind: str = "job") -> dict[str, Any] | None:
@@ -172,4 +176,5 @@ def build_record(generation_id: str, kind: str, request: ImageRequest, result: U
         "images": [
             {"revised_prompt": i.revised_prompt, "content_filter_results": i.content_filter_results} for i in result.images
         ],
+        **edit_record_fields(request),  # an edit's record names its inputs (shared/models/edits.py)
     }

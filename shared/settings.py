@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     max_retries: int = _setting("IMAGES_MAX_RETRIES", 3, "Retries of a throttled, 5xx or unconnected upstream call within the budget.", ge=0, le=20)
     max_body_bytes: int = _setting("IMAGES_MAX_BODY_BYTES", 262144, "Largest accepted request body.", ge=1024)
     max_image_bytes: int = _setting("IMAGES_MAX_IMAGE_BYTES", 52428800, "Largest image accepted from upstream (base64 decoded or downloaded).", ge=1024)
+    max_edit_file_bytes: int = _setting("IMAGES_MAX_EDIT_FILE_BYTES", 52428800, "Largest input image or mask of an edit (Azure takes each under 50 MB); refused with 413 while it streams in.", ge=1024)
+    max_edit_total_bytes: int = _setting("IMAGES_MAX_EDIT_TOTAL_BYTES", 94371840, "Largest multipart edit request, all images together (below the Functions host's ~100 MB body limit); refused with 413 while it streams in.", ge=1024)
     max_concurrent_upstream: int = _setting("IMAGES_MAX_CONCURRENT_UPSTREAM", 32, "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each).", ge=1, le=1000)
     allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
 

@@ -1,10 +1,11 @@
 """HTTP routes and error responses: the Azure OpenAI images contract, archived.
 
 One module per concern: ``generation`` (the generation and submission routes),
-``operations`` (background job status), ``images`` (stable links), ``health``,
-``body`` (reading a request body), ``errors`` (the error shape and handlers),
-``schema`` (the OpenAPI request schema, built from the model rules) and ``deps``
-(what a route needs, read from ``app.state``). :func:`create_app` only assembles them.
+``edits`` (image edits: multipart or archived names), ``operations`` (background job
+status), ``images`` (stable links), ``health``, ``body`` (reading a request body),
+``errors`` (the error shape and handlers), ``schema`` (the OpenAPI request schema,
+built from the model rules) and ``deps`` (what a route needs, read from ``app.state``);
+the gallery (``shared.gallery``) is mounted beside them. :func:`create_app` only assembles them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared import gallery
-from shared.api import generation, health, images, operations
+from shared.api import edits, generation, health, images, operations
 from shared.api.body import read_json_body
 from shared.api.errors import EXCEPTION_HANDLERS, error_response
 from shared.runtime import Runtime
@@ -42,6 +43,6 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.runtime = runtime
-    for router in (generation.router, operations.router, images.router, health.router, gallery.router):
+    for router in (generation.router, edits.router, operations.router, images.router, health.router, gallery.router):
         app.include_router(router)
     return app

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 from shared.archive import is_safe_id
+from shared.edits import edit_from_json, generate_or_edit
 from shared.errors import ServiceError
 from shared.jobs.messages import JobMessage, QueueMessageLike, declared_job_id, decode_message, parse_job_message, send_message
 from shared.jobs.record import Clock, JobRecord, JobResult, JobStatus, utc_now
@@ -162,6 +163,8 @@ class Jobs:
         family = self.settings.family_of(message.deployment)
         if family is None:
             raise ServiceError(404, "DeploymentNotFound", f"The deployment {message.deployment!r} is not served here.", param="deployment")
+        if "operation" in message.body:  # an edit: inputs by archived name (shared/edits.py)
+            return edit_from_json(message.body, message.deployment, family, queued=True)
         return parse_request(message.body, message.deployment, family)
 
     async def _claim(self, stored: StoredJob, message: JobMessage, message_id: str, dequeue_count: int) -> Outcome | None:
@@ -181,7 +184,8 @@ class Jobs:
     async def _generate(self, stored: StoredJob, message: JobMessage, request: ImageRequest, dequeue_count: int) -> Outcome:
         """The one upstream call of the job, and its archive."""
         try:
-            generation = await self.service.generate(
+            generation = await generate_or_edit(
+                self.service,
                 request,
                 generation_id=message.job_id,
                 prefix=JOB_PREFIX,

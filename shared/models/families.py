@@ -69,6 +69,17 @@ class Rules:
 
 
 @dataclass(frozen=True)
+class EditRules:
+    """What an edit (``POST .../images/edits``) may hold; the generation ``Rules`` apply to its other fields."""
+
+    fields: frozenset[str]  # the parameters an edit may carry (files and form fields)
+    input_formats: tuple[str, ...] = ("png", "jpeg")  # Azure documents PNG and JPG inputs
+    openai_input_formats: tuple[str, ...] = ("png", "jpeg", "webp")  # OpenAI's API also takes WEBP
+    max_images: int = 16
+    input_fidelities: tuple[str, ...] = ()  # empty: the family has no input_fidelity
+
+
+@dataclass(frozen=True)
 class Family:
     """One model family: its rules, its lifecycle on Azure, what the templates deploy, its default quota."""
 
@@ -84,6 +95,7 @@ class Family:
     requests_per_minute: Mapping[str, int]  # default (tier 1) quota per deployment type (SKU)
     notes: str = ""
     sources: tuple[str, ...] = ()
+    edits: EditRules | None = None  # None: the family does not edit images (dall-e-3 on Azure, announced rows)
 
 
 _SEED_SIZES = MappingProxyType({"1792x1024": "1536x1024", "1024x1792": "1024x1536"})
@@ -121,6 +133,19 @@ _GPT_IMAGE_2_RULES = replace(
     seed_sizes=MappingProxyType({}),
 )
 
+# Edits share prompt, n, size, quality, output_format, output_compression, background, user, model and
+# response_format with generations; style and moderation are not edit parameters. stream and
+# partial_images exist upstream; this service refuses stream (it archives before it answers).
+# Sources: Learn's API reference (Image generations - Edit: each image png or jpg, the mask a png of the
+# image's size), Azure's SDK reference for InputFidelity (not gpt-image-1-mini) and OpenAI's images/edits
+# reference (png, webp or jpg under 50 MB, up to 16 images; omit input_fidelity for gpt-image-2, which reads
+# every input at high fidelity).
+_EDIT_FIELDS = frozenset(
+    {"prompt", "image", "mask", "n", "size", "quality", "output_format", "output_compression", "background", "user", "model", "response_format", "stream", "partial_images"}
+)
+_EDITS = EditRules(fields=_EDIT_FIELDS)
+_EDITS_WITH_FIDELITY = EditRules(fields=_EDIT_FIELDS | {"input_fidelity"}, input_fidelities=("low", "high"))
+
 _LEARN_RETIREMENTS = "learn.microsoft.com/azure/ai-foundry/openai/concepts/model-retirements (image table, 2025-12 and 2026-01)"
 _LEARN_IMAGE_HOWTO = "learn.microsoft.com/azure/ai-foundry/openai/how-to/dall-e (models table, registration links)"
 _LEARN_QUOTAS = "learn.microsoft.com/azure/foundry/openai/quotas-limits (default image quotas, quota tier 1)"
@@ -157,6 +182,7 @@ TABLE: tuple[Family, ...] = (
         requests_per_minute=MappingProxyType({"GlobalStandard": 9}),
         notes="Learn named gpt-image-1-mini as replacement; that takes no new customers since 2026-10-06, so gpt-image-2.",
         sources=(_LEARN_RETIREMENTS, _LEARN_IMAGE_HOWTO, _LEARN_QUOTAS),
+        edits=_EDITS_WITH_FIDELITY,
     ),
     Family(
         name=GPT_IMAGE_1_MINI,
@@ -170,6 +196,7 @@ TABLE: tuple[Family, ...] = (
         registration=True,
         requests_per_minute=MappingProxyType({"GlobalStandard": 12}),
         sources=(_LEARN_RETIREMENTS, _LEARN_IMAGE_HOWTO, _LEARN_QUOTAS),
+        edits=_EDITS,
     ),
     Family(
         name=GPT_IMAGE_1_5,
@@ -184,6 +211,7 @@ TABLE: tuple[Family, ...] = (
         requests_per_minute=MappingProxyType({"GlobalStandard": 9, "DataZoneStandard": 3}),
         notes="Learn gave the retirement as 'no earlier than 2026-12-16'. DataZoneStandard 3: " + _ISSUE_11 + ".",
         sources=(_LEARN_RETIREMENTS, _LEARN_IMAGE_HOWTO, _LEARN_QUOTAS),
+        edits=_EDITS_WITH_FIDELITY,
     ),
     Family(
         name=GPT_IMAGE_2,
@@ -202,6 +230,7 @@ TABLE: tuple[Family, ...] = (
             "ai.azure.com/catalog/models/gpt-image-2 (version 2026-04-21, size limits)",
             _LEARN_QUOTAS,
         ),
+        edits=_EDITS,
     ),
     *(
         Family(

@@ -11,6 +11,7 @@ import asyncio
 import binascii
 import json
 import time
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -33,6 +34,7 @@ from shared.upstream.errors import (
 from shared.upstream.retry import RefreshOnce, RetryPolicy
 
 _MAX_REDIRECTS = 3
+Payload = bytes | AsyncIterable[bytes]  # a JSON body, or a multipart body streamed from its parts
 
 
 @dataclass
@@ -109,14 +111,19 @@ class UpstreamClient:
     async def generate(self, request: ImageRequest, *, timeout: float, budget: float) -> UpstreamResult:
         """Generate the request's images, repeating within ``budget`` seconds what :mod:`~shared.upstream.retry` allows."""
         url, body = self.url_and_body(request)
-        payload = json.dumps(body).encode()
+        return await self.send(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, timeout=timeout, budget=budget)
+
+    async def send(self, url: str, payload: Payload, request_headers: dict[str, str], *, timeout: float, budget: float) -> UpstreamResult:
+        """POST ``payload`` (with ``request_headers``, e.g. its Content-Type) to an images endpoint under the retry,
+        401 and timeout rules, and read the 200 answer into images. A payload that is not bytes must be
+        iterable more than once (each attempt sends it again)."""
         refresh = RefreshOnce(self.auth)
         sent = 0
 
         async def send(auth_headers: dict[str, str]) -> tuple[ImageBodyReader, httpx.Headers]:
             nonlocal sent
             sent += 1
-            return await self._post(url, payload, auth_headers, timeout)
+            return await self._post(url, payload, {**request_headers, **auth_headers}, timeout)
 
         try:
             reader, headers = await self.retry.run(lambda: refresh.call(send), budget=budget)
@@ -128,14 +135,14 @@ class UpstreamClient:
         result.attempts = sent
         return result
 
-    async def _post(self, url: str, payload: bytes, auth_headers: dict[str, str], timeout: float) -> tuple[ImageBodyReader, httpx.Headers]:
+    async def _post(self, url: str, payload: Payload, headers: dict[str, str], timeout: float) -> tuple[ImageBodyReader, httpx.Headers]:
         """One request. A 200 body is decoded while it streams in (no copy of the whole body, no giant
         JSON string); any other answer is read and raised as :class:`UpstreamAnswer`."""
         async with self._slots, self.http.stream(
             "POST",
             url,
             content=payload,
-            headers={"Content-Type": "application/json", "Accept": "application/json", **auth_headers},
+            headers={"Accept": "application/json", **headers},
             timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
         ) as response:
             if response.status_code != 200:

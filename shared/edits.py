@@ -1,0 +1,138 @@
+"""The one edit path the routes and the queue handler use: inputs checked and archived, upstream, outputs archived.
+
+An edit has two ways in:
+
+- **uploaded** (multipart): the bytes are checked (:func:`~shared.models.edits.check_inputs`)
+  and stored once each under their content address before anything goes upstream
+  (:func:`store_uploads`);
+- **by name** (JSON, and every queued edit): the names are checked against the archive's
+  naming rules (:func:`edit_from_json`), then the images are read, size-capped, and checked
+  the same way (:func:`read_inputs`).
+
+Then :func:`run_edit` calls the edits endpoint and archives the outputs with their record,
+exactly as a generation is archived (same layout, links and crash rules), the record naming
+the inputs. Queue messages carry ``"operation": "edit"`` and the inputs by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import escape
+
+from shared.errors import ServiceError, invalid
+from shared.inputs import InputStore, check_source, input_name
+from shared.models import ImageRequest
+from shared.models.edits import EDIT_OPERATION, EditInput, EditRequest, check_inputs, edit_rules, names_from_json, parse_edit
+from shared.service import Generation, ImageService
+from shared.upstream.edits import edit as upstream_edit
+
+QUEUE_MESSAGE_BYTES = 64 * 1024  # what a storage queue message holds
+
+
+@dataclass(frozen=True)
+class EditInputs:
+    """An edit's images and mask, read or uploaded, checked."""
+
+    images: tuple[EditInput, ...]
+    mask: EditInput | None
+
+
+def edit_from_json(body: object, deployment: str, family: str, *, api_style_v1: bool = False, queued: bool = False) -> EditRequest:
+    """An edit naming archived images (a JSON body, or a queue message when ``queued``), checked without I/O."""
+    if not isinstance(body, dict):
+        raise invalid(None, "The body must be a JSON object.", "invalid_type")
+    fields = dict(body)
+    operation = fields.pop("operation", None)
+    if queued and operation != EDIT_OPERATION:
+        raise invalid("operation", f"operation must be {EDIT_OPERATION!r} (or absent, for a generation), got {str(operation)[:40]!r}.")
+    if not queued and operation is not None:
+        raise invalid("operation", "Unknown parameter: 'operation' belongs to queue messages, not to this route.", "unknown_parameter")
+    images, mask = names_from_json(fields)
+    fields.pop("image", None)
+    fields.pop("mask", None)
+    for name in images:
+        check_source(name, "image")
+    if mask:
+        check_source(mask, "mask")
+    return parse_edit(fields, images, mask, deployment, family, api_style_v1=api_style_v1)
+
+
+def queued_edit(request: EditRequest, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The queue message body of an edit (without id and deployment): its fields and its inputs by name."""
+    body = {"operation": EDIT_OPERATION, **{k: v for k, v in fields.items() if k != "model"}, "image": list(request.images)}
+    if request.mask:
+        body["mask"] = request.mask
+    # The queue holds 64 KB per message (XML-escaped); what does not fit is refused now, not lost later.
+    size = len(escape(json.dumps({"id": "x" * 64, "deployment": request.deployment, **body})).encode())
+    if size > QUEUE_MESSAGE_BYTES:
+        raise ServiceError(413, "request_too_large", f"This edit does not fit a queue message ({size} of {QUEUE_MESSAGE_BYTES} bytes); shorten the prompt.", param="prompt")
+    return body
+
+
+def _openai(service: ImageService) -> bool:
+    return service.settings.api_style == "openai"
+
+
+def check_uploads(service: ImageService, family: str, images: Sequence[tuple[str, bytes]], mask: bytes | None) -> EditInputs:
+    """Check uploaded images (``(param, bytes)``) and mask by their bytes; each named by its content address."""
+    facts, mask_facts = check_inputs(edit_rules(family), images, mask, openai=_openai(service))
+    checked = tuple(EditInput(input_name(data, found), data, found) for (_, data), found in zip(images, facts, strict=True))
+    return EditInputs(checked, EditInput(input_name(mask, mask_facts), mask, mask_facts) if mask is not None and mask_facts else None)
+
+
+async def store_uploads(service: ImageService, inputs: EditInputs) -> None:
+    """Store each uploaded input once (the same bytes twice in one request are one blob)."""
+    every = [*inputs.images, *((inputs.mask,) if inputs.mask else ())]
+    unique = {item.name: (item.name, item.data, item.facts.content_type) for item in every}
+    await InputStore(service.archive).put_all(list(unique.values()))
+
+
+async def check_names(service: ImageService, request: EditRequest) -> None:
+    """The archived images a queued edit names exist and fit the edit limits (their bytes are checked when it runs)."""
+    settings = service.settings
+    await InputStore(service.archive).sizes(_named(request), settings.max_edit_file_bytes, settings.max_edit_total_bytes)
+
+
+def _named(request: EditRequest) -> list[tuple[str, str]]:
+    return [*((name, "image") for name in request.images), *(((request.mask, "mask"),) if request.mask else ())]
+
+
+async def read_inputs(service: ImageService, request: EditRequest) -> EditInputs:
+    """Read the archived images an edit names (each and all together within the edit limits) and check them."""
+    settings = service.settings
+    datas = await InputStore(service.archive).read_all(_named(request), settings.max_edit_file_bytes, settings.max_edit_total_bytes)
+    images = [("image", data) for data in datas[: len(request.images)]]
+    mask = datas[len(request.images)] if request.mask else None
+    facts, mask_facts = check_inputs(edit_rules(request.family), images, mask, openai=_openai(service))
+    read = tuple(EditInput(name, data, found) for name, (_, data), found in zip(request.images, images, facts, strict=True))
+    return EditInputs(read, EditInput(request.mask, mask, mask_facts) if request.mask and mask is not None and mask_facts else None)
+
+
+async def run_edit(
+    service: ImageService,
+    request: EditRequest,
+    *,
+    inputs: EditInputs | None = None,
+    generation_id: str,
+    prefix: str,
+    timeout: float,
+    budget: float,
+    kind: str = "sync",
+) -> Generation:
+    """Edit (reading the inputs by name unless given) and archive every output with the record before returning."""
+    await service.archive.ensure_container()  # fail on storage before paying for an image
+    if inputs is None:
+        inputs = await read_inputs(service, request)
+    result = await upstream_edit(service.upstream, request, inputs.images, inputs.mask, timeout=timeout, budget=budget)
+    return await service.archive_result(request, result, generation_id=generation_id, prefix=prefix, kind=kind)
+
+
+async def generate_or_edit(service: ImageService, request: ImageRequest, **options: Any) -> Generation:
+    """The queue handler's one upstream call: an edit for an :class:`EditRequest`, else a generation."""
+    if isinstance(request, EditRequest):
+        return await run_edit(service, request, **options)
+    return await service.generate(request, **options)
+

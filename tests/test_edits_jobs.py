@@ -1,0 +1,152 @@
+"""Background edits: :submit stores the inputs, then queues them by name; the job handler edits once.
+
+The API runs in process; the queue runner (the Functions trigger's stand-in, with the host's
+delivery rules) runs the handler against real Azurite and the simulator. A crash is
+injected through the runner's storage clients (``raw_request_hook``), never into the code.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from local.azurite import Azurite
+from local.queue_runner import QueueRunner, SimulatedCrash, read_host_queues
+from shared.runtime import Runtime
+from shared.settings import Settings
+from tests.conftest import SimControl
+from tests.test_edits import EDITS, GREEN, InProcess, image_bytes, input_name, mask_bytes, multipart, pixels
+
+HOST_QUEUES = read_host_queues()
+SUBMIT = "/openai/deployments/{}/images/edits:submit?api-version=2025-04-01-preview"
+
+
+class Queued:
+    """One test's queue, containers, API in process and queue runners."""
+
+    def __init__(self, settings: Settings, azurite: Azurite, client: httpx.AsyncClient) -> None:
+        self.settings, self.azurite, self.client = settings, azurite, client
+        self.runners: list[QueueRunner] = []
+
+    def run(self, storage_options: dict[str, Any] | None = None) -> QueueRunner:
+        """A runner with a runtime of its own (its own event loop), as the Functions worker would have."""
+        runtime = Runtime(self.settings, storage_options=storage_options)
+        runner = QueueRunner(
+            self.azurite.connection_string, self.settings.queue_name, runtime.handle_queue_message, host_queues=HOST_QUEUES,
+            retry_delay=0, lease_seconds=2, max_poll_interval=0.1, crash_visibility=0, on_stop=runtime.close,
+        )  # fmt: skip
+        self.runners.append(runner.start_in_thread())
+        return runner
+
+    def drop(self, message: dict[str, Any]) -> None:
+        queue = QueueClient.from_connection_string(self.azurite.connection_string, self.settings.queue_name)
+        try:
+            queue.create_queue()
+        except Exception:  # noqa: S110  # exists already
+            pass
+        queue.send_message(json.dumps(message))
+
+    def blob(self, container: str, name: str) -> bytes:
+        return BlobServiceClient.from_connection_string(self.azurite.connection_string).get_blob_client(container, name).download_blob().readall()
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/openai/operations/images/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture()
+async def queued(in_process: InProcess, make_settings: Callable[..., Settings], azurite: Azurite) -> Any:
+    overrides = {"IMAGES_QUEUE": f"edits-{uuid.uuid4().hex[:10]}", "IMAGES_CONTAINER": f"edits-{uuid.uuid4().hex[:10]}", "IMAGES_UPSTREAM_TIMEOUT_SECONDS": "30"}
+    made = Queued(make_settings(**overrides), azurite, await in_process(**overrides))
+    yield made
+    for runner in made.runners:
+        runner.stop()
+
+
+@pytest.fixture()
+def crash_before_record() -> Iterator[Callable[[str], Any]]:
+    """A raw_request_hook that kills the worker once, just before the job's record is written (its images are)."""
+    hooks: list[Any] = []
+
+    def make(job_id: str) -> Any:
+        def hook(request: Any) -> None:
+            http = request.http_request
+            if not hooks[0].crashed and http.method == "PUT" and http.url.split("?")[0].endswith(f"/jobs/{job_id}/record.json"):
+                hooks[0].crashed = True
+                raise SimulatedCrash("the edit's images are archived, its record not yet")
+
+        hook.crashed = False  # type: ignore[attr-defined]
+        hooks.append(hook)
+        return hook
+
+    yield make
+
+
+async def test_submitted_multipart_edit_survives_a_crash_without_a_second_upstream_call(
+    queued: Queued, sim: SimControl, crash_before_record: Callable[[str], Any]
+) -> None:
+    job_id = f"edit-{uuid.uuid4().hex[:8]}"
+    source, mask = image_bytes(colour=GREEN), mask_bytes()
+    content, headers = multipart({"prompt": "survive", "n": "2"}, [("image", source), ("mask", mask)])
+    accepted = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers={**headers, "Idempotency-Key": job_id})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.headers["Operation-Location"].split("?")[0].endswith(f"/openai/operations/images/{job_id}")
+    # The inputs are in the archive before the job runs; the message names them.
+    assert queued.blob(queued.settings.images_container, input_name(source)) == source
+    hook = crash_before_record(job_id)
+    stats = queued.run({"raw_request_hook": hook}).drain(received=2)  # the crashed delivery and the one after it
+    assert hook.crashed and stats.crashed == 1 and [o.action for o in stats.outcomes] == ["succeeded"]
+    assert sim.stats()["edits"] == 1  # never paid twice
+    view = await queued.status(job_id)
+    assert view["status"] == "succeeded" and len(view["result"]["data"]) == 2
+    record = json.loads(queued.blob(queued.settings.images_container, f"jobs/{job_id}/record.json"))
+    assert record["recovered"] and record["operation"] == "edit"
+    assert record["inputs"] == {"image": [input_name(source)], "mask": input_name(mask)}
+    out = pixels(httpx.get(view["result"]["data"][0]["url"]).content)
+    assert out.getpixel((40, 30)) == GREEN
+
+
+async def test_a_queue_message_names_archived_inputs(queued: Queued, sim: SimControl) -> None:
+    source = image_bytes(colour=GREEN)
+    content, headers = multipart({"prompt": "store it"}, [("image", source)])
+    assert (await queued.client.post(EDITS.format("gpt-image-1-mini"), content=content, headers=headers)).status_code == 200
+    job_id = f"drop-{uuid.uuid4().hex[:8]}"
+    queued.drop({"id": job_id, "deployment": "gpt-image-2", "operation": "edit", "image": [input_name(source)], "prompt": "from the queue"})
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    queued.drop({"id": missing, "deployment": "gpt-image-2", "operation": "edit", "image": [input_name(b"never stored")], "prompt": "x"})
+    wrong = f"wrong-{uuid.uuid4().hex[:8]}"
+    queued.drop({"id": wrong, "deployment": "gpt-image-2", "operation": "variation", "image": [input_name(source)], "prompt": "x"})
+    queued.run().drain(received=3)
+    assert (await queued.status(job_id))["status"] == "succeeded"
+    failed = {j: (await queued.status(j))["error"] for j in (missing, wrong)}
+    assert failed[missing]["param"] == "image" and failed[wrong]["param"] == "operation"
+    assert sim.stats()["edits"] == 2  # the synchronous one and the queued one; the refused jobs called nobody
+
+
+async def test_submit_is_idempotent_on_the_inputs_bytes(queued: Queued, sim: SimControl) -> None:
+    key = f"same-{uuid.uuid4().hex[:8]}"
+    first = multipart({"prompt": "same"}, [("image", image_bytes())])
+    again = multipart({"prompt": "same"}, [("image", image_bytes())])  # another boundary, the same bytes
+    other = multipart({"prompt": "same"}, [("image", image_bytes(colour=GREEN))])
+    path = EDITS.format("gpt-image-1")
+    answers = [await queued.client.post(path, content=body, headers={**headers, "Idempotency-Key": key, "Prefer": "respond-async"}) for body, headers in (first, again, other)]
+    assert [a.status_code for a in answers] == [202, 202, 409]
+    assert answers[0].json()["id"] == answers[1].json()["id"] == key
+    assert answers[2].json()["error"]["param"] == "Idempotency-Key"
+    queue = QueueClient.from_connection_string(queued.azurite.connection_string, queued.settings.queue_name)
+    assert queue.get_queue_properties().approximate_message_count == 1
+    assert sim.stats()["requests"] == 0
+
+
+async def test_an_edit_that_would_not_fit_a_queue_message_is_refused(queued: Queued, sim: SimControl) -> None:
+    content, headers = multipart({"prompt": "€" * 20000}, [("image", image_bytes())])
+    response = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers=headers)
+    assert response.status_code == 413 and response.json()["error"]["param"] == "prompt"
