@@ -83,9 +83,11 @@ def main(argv: list[str]) -> int:
         return 0 if command in ("help", "-h", "--help") else 2
     _ensure_venv(VENV, ["requirements-dev.txt"])
     _ensure_node_modules()
+    python = str(_python(VENV))
     if command == "test":
         _ensure_venv(CHECKOV_VENV, ["requirements-checkov.txt"])
-    python = str(_python(VENV))
+        # The gallery's browser tests drive Debian's chromium; install it where this user may (root or sudo).
+        subprocess.run([python, "-m", "tests.browser"], cwd=ROOT, check=False)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
     if command == "test":
         cmd = [python, "-m", "pytest", *pytest_args(args)]
