@@ -97,7 +97,7 @@ def parse_backends(
         return {}
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise PoolConfigError(f"{SETTING} must be JSON ({exc.msg} at character {exc.pos})") from None
     if not isinstance(data, dict) or not data:
         raise PoolConfigError(f'{SETTING} must be a JSON object of pools: {{"logical-name": [backend, ...]}}')
