@@ -20,6 +20,7 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared.archive import Archive, ArchivedImage
 from shared.models import ImageRequest
+from shared.pool.router import Pools
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 
@@ -34,6 +35,7 @@ class Clients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     archive: Archive
+    pools: Pools | None = None  # the deployment pools (None: every deployment on ``upstream``)
 
 
 @dataclass
@@ -110,8 +112,9 @@ class ImageService:
         """
         archive = self.archive
         await archive.ensure_container()  # fail on storage before paying for an image
-        result = await self.upstream.generate(request, timeout=timeout, budget=budget)
-        record = build_record(generation_id, kind, request, result)
+        routed = await (self.clients.pools or Pools(self.upstream)).generate(request, timeout=timeout, budget=budget)
+        result = routed.result
+        record = build_record(generation_id, kind, request, result) | routed.record_fields(request)
         images = [(i.data, i.content_type) for i in result.images]
         archived, written = await archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
         return Generation(generation_id, request, result, archived, written)
