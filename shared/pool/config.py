@@ -78,8 +78,8 @@ class Backend:
 
     @property
     def name(self) -> str:
-        """How records and logs name the backend: host and upstream deployment (no secret, no path)."""
-        return f"{urlsplit(self.endpoint).hostname}/{self.deployment}"
+        """How records and logs name the backend: host (and port) and upstream deployment (no secret, no path)."""
+        return f"{urlsplit(self.endpoint).netloc}/{self.deployment}"
 
     @property
     def label(self) -> str:

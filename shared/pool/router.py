@@ -195,6 +195,6 @@ class Pools:
         if pool is not None:
             return await pool.generate(request, timeout=timeout, budget=budget)
         result = await self.default.generate(request, timeout=timeout, budget=budget)
-        name = f"{urlsplit(self.default.settings.endpoint).hostname}/{request.deployment}"
+        name = f"{urlsplit(self.default.settings.endpoint).netloc}/{request.deployment}"
         return Routed(result, name, {name: result.attempts})
 
