@@ -144,7 +144,7 @@ async def test_an_answer_that_did_no_work_goes_to_the_next_backend(
 ) -> None:
     first, second, _ = sims
     first.configure(**fault)
-    extra = {"auth": "key", "api_key_setting": "IMAGES_KEY_FIRST"} if env else {}
+    extra: dict[str, Any] = {"auth": "key", "api_key_setting": "IMAGES_KEY_FIRST"} if env else {}
     runtime = await runtimes(pool_settings([entry(first.url, 0, **extra), entry(second.url, 1)], **env))
     record = await generate(runtime)
     assert counts(first)[stat] == attempts and counts(first)["generations"] == 0
