@@ -53,6 +53,9 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from bench.naive import NaiveGenerator
+from bench.pool import FULL as POOL_FULL
+from bench.pool import SMOKE as POOL_SMOKE
+from bench.pool import measure_pool
 from bench.procs import ROOT, Child, child_env, machine, memory, reset_peak, start_child
 from local.azurite import Azurite, start_azurite
 from local.queue_runner import QueueRunner
@@ -798,7 +801,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
     """The command line: the arguments, the sizes they choose, and which parts to run."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: checks that everything runs (seconds, not minutes)")
-    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart", help="comma list of overhead,concurrency,queue,coldstart")
+    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart,pool", help="comma list of overhead,concurrency,queue,coldstart,pool")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--requests", type=int, help="overhead: sequential requests")
     parser.add_argument("--concurrency", type=int, help="concurrency: simultaneous requests")
@@ -813,7 +816,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
         if getattr(args, name) is not None:
             size = replace(size, **{name: getattr(args, name)})
     items = {i.strip() for i in args.only.split(",") if i.strip()}
-    unknown = items - {"overhead", "concurrency", "queue", "coldstart"}
+    unknown = items - {"overhead", "concurrency", "queue", "coldstart", "pool"}
     if unknown:
         parser.error(f"unknown --only items: {', '.join(sorted(unknown))}")
     return args, size, items
@@ -831,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     if "coldstart" in items:
         print("· 4. cold start ...", flush=True)  # first, while nothing else runs
         results["cold_start"] = measure_cold_start(size.cold_runs)
-    if items & {"overhead", "concurrency", "queue"}:
+    if items & {"overhead", "concurrency", "queue", "pool"}:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             print("· starting Azurite, the simulator and the APIs ...", flush=True)
             stack = start_stack(Path(tmp), with_naive, size.concurrency if "concurrency" in items else None)
@@ -840,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "queue" in items:
                     print("· 3. queue under quota ...", flush=True)
                     results["queue"] = measure_queue(stack, size, with_naive)
+                if "pool" in items:
+                    print("· 6. deployment pools (bench/pool.py) ...", flush=True)
+                    results["pool"] = measure_pool(stack.azurite, POOL_SMOKE if args.smoke else POOL_FULL)
+                    print(json.dumps(results["pool"]), flush=True)
             finally:
                 stack.stop()
     summary = summarize(results)

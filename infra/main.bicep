@@ -60,6 +60,15 @@ param imageDeploymentSku string = 'GlobalStandard'
 @minValue(1)
 param imageDeploymentCapacity int = 1
 
+@description('Deployment type (SKU) of a second deployment of the same model, which the app fails over to (e.g. DataZoneStandard); empty: none. README: Pools and cost.')
+param fallbackDeploymentSku string = ''
+
+@description('Requests per minute of the model deployment and of the fallback (their quotas): the pool never calls one beyond it.')
+@minValue(1)
+param imageDeploymentRpm int = 6
+@minValue(1)
+param fallbackDeploymentRpm int = 2
+
 param imagesContainerName string = 'images'
 param jobsContainerName string = 'image-jobs'
 param queueName string = 'image-jobs'
@@ -125,6 +134,14 @@ var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
 var apiKeySecretName = 'azure-openai-api-key'
 // Names that follow from other names, so outputs need no conditional module outputs.
 var openAiEndpoint = createAiAccount ? 'https://${aiAccountName}.openai.azure.com/' : existingOpenAiEndpoint
+// A fallback deployment makes the deployment name a pool of two (shared/pool/config.py).
+var fallbackDeploymentName = createAiAccount && !empty(fallbackDeploymentSku) ? '${deploymentName}-fallback' : ''
+var imagesBackends = empty(fallbackDeploymentName) ? '' : string({
+  '${deploymentName}': [
+    { endpoint: openAiEndpoint, deployment: deploymentName, rpm: imageDeploymentRpm, priority: 0 }
+    { endpoint: openAiEndpoint, deployment: fallbackDeploymentName, rpm: fallbackDeploymentRpm, priority: 1 }
+  ]
+})
 var keyVaultEndpoint = useKeyVault ? 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/' : ''
 
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
@@ -201,6 +218,8 @@ module ai 'core/ai.bicep' = if (createAiAccount) {
     modelVersion: modelVersion
     skuName: imageDeploymentSku
     capacity: imageDeploymentCapacity
+    fallbackDeploymentName: fallbackDeploymentName
+    fallbackSkuName: fallbackDeploymentSku
   }
 }
 
@@ -268,6 +287,7 @@ module api 'app/function.bicep' = {
     openAiEndpoint: openAiEndpoint
     deploymentName: deploymentName
     modelFamily: imageModelName
+    imagesBackends: imagesBackends
     keyVaultEndpoint: keyVaultEndpoint
     apiKeySecretName: apiKeySecretName
     imagesContainerName: imagesContainerName

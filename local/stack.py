@@ -33,6 +33,7 @@ import httpx
 from local.azurite import ROOT, Azurite, start_azurite
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
+from local.sim_pool import stack_pool
 from local.simulator import SimulatorConfig, create_simulator
 from shared import redaction
 from shared.api import create_app
@@ -92,11 +93,14 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
     usual = (10000, 10001) if _port_free(10000) and _port_free(10001) else None
     azurite = start_azurite(location or ROOT / ".azurite", ports=usual) if use_azurite else None
     simulator = None
+    pool_servers: list[ServerThread] = []
+    pool_env: dict[str, str] = {}
     sim_key = secrets.token_urlsafe(24)
     try:
         if use_simulator:
             simulator = serve_in_thread(create_simulator(SimulatorConfig(api_keys={sim_key}, latency=latency)))
-        env = stack_env(azurite, simulator, sim_key)
+            pool_servers, pool_env = stack_pool(sim_key, latency)  # IMAGES_SIM_POOL=N: gpt-image-2 is a pool of N simulators
+        env = stack_env(azurite, simulator, sim_key) | (pool_env if use_simulator else {})
         settings = Settings.from_env(env)
         # uvicorn's lifespan opens and closes the API's runtime in the server's event loop.
         api = serve_in_thread(create_app(Runtime(settings)), port=api_port)
@@ -120,6 +124,8 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
     finally:
         if simulator is not None:
             simulator.stop()
+            for server in pool_servers:
+                server.stop()
         if azurite is not None:
             azurite.stop()
 

@@ -30,6 +30,7 @@ from shared import credentials, redaction
 from shared.archive import Archive
 from shared.jobs import Jobs, Outcome, QueueMessageLike, handle_queue_message
 from shared.models import retired_warnings
+from shared.pool.clients import open_pools
 from shared.service import Clients, ImageService
 from shared.settings import Settings
 from shared.upstream import UpstreamClient
@@ -82,7 +83,9 @@ async def open_clients(
     auth = credentials.create_upstream_auth(s, credential, key_vault_options=key_vault_options)
     stack.push_async_callback(auth.close)
     http = await stack.enter_async_context(upstream_http(s))
-    return Clients(upstream=UpstreamClient(s, auth, http), blobs=blobs, queues=queues, archive=Archive(s, blobs))
+    upstream = UpstreamClient(s, auth, http)
+    pools = await open_pools(s, stack, upstream, http=http, blobs=blobs, credential=credential, key_vault_options=key_vault_options)
+    return Clients(upstream=upstream, blobs=blobs, queues=queues, archive=Archive(s, blobs), pools=pools)
 
 
 class Runtime:

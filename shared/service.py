@@ -21,6 +21,8 @@ from azure.storage.queue.aio import QueueServiceClient
 from shared.archive import Archive, ArchivedImage
 from shared.models import ImageRequest
 from shared.models.edits import edit_record_fields
+from shared.pool.router import Pools
+from shared.pricing import cost
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 
@@ -35,6 +37,7 @@ class Clients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     archive: Archive
+    pools: Pools | None = None  # the deployment pools (None: every deployment on ``upstream``)
 
 
 @dataclass
@@ -110,12 +113,18 @@ class ImageService:
         record as "finished" when a message comes back (see shared/archive.py).
         """
         await self.archive.ensure_container()  # fail on storage before paying for an image
-        result = await self.upstream.generate(request, timeout=timeout, budget=budget)
-        return await self.archive_result(request, result, generation_id=generation_id, prefix=prefix, kind=kind)
+        routed = await (self.clients.pools or Pools(self.upstream)).generate(request, timeout=timeout, budget=budget)
+        return await self.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, extra=routed.record_fields(request))
 
-    async def archive_result(self, request: ImageRequest, result: UpstreamResult, *, generation_id: str, prefix: str, kind: str) -> Generation:
-        """Archive every image of ``result`` with its record (a generation's or an edit's), as :meth:`generate` says."""
-        record = build_record(generation_id, kind, request, result)
+    async def archive_result(
+        self, request: ImageRequest, result: UpstreamResult, *, generation_id: str, prefix: str, kind: str, extra: dict[str, Any] | None = None
+    ) -> Generation:
+        """Archive every image of ``result`` with its record (a generation's or an edit's), as :meth:`generate` says.
+
+        ``extra``: what the record adds (the pool's backend and attempts); the cost is computed here when absent.
+        """
+        record = build_record(generation_id, kind, request, result) | (extra or {})
+        record.setdefault("cost", cost(request.family, result.usage, request.upstream_body, len(result.images)))
         images = [(i.data, i.content_type) for i in result.images]
         archived, written = await self.archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
         return Generation(generation_id, request, result, archived, written)

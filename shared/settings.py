@@ -48,6 +48,7 @@ from pydantic_core import ErrorDetails, PydanticUndefined
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.models import FAMILIES, family_for_name
+from shared.pool.config import ENVIRON, Backend, PoolConfigError, parse_backends
 
 ApiStyle = Literal["deployment", "v1", "openai"]
 AuthMode = Literal["key", "keyvault", "entra"]
@@ -143,12 +144,14 @@ class Settings(BaseSettings):
     max_edit_total_bytes: int = _setting("IMAGES_MAX_EDIT_TOTAL_BYTES", 94371840, "Largest multipart edit request, all images together (below the Functions host's ~100 MB body limit); refused with 413 while it streams in.", ge=1024)
     max_concurrent_upstream: int = _setting("IMAGES_MAX_CONCURRENT_UPSTREAM", 32, "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each).", ge=1, le=1000)
     allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
+    backends_setting: str = _setting("IMAGES_BACKENDS", "", "Deployment pools as JSON: {logical name: [{endpoint, deployment, rpm, priority, ...}]} (README: Pools and cost). Empty: one backend, the settings above.")
 
     # What the settings leave implicit, worked out once by _resolve.
     _api_style: ApiStyle = PrivateAttr("deployment")
     _auth_mode: AuthMode = PrivateAttr("entra")
     _deployments: dict[str, str] = PrivateAttr(default_factory=dict)
     _storage: StorageSettings = PrivateAttr(default_factory=StorageSettings)
+    _backends: dict[str, tuple[Backend, ...]] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,10 +159,13 @@ class Settings(BaseSettings):
         env = os.environ if environ is None else environ
         # Blank means unset: the default applies, as for a setting emptied in the portal.
         given = {name: env[name].strip() for name in setting_names() if env.get(name, "").strip()}
+        token = ENVIRON.set(env)  # IMAGES_BACKENDS names the settings holding its keys
         try:
             return cls.model_validate(given)
         except ValidationError as exc:
             raise SettingsError("; ".join(_describe(error) for error in exc.errors())) from None
+        finally:
+            ENVIRON.reset(token)
 
     @classmethod
     def settings_customise_sources(
@@ -195,6 +201,8 @@ class Settings(BaseSettings):
         self._deployments = _deployments(self.deployments_setting, self.default_deployment)
         self._auth_mode = _auth_mode(self.auth_setting, self.api_key, self.key_vault_url, self._api_style)
         self._storage = _storage(self)
+        self._backends = parse_backends(self.backends_setting, known_families=self._deployments, allow_http=self.allow_http_upstream)
+        self._deployments |= {pool: backends[0].family for pool, backends in self._backends.items()}
         return self
 
     @property
@@ -211,6 +219,11 @@ class Settings(BaseSettings):
     def deployments(self) -> Mapping[str, str]:
         """Allowed deployment name -> model family (IMAGES_DEPLOYMENTS plus AZURE_OPENAI_DEPLOYMENT)."""
         return MappingProxyType(self._deployments)
+
+    @property
+    def backends(self) -> Mapping[str, tuple[Backend, ...]]:
+        """The deployment pools of IMAGES_BACKENDS: logical name -> its backends (empty: none configured)."""
+        return self._backends
 
     @property
     def storage(self) -> StorageSettings:
@@ -296,7 +309,7 @@ _FIELDS_BY_NAME: dict[str, FieldInfo] = {str(f.alias): f for f in Settings.model
 def _describe(error: ErrorDetails) -> str:
     """One pydantic error as a sentence naming the setting by its environment name."""
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, SettingsError):
+    if isinstance(cause, SettingsError | PoolConfigError):
         return str(cause)  # _resolve's own words already name the settings
     name = str(error["loc"][0]) if error["loc"] else "Settings"
     field = _FIELDS_BY_NAME.get(name)

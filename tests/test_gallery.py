@@ -187,7 +187,8 @@ def test_a_day_shows_every_generation_and_job_newest_first(seeded: Seeded, http:
     assert "Waiting in the queue" in page.text and ">queued<" in page.text
     assert "Your task failed as a result of our safety system." in page.text  # the failed job says why
     assert 'alt="Two paper cranes, studio light"' in page.text and "2 images" in page.text
-    assert "1536x1024" in page.text and "gpt-image-2" in page.text and "tokens" in page.text
+    # Generations carry their cost now (shared/pricing.py): a tile shows it where it showed the tokens.
+    assert "1536x1024" in page.text and "gpt-image-2" in page.text and re.search(r"\$0\.\d{4}", page.text)
 
 
 def test_a_prompt_with_markup_renders_as_text(seeded: Seeded, http: httpx.Client) -> None:

@@ -418,6 +418,7 @@ STORED_JOB = {
         "created": 1795000008,
         "images": [{"name": "jobs/stored-format/0.png", "link": "/images/jobs/stored-format/0.png", "revised_prompt": "a kept picture"}],
         "usage": {"total_tokens": 10},
+        "cost": {"usd": 0.00084, "basis": "gpt-image-1 per 1M tokens: text in 5, image in 10, image out 40 USD (2026-11)"},
         "record": "jobs/stored-format/record.json",
     },
     "notified": True,

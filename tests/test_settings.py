@@ -132,6 +132,7 @@ SAMPLES = {
     "IMAGES_MAX_EDIT_TOTAL_BYTES": "8192",
     "IMAGES_MAX_CONCURRENT_UPSTREAM": "4",
     "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
+    "IMAGES_BACKENDS": '{"pool": [{"endpoint": "https://b.openai.azure.com", "deployment": "img", "model": "gpt-image-2", "rpm": 6}]}',
 }
 
 

@@ -38,6 +38,8 @@ param openAiEndpoint string
 param deploymentName string
 @description('Model family of the deployment (the model name, e.g. gpt-image-1-mini).')
 param modelFamily string
+@description('IMAGES_BACKENDS: the deployment pool as JSON; empty: the one deployment.')
+param imagesBackends string = ''
 
 param keyVaultEndpoint string = ''
 param apiKeySecretName string = ''
@@ -71,6 +73,7 @@ var appSettings = {
   IMAGES_JOBS_CONTAINER: jobsContainerName
   IMAGES_QUEUE: queueName
   IMAGES_RESULTS_QUEUE: resultsQueueName
+  IMAGES_BACKENDS: imagesBackends
   // Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
   // AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
   // writes diagnostic events there, which needs a Table role this app has no use for

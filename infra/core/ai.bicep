@@ -18,6 +18,10 @@ param skuName string = 'GlobalStandard'
 @minValue(1)
 param capacity int = 1
 
+@description('A second deployment of the same model (another SKU), the fallback of the pool; empty: none.')
+param fallbackDeploymentName string = ''
+param fallbackSkuName string = ''
+
 resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
   name: name
   location: location
@@ -55,6 +59,27 @@ resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01
     }
     versionUpgradeOption: 'OnceNewDefaultVersionAvailable'
   }
+}
+
+// Deployments of one account are created one at a time.
+resource fallback 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' = if (!empty(fallbackDeploymentName)) {
+  parent: account
+  name: empty(fallbackDeploymentName) ? 'none' : fallbackDeploymentName
+  sku: {
+    name: empty(fallbackSkuName) ? skuName : fallbackSkuName
+    capacity: capacity
+  }
+  properties: {
+    model: {
+      format: 'OpenAI'
+      name: modelName
+      version: modelVersion
+    }
+    versionUpgradeOption: 'OnceNewDefaultVersionAvailable'
+  }
+  dependsOn: [
+    deployment
+  ]
 }
 
 output name string = account.name

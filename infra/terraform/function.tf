@@ -34,6 +34,7 @@ locals {
     IMAGES_JOBS_CONTAINER   = var.jobs_container_name
     IMAGES_QUEUE            = var.queue_name
     IMAGES_RESULTS_QUEUE    = var.results_queue_name
+    IMAGES_BACKENDS         = local.images_backends
     # Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
     # AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
     # writes diagnostic events there, which needs a Table role this app has no use for

@@ -184,6 +184,17 @@ resource "azurerm_cognitive_account" "main" {
   }
 }
 
+# A fallback deployment makes the deployment name a pool of two (shared/pool/config.py).
+locals {
+  fallback_deployment_name = local.create_ai_account && var.fallback_deployment_sku != "" ? "${local.deployment_name}-fallback" : ""
+  images_backends = local.fallback_deployment_name == "" ? "" : jsonencode({
+    (local.deployment_name) = [
+      { endpoint = local.openai_endpoint, deployment = local.deployment_name, rpm = var.image_deployment_rpm, priority = 0 },
+      { endpoint = local.openai_endpoint, deployment = local.fallback_deployment_name, rpm = var.fallback_deployment_rpm, priority = 1 },
+    ]
+  })
+}
+
 resource "azurerm_cognitive_deployment" "image" {
   count = local.create_ai_account ? 1 : 0
 
@@ -201,6 +212,28 @@ resource "azurerm_cognitive_deployment" "image" {
     name     = var.image_deployment_sku
     capacity = var.image_deployment_capacity
   }
+}
+
+resource "azurerm_cognitive_deployment" "fallback" {
+  count = local.fallback_deployment_name == "" ? 0 : 1
+
+  name                   = local.fallback_deployment_name
+  cognitive_account_id   = azurerm_cognitive_account.main[0].id
+  version_upgrade_option = "OnceNewDefaultVersionAvailable"
+
+  model {
+    format  = "OpenAI"
+    name    = var.image_model_name
+    version = local.image_model_version
+  }
+
+  sku {
+    name     = var.fallback_deployment_sku
+    capacity = var.image_deployment_capacity
+  }
+
+  # Deployments of one account are created one at a time.
+  depends_on = [azurerm_cognitive_deployment.image]
 }
 
 # ---- the keyvault way: the model key in a vault (RBAC mode, purge protection) ----

@@ -97,6 +97,24 @@ variable "image_deployment_capacity" {
   }
 }
 
+variable "fallback_deployment_sku" {
+  description = "Deployment type (SKU) of a second deployment of the same model, which the app fails over to (e.g. DataZoneStandard); empty: none. README: Pools and cost."
+  type        = string
+  default     = ""
+}
+
+variable "image_deployment_rpm" {
+  description = "Requests per minute of the model deployment (its quota): the pool never calls it beyond that."
+  type        = number
+  default     = 6
+}
+
+variable "fallback_deployment_rpm" {
+  description = "Requests per minute of the fallback deployment (its quota)."
+  type        = number
+  default     = 2
+}
+
 variable "images_container_name" {
   description = "Container for archived images."
   type        = string

@@ -29,6 +29,7 @@ from shared.api.multipart import Limits, read_form
 from shared.errors import ServiceError, invalid
 from shared.models.edits import FILE_FIELDS, EditRequest, edit_rules, form_values, parse_edit
 from shared.models.families import TABLE
+from shared.pricing import cost_header
 from shared.runtime import Runtime
 from shared.service import new_generation_id, sync_prefix
 
@@ -153,7 +154,7 @@ async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> J
         service, incoming.request, inputs=incoming.uploaded, generation_id=generation_id, prefix=sync_prefix(),
         timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds,
     )  # fmt: skip
-    return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id})
+    return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id, **cost_header(generation.record)})
 
 
 async def _submit_edit(runtime: Runtime, request: Request, incoming: Incoming) -> JSONResponse:

@@ -20,6 +20,7 @@ from shared.archive import is_safe_id
 from shared.errors import ServiceError, invalid
 from shared.jobs import new_job_id
 from shared.models import ImageRequest, parse_request
+from shared.pricing import cost_header
 from shared.runtime import Runtime
 from shared.service import new_generation_id, sync_prefix
 
@@ -109,7 +110,7 @@ async def _generate_now(runtime: Runtime, image_request: ImageRequest) -> JSONRe
         timeout=settings.sync_timeout_seconds,
         budget=settings.retry_budget_seconds,
     )
-    return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id})
+    return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id, **cost_header(generation.record)})
 
 
 async def _submit(runtime: Runtime, request: Request, image_request: ImageRequest, body: dict[str, Any]) -> JSONResponse:

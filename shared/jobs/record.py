@@ -68,6 +68,7 @@ class JobResult(BaseModel):
     created: int
     images: list[ResultImage]
     usage: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None  # {"usd", "basis"}: shared/pricing.py
 
     @classmethod
     def from_archive_record(cls, record: dict[str, Any], now: dt.datetime) -> JobResult:
@@ -76,6 +77,7 @@ class JobResult(BaseModel):
             created=record.get("upstream_created") or int(now.timestamp()),
             images=[ResultImage(name=i["name"], revised_prompt=i.get("revised_prompt")) for i in record["images"]],
             usage=record.get("usage"),
+            cost=record.get("cost"),
         )
 
 

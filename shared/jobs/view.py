@@ -33,6 +33,8 @@ async def result_view(result: JobResult, archive: Archive) -> dict[str, Any]:
     view: dict[str, Any] = {"created": result.created, "data": data}
     if result.usage:
         view["usage"] = result.usage
+    if result.cost:
+        view["cost"] = result.cost
     return view
 
 

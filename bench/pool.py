@@ -1,0 +1,207 @@
+"""Deployment pools under load: ``python -m bench.pool [--smoke]`` (also ``python -m bench.run --only pool``).
+
+Three simulators are three backends of one pool (each in a thread of this process, its own port
+and quota); Azurite holds the archive, the queue and the shared throttle state.
+
+1. queue     J jobs, two queue runners (two instances: a Runtime each, one storage), backend quotas
+             Q1, Q2, Q3 per W s: completed / the summed quota's allowance in the time taken
+             (target >= 0.9), upstream 429s per completed job (<= 0.5), failed jobs (0),
+             generations per job (exactly 1).
+2. sync      N simultaneous requests to the app in process: errors (0) and the makespan against
+             what the summed quota allows (within 10%).
+3. overhead  sequential requests (latency 0): a one-backend pool against the same deployment
+             without a pool; median of the interleaved ratios (within 2%).
+
+The machine is shared and noisy: figures vary between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import statistics
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+
+from local.azurite import Azurite, start_azurite
+from local.queue_runner import QueueRunner
+from local.sim_pool import POOL_NAME, BackendSpec, pool_setting, serve_backends
+from shared.api import create_app
+from shared.runtime import Runtime
+from shared.settings import Settings, host_queue_settings
+
+KEY = "bench-pool-key-0123456789"
+BODY = {"prompt": "a lighthouse in fog", "size": "1024x1024", "quality": "low"}
+API = "?api-version=2025-04-01-preview"
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    jobs: int = 150
+    quotas: tuple[int, ...] = (10, 5, 10)
+    window: float = 10.0
+    latency: float = 0.5
+    sync_requests: int = 48
+    overhead_requests: int = 40
+    timeout: float = 240.0
+
+
+FULL = PoolSize()
+SMOKE = PoolSize(jobs=8, quotas=(2, 1, 2), window=2.0, latency=0.1, sync_requests=8, overhead_requests=3, timeout=60.0)
+
+
+def _env(azurite: Azurite, url: str, **extra: str) -> dict[str, str]:
+    return {
+        "AZURE_OPENAI_ENDPOINT": url, "AZURE_OPENAI_API_KEY": KEY, "AZURE_OPENAI_DEPLOYMENT": POOL_NAME,
+        "AzureWebJobsStorage": azurite.connection_string, "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
+        "IMAGES_JOBS_CONTAINER": f"bench-pool-{uuid.uuid4().hex[:8]}", "IMAGES_QUEUE": f"bench-pool-{uuid.uuid4().hex[:8]}", **extra,
+    }
+
+
+def _stats(urls: list[str], reset: bool = False) -> list[dict[str, Any]]:
+    with httpx.Client(timeout=30) as http:
+        if reset:
+            for url in urls:
+                http.post(f"{url}/_sim/reset").raise_for_status()
+        return [http.get(f"{url}/_sim/stats").json() for url in urls]
+
+
+def measure_queue(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
+    """Two runners (a Runtime each) drain J jobs through the pool."""
+    specs = [BackendSpec(q, size.window, size.latency) for q in size.quotas]
+    servers = serve_backends(specs, KEY, prewarm=False)
+    urls = [s.url for s in servers]
+    try:
+        settings = Settings.from_env(_env(azurite, urls[0], IMAGES_BACKENDS=pool_setting(servers, specs)))
+        queue = QueueClient.from_connection_string(azurite.connection_string, settings.queue_name)
+        with contextlib.suppress(ResourceExistsError):
+            queue.create_queue()
+        for i in range(size.jobs):
+            queue.send_message(json.dumps({"id": f"pool-{i}", "deployment": POOL_NAME, **BODY}))
+        queue.close()
+        outcomes, started, done = _drain(azurite, settings, size)
+        elapsed = (done or time.monotonic()) - started
+    finally:
+        stats = _stats(urls)
+        for server in servers:
+            server.stop()
+    completed = outcomes.get("succeeded", 0)
+    allowance = sum(q + elapsed * q / size.window for q in size.quotas)
+    generations = sum(s["generations"] for s in stats)
+    throttled = sum(s["throttled"] for s in stats)
+    return {
+        "jobs": size.jobs, "quotas": list(size.quotas), "window_s": size.window, "elapsed_s": round(elapsed, 1), "outcomes": dict(outcomes),
+        "completed_over_allowance": round(completed / allowance, 3), "upstream_429_per_job": round(throttled / max(1, completed), 3),
+        "failed": outcomes.get("failed", 0), "generations_per_job": round(generations / max(1, completed), 3),
+        "per_backend": [{"generations": s["generations"], "throttled": s["throttled"]} for s in stats],
+    }
+
+
+def _drain(azurite: Azurite, settings: Settings, size: PoolSize) -> tuple[dict[str, int], float, float | None]:
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+    finished = threading.Event()
+    runners: list[QueueRunner] = []
+    for _ in range(2):
+        runtime = Runtime(settings)
+
+        async def handler(msg: Any, runtime: Runtime = runtime) -> Any:
+            outcome = await runtime.handle_queue_message(msg)
+            with lock:
+                outcomes[outcome.action] = outcomes.get(outcome.action, 0) + 1
+                if outcomes.get("succeeded", 0) + outcomes.get("failed", 0) >= size.jobs:
+                    finished.set()
+            return outcome
+
+        runners.append(QueueRunner(azurite.connection_string, settings.queue_name, handler, host_queues=host_queue_settings(),
+                                   max_poll_interval=0.5, on_stop=runtime.close))
+    started = time.monotonic()
+    threads = [r.start_in_thread() for r in runners]
+    done = time.monotonic() if finished.wait(size.timeout) else None
+    for thread in threads:
+        thread.stop()
+    return outcomes, started, done
+
+
+async def measure_sync(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
+    """N requests at once through the app in process; the makespan against the summed quota's schedule."""
+    specs = [BackendSpec(q, size.window, size.latency) for q in size.quotas]
+    servers = serve_backends(specs, KEY, prewarm=False)
+    try:
+        settings = Settings.from_env(_env(azurite, servers[0].url, IMAGES_BACKENDS=pool_setting(servers, specs), IMAGES_RETRY_BUDGET_SECONDS="120"))
+        async with Runtime(settings) as runtime, httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://api", timeout=300) as client:
+            url = f"/openai/deployments/{POOL_NAME}/images/generations{API}"
+            started = time.monotonic()
+            answers = await asyncio.gather(*(client.post(url, json=BODY) for _ in range(size.sync_requests)))
+            makespan = time.monotonic() - started
+        stats = _stats([s.url for s in servers])
+    finally:
+        for server in servers:
+            server.stop()
+    per_window = sum(size.quotas)
+    ideal = (math.ceil(size.sync_requests / per_window) - 1) * size.window + size.latency
+    errors = [a.status_code for a in answers if a.status_code != 200]
+    return {
+        "requests": size.sync_requests, "errors": len(errors), "error_statuses": sorted(set(errors)), "makespan_s": round(makespan, 2),
+        "ideal_s": round(ideal, 2), "makespan_over_ideal": round(makespan / ideal, 3), "upstream_429": sum(s["throttled"] for s in stats),
+    }
+
+
+async def measure_overhead(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
+    """A one-backend pool against no pool, same simulator and storage, requests interleaved."""
+    servers = serve_backends([BackendSpec()], KEY, prewarm=False)
+    try:
+        env = _env(azurite, servers[0].url)
+        plain = Settings.from_env(env)
+        pooled = Settings.from_env({**env, "IMAGES_BACKENDS": pool_setting(servers, [BackendSpec()])})
+        url = f"/openai/deployments/{POOL_NAME}/images/generations{API}"
+        async with Runtime(plain) as a, Runtime(pooled) as b:
+            clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(r)), base_url="http://api", timeout=60) for r in (a, b)]
+            ratios = []
+            for i in range(size.overhead_requests + 2):
+                times = []
+                for client in clients if i % 2 else reversed(clients):
+                    t = time.perf_counter()
+                    (await client.post(url, json=BODY)).raise_for_status()
+                    times.append(time.perf_counter() - t)
+                if i >= 2:  # warmup
+                    ratios.append((times[1] / times[0]) if i % 2 else (times[0] / times[1]))
+            for client in clients:
+                await client.aclose()
+    finally:
+        servers[0].stop()
+    return {"requests": size.overhead_requests, "pool_over_plain_median": round(statistics.median(ratios), 4)}
+
+
+def measure_pool(azurite: Azurite, size: PoolSize = FULL) -> dict[str, Any]:
+    """All three parts against one Azurite."""
+    results: dict[str, Any] = {"overhead": asyncio.run(measure_overhead(azurite, size)), "sync": asyncio.run(measure_sync(azurite, size))}
+    results["queue"] = measure_queue(azurite, size)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pool", description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    args = parser.parse_args(argv)
+    azurite = start_azurite()
+    try:
+        print(json.dumps(measure_pool(azurite, SMOKE if args.smoke else FULL), indent=2))
+    finally:
+        azurite.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

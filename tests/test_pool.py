@@ -1,0 +1,264 @@
+"""Deployment pools against three simulators over real HTTP and Azurite: fail over only when upstream did no work.
+
+Each backend is its own simulator (its own port, quota and faults); every test counts what
+each one was asked through its ``/_sim/stats``. The throttle state lives in a jobs container of
+the test's own, so tests do not see each other's. Time that matters is injected (``FakeTime``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+
+from local.azurite import Azurite
+from local.servers import ServerThread, free_port, serve_in_thread
+from local.simulator import SimulatorConfig, create_simulator
+from shared.errors import ServiceError
+from shared.models import parse_request
+from shared.pool.clients import open_pools
+from shared.pool.router import Pools
+from shared.runtime import Runtime
+from shared.service import new_generation_id, sync_prefix
+from shared.settings import Settings
+from tests.conftest import SIM_KEY, SimControl, settings_for
+
+POOL = "images-pool"
+PROMPT = {"prompt": "a lighthouse in fog", "size": "1024x1024", "quality": "low"}
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[list[tuple[ServerThread, SimControl]]]:
+    servers = [serve_in_thread(create_simulator(SimulatorConfig(api_keys={SIM_KEY}, prewarm=False))) for _ in range(3)]
+    controls = [SimControl(s.url) for s in servers]
+    yield list(zip(servers, controls, strict=True))
+    for server, control in zip(servers, controls, strict=True):
+        control.release()
+        control.http.close()
+        server.stop()
+
+
+@pytest.fixture()
+def sims(backends: list[tuple[ServerThread, SimControl]]) -> Iterator[list[SimControl]]:
+    controls = [c for _, c in backends]
+    for c in controls:
+        c.reset()
+    yield controls
+    for c in controls:
+        c.release()
+
+
+def entry(url: str, priority: int = 0, rpm: int = 60, **extra: Any) -> dict[str, Any]:
+    return {"endpoint": url, "deployment": "gpt-image-2", "rpm": rpm, "priority": priority, **extra}
+
+
+@pytest.fixture()
+def pool_settings(azurite: Azurite, backends: list[tuple[ServerThread, SimControl]]) -> Callable[..., Settings]:
+    jobs = f"pool-{uuid.uuid4().hex[:10]}"  # throttle state of this test alone
+
+    def make(entries: list[dict[str, Any]], family: str = "gpt-image-2", **env: str) -> Settings:
+        pools = json.dumps({POOL: entries})
+        return settings_for(
+            azurite, backends[0][0].url, IMAGES_BACKENDS=pools, IMAGES_DEPLOYMENTS=f"{POOL}={family}", IMAGES_JOBS_CONTAINER=jobs, **env
+        )
+
+    return make
+
+
+class FakeTime:
+    """Epoch seconds that move only when the router sleeps; the sleeps are recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture()
+async def runtimes() -> AsyncIterator[Callable[[Settings], Any]]:
+    opened: list[Runtime] = []
+
+    async def open_runtime(settings: Settings) -> Runtime:
+        runtime = await Runtime(settings).open()
+        opened.append(runtime)
+        return runtime
+
+    yield open_runtime
+    for runtime in opened:
+        await runtime.close()
+
+
+async def generate(runtime: Runtime, body: dict[str, Any] | None = None, *, timeout: float = 30, budget: float = 0) -> dict[str, Any]:
+    """One generation through the service; the archive record written for it."""
+    family = runtime.settings.family_of(POOL)
+    assert family is not None
+    request = parse_request(body or PROMPT, POOL, family)
+    generation = await runtime.service.generate(request, generation_id=new_generation_id(), prefix=sync_prefix(), timeout=timeout, budget=budget)
+    return generation.record
+
+
+def counts(sim: SimControl) -> dict[str, int]:
+    stats = sim.stats()
+    return {k: stats[k] for k in ("requests", "generations", "throttled", "failed", "unauthorized", "blocked")}
+
+
+# ---------------------------------------------------------------- fail over: the call did no work
+
+
+async def test_a_429_goes_to_the_next_backend_and_the_first_is_skipped_after(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, second, _ = sims
+    first.configure(quota_requests=1)
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)]))
+    assert (await generate(runtime))["backend"] == _name(first)
+    served = await generate(runtime)  # the first is out of quota: 429, then the second
+    assert counts(first) == {"requests": 2, "generations": 1, "throttled": 1, "failed": 0, "unauthorized": 0, "blocked": 0}
+    assert counts(second)["generations"] == 1
+    assert served["backend_attempts"] == {_name(first): 1, _name(second): 1} and served["backend"] == _name(second)
+    await generate(runtime)  # its Retry-After is live: the first is not called again
+    assert counts(first)["requests"] == 2 and counts(second)["generations"] == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "env", "stat", "attempts"),
+    [
+        ({"fail_next": 1, "fail_status": 500}, {}, "failed", 1),
+        ({"fail_next": 1, "fail_status": 503}, {}, "failed", 1),
+        ({"policy_blocked": True}, {}, "blocked", 1),
+        ({}, {"IMAGES_KEY_FIRST": "wrong-key-0123456789"}, "unauthorized", 2),  # refreshed once, then refused
+    ],
+    ids=["500", "503", "403", "401"],
+)
+async def test_an_answer_that_did_no_work_goes_to_the_next_backend(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any, fault: dict[str, Any], env: dict[str, str], stat: str, attempts: int
+) -> None:
+    first, second, _ = sims
+    first.configure(**fault)
+    extra: dict[str, Any] = {"auth": "key", "api_key_setting": "IMAGES_KEY_FIRST"} if env else {}
+    runtime = await runtimes(pool_settings([entry(first.url, 0, **extra), entry(second.url, 1)], **env))
+    record = await generate(runtime)
+    assert counts(first)[stat] == attempts and counts(first)["generations"] == 0
+    assert counts(second)["generations"] == 1 and counts(second)["requests"] == 1
+    assert record["backend"] == _name(second) and record["backend_attempts"] == {_name(first): attempts, _name(second): 1}
+
+
+async def test_a_refused_connection_goes_to_the_next_backend(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    _, second, _ = sims
+    port = free_port("127.0.0.1")
+    closed = f"http://127.0.0.1:{port}"  # nothing listens: refused before anything is sent
+    runtime = await runtimes(pool_settings([entry(closed, 0), entry(second.url, 1)]))
+    record = await generate(runtime)
+    assert counts(second)["generations"] == 1 and record["backend"] == _name(second)
+    assert record["backend_attempts"][f"127.0.0.1:{port}/gpt-image-2"] == 1
+
+
+# ---------------------------------------------------------------- never after upstream may have worked
+
+
+async def test_a_timeout_is_not_sent_elsewhere(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, second, _ = sims
+    first.configure(hang_next=1)
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)]))
+    with pytest.raises(ServiceError) as failed:
+        await generate(runtime, timeout=0.5)
+    assert (failed.value.status, failed.value.code) == (504, "UpstreamTimeout")
+    assert counts(first)["generations"] == 1  # billed, and so never repeated
+    assert counts(second)["requests"] == 0
+
+
+async def test_an_unusable_200_is_not_sent_elsewhere(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, second, _ = sims
+    # The image is made (and billed) but larger than this service accepts: a 200 that cannot be used.
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)], IMAGES_MAX_IMAGE_BYTES="1024"))
+    with pytest.raises(ServiceError) as failed:
+        await generate(runtime)
+    assert (failed.value.status, failed.value.code, failed.value.transient) == (502, "UpstreamError", False)
+    assert counts(first)["generations"] == 1 and counts(second)["requests"] == 0
+
+
+async def test_a_filtered_image_is_not_sent_elsewhere(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, second, _ = sims
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)]))
+    with pytest.raises(ServiceError) as failed:
+        await generate(runtime, {**PROMPT, "prompt": "a lighthouse [[filter:image]]"})
+    assert (failed.value.status, failed.value.code) == (400, "contentFilter")
+    assert counts(first)["generations"] == 1 and counts(second)["requests"] == 0  # the image was made: billed once
+
+
+# ---------------------------------------------------------------- choosing
+
+
+async def test_the_best_priority_serves_while_it_has_headroom_then_the_next(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, second, third = sims
+    # rpm 6: one call per 10 seconds; the second backend is first in priority.
+    runtime = await runtimes(pool_settings([entry(first.url, 1, rpm=6), entry(second.url, 0, rpm=6), entry(third.url, 2, rpm=6)]))
+    served = [(await generate(runtime))["backend"] for _ in range(3)]
+    assert served == [_name(second), _name(first), _name(third)]
+    assert [counts(s)["requests"] for s in sims] == [1, 1, 1]  # no backend was called without headroom: no 429 anywhere
+
+
+async def test_when_every_backend_is_at_quota_a_job_hears_the_earliest_moment_and_a_sync_call_waits_for_it(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    first, second, _ = sims
+    settings = pool_settings([entry(first.url, 0, rpm=6), entry(second.url, 0, rpm=12)])  # 1 and 2 calls per 10 s
+    runtime = await runtimes(settings)
+    clock = FakeTime()
+    async with AsyncExitStack() as stack:
+        pools = await open_pools(
+            settings, stack, runtime.service.upstream, http=httpx.AsyncClient(), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
+        )
+        for _ in range(3):
+            await _generate(pools, settings, budget=0)
+        clock.now += 4
+        with pytest.raises(ServiceError) as throttled:
+            await _generate(pools, settings, budget=0)  # a job: deferred, nobody called
+        assert throttled.value.status == 429 and throttled.value.retry_after == pytest.approx(10.25 - 4)
+        assert sum(counts(s)["requests"] for s in sims) == 3
+        routed = await _generate(pools, settings, budget=30)  # a sync call waits for exactly that
+        assert clock.slept == [pytest.approx(6.25)] and routed.backend in (_name(first), _name(second))
+    assert sum(counts(s)["throttled"] for s in sims) == 0
+
+
+async def _generate(pools: Pools, settings: Settings, *, budget: float) -> Any:
+    return await pools.generate(parse_request(PROMPT, POOL, "gpt-image-2"), timeout=30, budget=budget)
+
+
+# ---------------------------------------------------------------- shared across instances
+
+
+async def test_what_one_instance_learns_the_other_respects(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, second, _ = sims
+    first.configure(quota_requests=1)
+    settings = pool_settings([entry(first.url, 0), entry(second.url, 1, rpm=6)])
+    one, two = await runtimes(settings), await runtimes(settings)  # two instances, one storage
+    await generate(one)
+    assert (await generate(one))["backend"] == _name(second)  # the first answered 429 with a Retry-After
+    with pytest.raises(ServiceError) as throttled:
+        await generate(two)  # the first is in its Retry-After, the second used its 10 s: nobody is called
+    assert throttled.value.status == 429 and throttled.value.retry_after is not None and throttled.value.retry_after > 0
+    assert counts(first)["requests"] == 2 and counts(second)["requests"] == 1
+
+
+async def test_a_pooled_answer_says_what_it_cost_and_where_it_was_made(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, _, _ = sims
+    runtime = await runtimes(pool_settings([entry(first.url, 0)]))  # a pool of one: a plain call
+    record = await generate(runtime)
+    usage = record["usage"]
+    expected = (usage["input_tokens_details"]["text_tokens"] * 5 + usage["output_tokens"] * 30) / 1_000_000
+    assert record["cost"]["usd"] == pytest.approx(expected) and "gpt-image-2" in record["cost"]["basis"]
+    assert record["deployment"] == POOL and record["backend"] == _name(first) and record["backend_attempts"] == {_name(first): 1}
+
+
+def _name(sim: SimControl) -> str:
+    return sim.url.split("//", 1)[1].rstrip("/") + "/gpt-image-2"
