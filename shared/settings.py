@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = _setting("IMAGES_MAX_IMAGE_BYTES", 52428800, "Largest image accepted from upstream (base64 decoded or downloaded).", ge=1024)
     max_concurrent_upstream: int = _setting("IMAGES_MAX_CONCURRENT_UPSTREAM", 32, "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each).", ge=1, le=1000)
     allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
+    public_base_url: str = _setting("IMAGES_PUBLIC_BASE_URL", "", "Base of the URLs the app hands out (Operation-Location), e.g. https://images.example.com behind a custom domain or gateway. Empty: https://{WEBSITE_HOSTNAME}, which Azure sets; locally the address the server listens on. Never the request's Host header.")
 
     # What the settings leave implicit, worked out once by _resolve.
     _api_style: ApiStyle = PrivateAttr("deployment")
@@ -154,6 +155,8 @@ class Settings(BaseSettings):
         env = os.environ if environ is None else environ
         # Blank means unset: the default applies, as for a setting emptied in the portal.
         given = {name: env[name].strip() for name in setting_names() if env.get(name, "").strip()}
+        if "IMAGES_PUBLIC_BASE_URL" not in given and env.get("WEBSITE_HOSTNAME", "").strip():
+            given["IMAGES_PUBLIC_BASE_URL"] = _base_from_hostname(env["WEBSITE_HOSTNAME"].strip())
         try:
             return cls.model_validate(given)
         except ValidationError as exc:
@@ -179,6 +182,14 @@ class Settings(BaseSettings):
     @field_validator("endpoint", "key_vault_url", "storage_blob_uri", "storage_queue_uri")
     @classmethod
     def _without_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.query or parts.fragment or not value.isprintable()):
+            raise ValueError(f"must be an http(s) URL without query, fragment or credentials (from WEBSITE_HOSTNAME when unset), got {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -228,6 +239,12 @@ class Settings(BaseSettings):
     def family_of(self, deployment: str) -> str | None:
         """Model family of an allowed deployment, or None if it is not allowed."""
         return self._deployments.get(deployment)
+
+
+def _base_from_hostname(hostname: str) -> str:
+    """WEBSITE_HOSTNAME as a base URL: https in Azure; http for loopback, where Core Tools sets it (localhost:7071)."""
+    host = hostname.rsplit(":", 1)[0] if hostname.count(":") == 1 else hostname
+    return f"{'http' if host in ('localhost', '127.0.0.1', '[::1]') else 'https'}://{hostname}"
 
 
 def _deployments(listed: str, default: str) -> dict[str, str]:

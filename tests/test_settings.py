@@ -130,6 +130,7 @@ SAMPLES = {
     "IMAGES_MAX_IMAGE_BYTES": "4096",
     "IMAGES_MAX_CONCURRENT_UPSTREAM": "4",
     "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
+    "IMAGES_PUBLIC_BASE_URL": "https://images.example.com",
 }
 
 
