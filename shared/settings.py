@@ -243,8 +243,11 @@ class Settings(BaseSettings):
 
 def _base_from_hostname(hostname: str) -> str:
     """WEBSITE_HOSTNAME as a base URL: https in Azure; http for loopback, where Core Tools sets it (localhost:7071)."""
-    host = hostname.rsplit(":", 1)[0] if hostname.count(":") == 1 else hostname
-    return f"{'http' if host in ('localhost', '127.0.0.1', '[::1]') else 'https'}://{hostname}"
+    try:
+        host = urlsplit(f"//{hostname}").hostname
+    except ValueError:  # not a host[:port]: the URL check names the setting
+        host = None
+    return f"{'http' if host in ('localhost', '127.0.0.1', '::1') else 'https'}://{hostname}"
 
 
 def _deployments(listed: str, default: str) -> dict[str, str]:

@@ -211,12 +211,18 @@ def test_a_param_is_capped_and_printable(name: str, param: str) -> None:
         ({}, ""),
         ({"WEBSITE_HOSTNAME": "my-app.azurewebsites.net"}, "https://my-app.azurewebsites.net"),
         ({"WEBSITE_HOSTNAME": "localhost:7071"}, "http://localhost:7071"),  # Core Tools, plain http
+        ({"WEBSITE_HOSTNAME": "[::1]:7071"}, "http://[::1]:7071"),
         ({"IMAGES_PUBLIC_BASE_URL": "https://images.example.com/"}, "https://images.example.com"),
         ({"IMAGES_PUBLIC_BASE_URL": "https://gw.example.com/images", "WEBSITE_HOSTNAME": "my-app.azurewebsites.net"}, "https://gw.example.com/images"),
     ],
 )
 def test_the_public_base_comes_from_settings_never_from_a_request(env: dict[str, str], base: str) -> None:
     assert Settings.from_env({**BASE, **env}).public_base_url == base
+
+
+def test_a_website_hostname_that_is_no_host_stops_the_app_naming_the_setting() -> None:
+    with pytest.raises(SettingsError, match="IMAGES_PUBLIC_BASE_URL"):
+        Settings.from_env({**BASE, "WEBSITE_HOSTNAME": "[::1"})
 
 
 @pytest.mark.parametrize("value", ["images.example.com", "ftp://images.example.com", "https://u:p@images.example.com", "https://images.example.com/?a=1", "https://x.example.com/#f", "https://"])
