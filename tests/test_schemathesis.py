@@ -28,7 +28,8 @@ from tests.conftest import DEPLOYMENTS, SimControl
 
 SERVED = [item.split("=", 1)[0] for item in DEPLOYMENTS.split(",")]
 API_VERSION = "2025-04-01-preview"
-_ASCII = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=70)  # what an HTTP client can put in a header
+# What an HTTP client can put in a header value: printable ASCII, no whitespace at either end.
+_ASCII = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=70).map(str.strip)
 # What /openapi.json leaves to the caller's knowledge, steered so that requests get past the first check
 # as often as they stop there: a served deployment (path, or model on the v1 path), the api-version
 # query parameter, Prefer: respond-async and an Idempotency-Key.
