@@ -41,7 +41,7 @@ STEERING = st.fixed_dictionaries(
         "idempotency_key": st.one_of(st.none(), _ASCII, st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,20}", fullmatch=True)),
     }
 )
-EXAMPLES = 25  # per operation: the whole run stays within seconds
+EXAMPLES = 20  # per operation: the whole run stays within seconds
 ERROR_FIELDS = {"code", "message", "param", "type", "filtered", "categories", "content_filter_results", "inner_error", "dequeue_count"}
 
 
