@@ -38,8 +38,9 @@ from local.azurite import Azurite, start_azurite
 from local.queue_runner import QueueRunner
 from local.sim_pool import POOL_NAME, BackendSpec, pool_setting, serve_backends
 from shared.api import create_app
+from shared.host import host_queue_settings
 from shared.runtime import Runtime
-from shared.settings import Settings, host_queue_settings
+from shared.settings import Settings
 
 KEY = "bench-pool-key-0123456789"
 BODY = {"prompt": "a lighthouse in fog", "size": "1024x1024", "quality": "low"}

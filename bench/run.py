@@ -60,8 +60,9 @@ from bench.procs import ROOT, Child, child_env, machine, memory, reset_peak, sta
 from local.azurite import Azurite, start_azurite
 from local.queue_runner import QueueRunner
 from local.servers import free_port
+from shared.host import host_queue_settings
 from shared.runtime import Runtime
-from shared.settings import Settings, host_queue_settings
+from shared.settings import Settings
 
 log = logging.getLogger("bench")
 

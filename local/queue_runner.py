@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -45,7 +43,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[func.QueueMessage], Awaitable[Any]]
 
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
 class SimulatedCrash(BaseException):
@@ -59,12 +56,6 @@ def parse_timespan(value: str) -> float:
         raise ValueError(f"not a timespan: {value!r}")
     days, hours, minutes, seconds = match.groups()
     return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def read_host_queues(path: Path = HOST_JSON) -> dict[str, Any]:
-    """The ``extensions.queues`` settings of host.json, which the runner copies."""
-    queues: dict[str, Any] = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
-    return queues
 
 
 @dataclass

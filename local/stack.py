@@ -37,8 +37,9 @@ from local.sim_pool import stack_pool
 from local.simulator import SimulatorConfig, create_simulator
 from shared import redaction
 from shared.api import create_app
+from shared.host import host_queue_settings
 from shared.runtime import Runtime
-from shared.settings import Settings, host_queue_settings
+from shared.settings import Settings
 
 log = logging.getLogger("local.stack")
 

@@ -59,22 +59,23 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 RECORD_NAME = "record.json"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_BLOB_PATH = re.compile(r"^(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:\d{1,2}\.(?:png|jpg)|record\.json)$")
+# Used with fullmatch: $ with match() would accept a trailing newline. [0-9], not \d (other scripts' digits).
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_BLOB_PATH = re.compile(r"(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:[0-9]{1,2}\.(?:png|jpg|webp)|record\.json)")
 # Inputs of edits, content-addressed (shared/inputs.py): inputs/<sha256>.<png|jpg|webp>.
-INPUT_PATH = re.compile(r"inputs/[0-9a-f]{64}\.(?:png|jpg|webp)")  # fullmatch: no trailing newline
+INPUT_PATH = re.compile(r"inputs/[0-9a-f]{64}\.(?:png|jpg|webp)")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _IMAGE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
 def is_safe_id(value: str) -> bool:
     """Ids that may become part of a blob name: letters, digits, - and _, at most 64."""
-    return bool(_SAFE_ID.match(value))
+    return bool(_SAFE_ID.fullmatch(value))
 
 
 def is_archive_path(name: str) -> bool:
     """True for names this archive writes (guards the stable link route against arbitrary reads)."""
-    return bool(_BLOB_PATH.match(name) or INPUT_PATH.fullmatch(name)) and ".." not in name
+    return bool(_BLOB_PATH.fullmatch(name) or INPUT_PATH.fullmatch(name)) and ".." not in name
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,9 @@ Nothing here touches the network or a credential: reading settings is pure
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, cast, get_args
 from urllib.parse import urlsplit
@@ -47,6 +44,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticUndefined
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.host import host_max_dequeue_count
 from shared.models import FAMILIES, family_for_name
 from shared.pool.config import ENVIRON, Backend, PoolConfigError, parse_backends
 
@@ -56,7 +54,6 @@ Deploy = Literal["app", "optional", "local"]
 
 MAX_LINK_TTL_SECONDS = 7 * 24 * 3600  # user delegation keys and SAS links: 7 days at most
 DEFAULT_API_VERSION = "2025-04-01-preview"  # gpt-image needs a preview version on the deployment path
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
 class SettingsError(ValueError):
@@ -145,6 +142,7 @@ class Settings(BaseSettings):
     max_concurrent_upstream: int = _setting("IMAGES_MAX_CONCURRENT_UPSTREAM", 32, "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each).", ge=1, le=1000)
     allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
     backends_setting: str = _setting("IMAGES_BACKENDS", "", "Deployment pools as JSON: {logical name: [{endpoint, deployment, rpm, priority, ...}]} (README: Pools and cost). Empty: one backend, the settings above.")
+    public_base_url: str = _setting("IMAGES_PUBLIC_BASE_URL", "", "Base of the URLs the app hands out (Operation-Location), e.g. https://images.example.com behind a custom domain or gateway. Empty: https://{WEBSITE_HOSTNAME}, which Azure sets; locally the address the server listens on. Never the request's Host header.")
 
     # What the settings leave implicit, worked out once by _resolve.
     _api_style: ApiStyle = PrivateAttr("deployment")
@@ -160,6 +158,8 @@ class Settings(BaseSettings):
         # Blank means unset: the default applies, as for a setting emptied in the portal.
         given = {name: env[name].strip() for name in setting_names() if env.get(name, "").strip()}
         token = ENVIRON.set(env)  # IMAGES_BACKENDS names the settings holding its keys
+        if "IMAGES_PUBLIC_BASE_URL" not in given and env.get("WEBSITE_HOSTNAME", "").strip():
+            given["IMAGES_PUBLIC_BASE_URL"] = _base_from_hostname(env["WEBSITE_HOSTNAME"].strip())
         try:
             return cls.model_validate(given)
         except ValidationError as exc:
@@ -187,6 +187,14 @@ class Settings(BaseSettings):
     @field_validator("endpoint", "key_vault_url", "storage_blob_uri", "storage_queue_uri")
     @classmethod
     def _without_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.query or parts.fragment or not value.isprintable()):
+            raise ValueError(f"must be an http(s) URL without query, fragment or credentials (from WEBSITE_HOSTNAME when unset), got {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -243,6 +251,15 @@ class Settings(BaseSettings):
     def family_of(self, deployment: str) -> str | None:
         """Model family of an allowed deployment, or None if it is not allowed."""
         return self._deployments.get(deployment)
+
+
+def _base_from_hostname(hostname: str) -> str:
+    """WEBSITE_HOSTNAME as a base URL: https in Azure; http for loopback, where Core Tools sets it (localhost:7071)."""
+    try:
+        host = urlsplit(f"//{hostname}").hostname
+    except ValueError:  # not a host[:port]: the URL check names the setting
+        host = None
+    return f"{'http' if host in ('localhost', '127.0.0.1', '::1') else 'https'}://{hostname}"
 
 
 def _deployments(listed: str, default: str) -> dict[str, str]:
@@ -376,16 +393,3 @@ SETTINGS: tuple[Setting, ...] = tuple(_catalogue_entry(name, field) for name, fi
 def setting_names() -> list[str]:
     """Names of every setting the app reads."""
     return [s.name for s in SETTINGS]
-
-
-def host_queue_settings(path: Path = HOST_JSON) -> dict[str, Any]:
-    """The ``extensions.queues`` object of host.json (maxDequeueCount, visibilityTimeout...), which the handler must agree with."""
-    host = json.loads(path.read_text(encoding="utf-8"))
-    queues: dict[str, Any] = host.get("extensions", {}).get("queues", {})
-    return queues
-
-
-@functools.cache
-def host_max_dequeue_count(path: Path = HOST_JSON) -> int:
-    """host.json's maxDequeueCount (the host's default, 5, when unset); read once per file."""
-    return int(host_queue_settings(path).get("maxDequeueCount", 5))

@@ -18,13 +18,14 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from local.azurite import Azurite
-from local.queue_runner import QueueRunner, SimulatedCrash, read_host_queues
+from local.queue_runner import QueueRunner, SimulatedCrash
+from shared.host import host_queue_settings
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import SimControl
 from tests.test_edits import EDITS, GREEN, InProcess, image_bytes, input_name, mask_bytes, multipart, pixels
 
-HOST_QUEUES = read_host_queues()
+HOST_QUEUES = host_queue_settings()
 SUBMIT = "/openai/deployments/{}/images/edits:submit?api-version=2025-04-01-preview"
 
 

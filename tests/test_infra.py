@@ -65,6 +65,9 @@ NOT_SET_IN_AZURE = {
     # functions-quickstart-python-http-azd, azure-functions-flex-consumption-samples IaC/bicep)
     # set the blob and queue service URIs instead, as these templates do.
     "AzureWebJobsStorage__accountName",
+    # Azure sets WEBSITE_HOSTNAME, from which the app builds its public URLs; this one is only for
+    # a custom domain or a gateway in front, which these templates do not create.
+    "IMAGES_PUBLIC_BASE_URL",
 }
 # What every deployment must output, in both (and for azd, in UPPER_SNAKE).
 REQUIRED_OUTPUTS = {

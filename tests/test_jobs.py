@@ -32,9 +32,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from local.azurite import Azurite
-from local.queue_runner import QueueRunner, RunnerStats, SimulatedCrash, read_host_queues
+from local.queue_runner import QueueRunner, RunnerStats, SimulatedCrash
 from local.servers import ServerThread, serve_in_thread
 from shared.api import create_app
+from shared.host import host_queue_settings
 from shared.jobs import JobRecord, Jobs, JobStatus, JobStore, StoredJob
 from shared.jobs.handler import LEASE_MARGIN_SECONDS
 from shared.runtime import Runtime
@@ -43,7 +44,7 @@ from shared.settings import Settings
 from tests.conftest import SimControl
 
 SUBMIT = "/openai/deployments/{}/images/generations:submit?api-version=2025-04-01-preview"
-HOST_QUEUES = read_host_queues()
+HOST_QUEUES = host_queue_settings()
 MAX_DEQUEUE_COUNT = int(HOST_QUEUES["maxDequeueCount"])
 
 

@@ -184,10 +184,12 @@ def test_unknown_field_is_reported_before_a_missing_prompt() -> None:
     refused({"foo": 1}, GPT_IMAGE_1, "unknown_parameter", "foo")
 
 
-def test_huge_unknown_field_name_is_shortened_in_the_message() -> None:
+def test_huge_unknown_field_name_is_shortened_in_the_message_and_the_param() -> None:
     name = "x" * 10_000
-    error = refused(with_prompt(**{name: 1}), GPT_IMAGE_1, "unknown_parameter", name)
-    assert len(error.message) < 1000
+    # param names the parameter as far as an echo may go: its first 100 characters, then an ellipsis.
+    error = refused(with_prompt(**{name: 1}), GPT_IMAGE_1, "unknown_parameter", "x" * 100 + "…")
+    assert len(error.message) < 400
+    assert "(10,000 characters)" in error.message
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from shared.host import host_max_dequeue_count, host_queue_settings
 from shared.settings import (
     MAX_LINK_TTL_SECONDS,
     SETTINGS,
     Settings,
     SettingsError,
-    host_max_dequeue_count,
-    host_queue_settings,
     setting_names,
 )
 
@@ -133,6 +132,7 @@ SAMPLES = {
     "IMAGES_MAX_CONCURRENT_UPSTREAM": "4",
     "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
     "IMAGES_BACKENDS": '{"pool": [{"endpoint": "https://b.openai.azure.com", "deployment": "img", "model": "gpt-image-2", "rpm": 6}]}',
+    "IMAGES_PUBLIC_BASE_URL": "https://images.example.com",
 }
 
 

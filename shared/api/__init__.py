@@ -41,6 +41,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
         description="Azure OpenAI images API in front of your deployments; every image archived to your Blob Storage.",
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        redirect_slashes=False,  # its redirect is built from the Host header; a trailing slash is a 404 instead
     )
     app.state.runtime = runtime
     for router in (generation.router, edits.router, operations.router, images.router, health.router, gallery.router):

@@ -24,8 +24,9 @@ from shared import edits
 from shared.api.body import read_json_body
 from shared.api.deps import RuntimeDep
 from shared.api.edits_schema import EDIT_OPENAPI
-from shared.api.generation import _check_api_version, _family, _submit, _wants_async
+from shared.api.generation import _family, _submit, _wants_async
 from shared.api.multipart import Limits, read_form
+from shared.api.public import check_api_version
 from shared.errors import ServiceError, invalid
 from shared.models.edits import FILE_FIELDS, EditRequest, edit_rules, form_values, parse_edit
 from shared.models.families import TABLE
@@ -51,7 +52,7 @@ class Incoming:
 @router.post("/openai/deployments/{deployment}/images/edits", summary="Edit images (Azure deployment-scoped path)", openapi_extra=EDIT_OPENAPI)
 async def edit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Edit now, or queue with ``Prefer: respond-async``."""
-    _check_api_version(request.query_params.get("api-version"))
+    check_api_version(request.query_params.get("api-version"))
     incoming = await _read_deployment(runtime, request, deployment)
     return await (_submit_edit if _wants_async(request) else _edit_now)(runtime, request, incoming)
 
@@ -64,6 +65,7 @@ async def edit_deployment(deployment: str, request: Request, runtime: RuntimeDep
 )
 async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Store the uploaded inputs, record and queue the edit: 202 with ``Operation-Location``."""
+    check_api_version(request.query_params.get("api-version"))
     return await _submit_edit(runtime, request, await _read_deployment(runtime, request, deployment))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -17,9 +18,17 @@ from shared.errors import ServiceError, invalid
 log = logging.getLogger("shared.api")
 
 
+class ErrorJSONResponse(JSONResponse):
+    """An error body that always encodes: text that is not valid Unicode becomes '?', never a second failure."""
+
+    def render(self, content: Any) -> bytes:
+        # Starlette's JSONResponse encodes strictly, so an unpaired surrogate echoed from a body would turn a 400 into a 500.
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8", "replace")
+
+
 def error_response(error: ServiceError) -> JSONResponse:
     """``{"error": {"code", "message", "param"?}}`` with the error's status and headers."""
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+    return ErrorJSONResponse(error.body(), status_code=error.status, headers=error.headers())
 
 
 async def on_service_error(_: Request, exc: ServiceError) -> Response:
@@ -29,7 +38,7 @@ async def on_service_error(_: Request, exc: ServiceError) -> Response:
 async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
     code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, str(exc.status_code))
     message = "Resource not found." if exc.status_code == 404 else str(exc.detail)
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code, headers=exc.headers)
+    return ErrorJSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -40,7 +49,7 @@ async def on_validation_error(_: Request, exc: RequestValidationError) -> Respon
 
 async def on_unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error")
-    return JSONResponse(
+    return ErrorJSONResponse(
         {"error": {"code": "InternalServerError", "message": "The server had an error while processing your request."}},
         status_code=500,
     )

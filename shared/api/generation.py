@@ -7,7 +7,6 @@ and queued (202 with ``Operation-Location``).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,8 +14,10 @@ from fastapi.responses import JSONResponse, Response
 
 from shared.api.body import read_json_body
 from shared.api.deps import RuntimeDep
+from shared.api.public import check_api_version, operation_location
 from shared.api.schema import generation_openapi
 from shared.archive import is_safe_id
+from shared.echo import shown
 from shared.errors import ServiceError, invalid
 from shared.jobs import new_job_id
 from shared.models import ImageRequest, parse_request
@@ -26,7 +27,6 @@ from shared.service import new_generation_id, sync_prefix
 
 router = APIRouter()
 
-_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _OPENAPI = generation_openapi()
 
 
@@ -37,7 +37,7 @@ _OPENAPI = generation_openapi()
 )
 async def generate_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Generate now, or queue with ``Prefer: respond-async``."""
-    _check_api_version(request.query_params.get("api-version"))
+    check_api_version(request.query_params.get("api-version"))
     family = _family(runtime, deployment, None)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     image_request = parse_request(body, deployment, family)
@@ -54,6 +54,7 @@ async def generate_deployment(deployment: str, request: Request, runtime: Runtim
 )
 async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Record and queue the generation: 202 with ``Operation-Location``."""
+    check_api_version(request.query_params.get("api-version"))
     family = _family(runtime, deployment, None)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     return await _submit(runtime, request, parse_request(body, deployment, family), body)
@@ -80,18 +81,11 @@ async def generate_v1(request: Request, runtime: RuntimeDep) -> Response:
     return await _generate_now(runtime, image_request)
 
 
-def _check_api_version(api_version: str | None) -> None:
-    if not api_version:
-        raise invalid("api-version", "The query parameter 'api-version' is required, e.g. ?api-version=2025-04-01-preview.", "missing_required_parameter")
-    if not _API_VERSION.match(api_version):
-        raise invalid("api-version", f"api-version must look like 2025-04-01-preview, got {api_version!r}.")
-
-
 def _family(runtime: Runtime, deployment: str, param: str | None) -> str:
     family = runtime.settings.family_of(deployment)
     if family is None:
         known = ", ".join(sorted(runtime.settings.deployments))
-        raise ServiceError(404, "DeploymentNotFound", f"The deployment {deployment!r} is not served here. Known deployments: {known}.", param=param)
+        raise ServiceError(404, "DeploymentNotFound", f"The deployment {shown(deployment)} is not served here. Known deployments: {known}.", param=param)
     return family
 
 
@@ -123,6 +117,5 @@ async def _submit(runtime: Runtime, request: Request, image_request: ImageReques
     job, created = await runtime.jobs.submit(job_id, image_request.deployment, queued)
     if not created and (job.request != queued or job.deployment != image_request.deployment):
         raise ServiceError(409, "IdempotencyKeyReused", "This Idempotency-Key was used for a different request; use a new key.", param="Idempotency-Key")
-    api_version = request.query_params.get("api-version", runtime.settings.api_version)
-    location = request.url_for("operation_status", job_id=job_id).include_query_params(**{"api-version": api_version})
-    return JSONResponse({"id": job_id, "status": job.status.value}, status_code=202, headers={"Operation-Location": str(location), "Retry-After": "5"})
+    location = operation_location(request, runtime.settings, job_id)
+    return JSONResponse({"id": job_id, "status": job.status.value}, status_code=202, headers={"Operation-Location": location, "Retry-After": "5"})

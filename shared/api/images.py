@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from shared.api.deps import RuntimeDep
@@ -13,9 +13,12 @@ router = APIRouter()
 
 
 @router.get("/images/{name:path}", summary="Stable link to an archived image: redirects to a fresh read-only SAS URL")
-async def image_link(name: str, runtime: RuntimeDep) -> Response:
+async def image_link(name: str, request: Request, runtime: RuntimeDep) -> Response:
     """302 to a fresh SAS URL of the archived blob ``name``; 404 for anything else."""
     archive = runtime.service.archive
-    if not is_archive_path(name) or not await archive.exists(name):
+    # Starlette matches routes with ``$``, which also matches before a trailing newline that the
+    # ``path`` parameter then leaves out: ``name`` must be what the path really ends with.
+    whole = request.scope.get("path", "").endswith(f"/{name}")
+    if not whole or not is_archive_path(name) or not await archive.exists(name):
         raise ServiceError(404, "NotFound", "No archived image or record has this name.", param="name")
     return RedirectResponse(await archive.link(name), status_code=302, headers={"Cache-Control": "no-store"})

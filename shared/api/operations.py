@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from shared.api.deps import RuntimeDep
+from shared.api.public import check_api_version
 from shared.archive import is_safe_id
+from shared.echo import shown
 from shared.errors import ServiceError
 from shared.jobs import JobStatus
 
@@ -14,9 +16,13 @@ router = APIRouter()
 
 
 @router.get("/openai/operations/images/{job_id}", summary="Status of a background generation", name="operation_status")
-async def operation_status(job_id: str, runtime: RuntimeDep) -> Response:
-    """``{id, status, created, result?, error?}``; ``Retry-After`` while the job is not finished."""
+async def operation_status(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
+    """``{id, status, created, result?, error?}``; ``Retry-After`` while the job is not finished.
+
+    ``api-version`` (as in ``Operation-Location``) is optional here, and checked when given.
+    """
+    check_api_version(request.query_params.get("api-version"), required=False)
     view = await runtime.jobs.status(job_id) if is_safe_id(job_id) else None
     if view is None:
-        raise ServiceError(404, "NotFound", f"No image operation has the id {job_id!r}.", param="id")
+        raise ServiceError(404, "NotFound", f"No image operation has the id {shown(job_id)}.", param="id")
     return JSONResponse(view, headers={} if JobStatus(view["status"]).terminal else {"Retry-After": "5"})

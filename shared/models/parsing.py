@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from shared.echo import capped
+from shared.echo import shown as _show
 from shared.errors import invalid
 from shared.models.families import FAMILIES, Rules, SizeRule, rules_of
+from shared.models.text import check_free_text, check_storable, has_visible
 
 KNOWN_FIELDS: frozenset[str] = frozenset().union(*(rules_of(name).fields for name in FAMILIES))
 FIELDS_BY_FAMILY: Mapping[str, frozenset[str]] = MappingProxyType({name: rules_of(name).fields for name in FAMILIES})
@@ -60,9 +63,10 @@ def parse_request(body: object, deployment: str, family: str, *, api_style_v1: b
     its family. A JSON ``null`` counts as "not given" (SDKs send it for unset options).
 
     Raises ``ServiceError`` (400, ``invalid_request_error``) naming the parameter, with code
-    ``invalid_type``, ``missing_required_parameter``, ``unknown_parameter``, ``invalid_value``
-    or ``string_above_max_length``. Raises ``ValueError`` for a family this module does not
-    know: that is a configuration bug, not the caller's fault.
+    ``invalid_type``, ``missing_required_parameter``, ``unknown_parameter``, ``invalid_value``,
+    ``invalid_encoding`` (text that cannot be stored as UTF-8) or ``string_above_max_length``;
+    free text follows :mod:`shared.models.text`. Raises ``ValueError`` for a family this module
+    does not know: that is a configuration bug, not the caller's fault.
     """
     rules = rules_of(family)
     if not isinstance(body, dict):
@@ -70,8 +74,9 @@ def parse_request(body: object, deployment: str, family: str, *, api_style_v1: b
 
     accepted = ", ".join(sorted(rules.fields))
     for name in body:
+        check_storable(None, name)
         if name not in KNOWN_FIELDS:
-            raise invalid(name, f"Unknown parameter: {_show(name)}. {family} accepts: {accepted}.", "unknown_parameter")
+            raise invalid(capped(name), f"Unknown parameter: {_show(name)}. {family} accepts: {accepted}.", "unknown_parameter")
     given = {name: value for name, value in body.items() if value is not None}
     for name in given:
         if name not in rules.fields:
@@ -90,6 +95,7 @@ def parse_request(body: object, deployment: str, family: str, *, api_style_v1: b
             raise invalid(
                 "user", f"user must be at most {USER_MAX_CHARS} characters, got {len(user)}.", "string_above_max_length"
             )
+        check_free_text("user", user)
 
     if rules.api == "dall-e":
         return _dall_e(given, deployment, family, rules)
@@ -249,14 +255,17 @@ def _check_prompt(prompt: object, family: str, rules: Rules) -> None:
     if prompt is None:
         raise invalid("prompt", "prompt is required: a description of the image to generate.", "missing_required_parameter")
     text = _string("prompt", prompt)
-    if not text.strip():
-        raise invalid("prompt", "prompt must not be empty or only whitespace.")
     limit = rules.prompt_max_chars
     # len() counts code points, the "characters" of the limit, not UTF-8 bytes.
     if len(text) > limit:
         raise invalid(
             "prompt", f"prompt must be at most {limit} characters for {family}, got {len(text)}.", "string_above_max_length"
         )
+    if not has_visible(text):
+        raise invalid(
+            "prompt", "prompt must not be empty or only whitespace, control or invisible characters: nothing in it would be drawn."
+        )
+    check_free_text("prompt", text)
 
 
 def _check_free_size(size: str, family: str, rule: SizeRule) -> None:
@@ -311,6 +320,7 @@ def _choice(name: str, value: object, allowed: tuple[str, ...], family: str | No
 def _string(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise invalid(name, f"{name} must be a string, got {_json_type(value)}.", "invalid_type")
+    check_storable(name, value)
     return value
 
 
@@ -341,8 +351,3 @@ def _json_type(value: object) -> str:
         return "an object"
     return type(value).__name__
 
-
-def _show(value: object, limit: int = 60) -> str:
-    # Caller text goes into messages; cap it so a huge key or value cannot bloat the error body.
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
