@@ -6,14 +6,21 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from shared.api.deps import RuntimeDep
+from shared.api.schema import FUNCTION_KEY, operation_responses
 from shared.archive import is_safe_id
 from shared.errors import ServiceError
 from shared.jobs import JobStatus
 
-router = APIRouter()
+router = APIRouter(dependencies=FUNCTION_KEY)
 
 
-@router.get("/openai/operations/images/{job_id}", summary="Status of a background generation", name="operation_status")
+@router.get(
+    "/openai/operations/images/{job_id}",
+    summary="Status of a background generation",
+    name="operation_status",
+    response_description="The job",
+    responses=operation_responses(),
+)
 async def operation_status(job_id: str, runtime: RuntimeDep) -> Response:
     """``{id, status, created, result?, error?}``; ``Retry-After`` while the job is not finished."""
     view = await runtime.jobs.status(job_id) if is_safe_id(job_id) else None

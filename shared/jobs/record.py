@@ -68,6 +68,8 @@ class JobResult(BaseModel):
     created: int
     images: list[ResultImage]
     usage: dict[str, Any] | None = None
+    # What was translated for the model, as the record says; left out when nothing was, so older job blobs read back unchanged.
+    translations: list[str] = Field(default_factory=list, exclude_if=lambda value: not value)
 
     @classmethod
     def from_archive_record(cls, record: dict[str, Any], now: dt.datetime) -> JobResult:
@@ -76,6 +78,7 @@ class JobResult(BaseModel):
             created=record.get("upstream_created") or int(now.timestamp()),
             images=[ResultImage(name=i["name"], revised_prompt=i.get("revised_prompt")) for i in record["images"]],
             usage=record.get("usage"),
+            translations=record.get("translations") or [],
         )
 
 

@@ -23,16 +23,18 @@ async def notification(record: JobRecord, archive: Archive) -> dict[str, Any]:
 
 
 async def result_view(result: JobResult, archive: Archive) -> dict[str, Any]:
-    """A result in the shape of a generation response: {created, data: [{url, revised_prompt?}], usage?}."""
+    """A result in the shape of a generation response: {created, data: [{url, name, revised_prompt?}], usage?, translations?}."""
     data = []
     for image in result.images:
-        item = {"url": await archive.link(image.name)}
+        item = {"url": await archive.link(image.name), "name": image.name}
         if image.revised_prompt:
             item["revised_prompt"] = image.revised_prompt
         data.append(item)
     view: dict[str, Any] = {"created": result.created, "data": data}
     if result.usage:
         view["usage"] = result.usage
+    if result.translations:
+        view["translations"] = result.translations
     return view
 
 
