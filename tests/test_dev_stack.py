@@ -13,6 +13,7 @@ ports of their own, and wait on events (a line printed, a process gone), never o
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import select
@@ -28,7 +29,8 @@ import pytest
 
 from local.azurite import FolderLock
 from local.servers import free_port
-from local.stack import StackError, billing_warning, running_stack
+from local.stack import SIMULATED_DEPLOYMENTS, StackError, billing_warning, running_stack
+from shared.settings import Settings, setting_names
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "Ctrl-C or SIGTERM stops everything."
@@ -205,3 +207,32 @@ def test_dev_py_run_end_to_end_says_its_links_die_with_it(dev_py: list[subproces
     assert "These links answer only while this stack runs" in output and "python3 dev.py serve" in output
     assert len(list((tmp_path / "out").iterdir())) == 1
     assert not session_processes(process.pid)
+
+
+# --------------------------------------------------------------------------- Core Tools' local.settings.json
+
+
+HOST_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"}  # read by the Functions host, not the app
+
+
+@pytest.mark.parametrize("name", ["local.settings.example.json", "local.settings.simulator.example.json"])
+def test_each_local_settings_example_is_a_valid_set_for_func_start(name: str) -> None:
+    """Finding 8: there was no variant for the simulator, and nothing said to start Azurite for `func start`."""
+    values = json.loads((ROOT / name).read_text(encoding="utf-8"))["Values"]
+    assert set(values) - HOST_SETTINGS <= set(setting_names())
+    settings = Settings.from_env(values)
+    assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"  # Azurite on its usual ports: python -m local.azurite
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert name in readme and "python -m local.azurite" in readme
+    if "simulator" in name:
+        assert settings.endpoint == "http://127.0.0.1:8089" and settings.auth_mode == "key"
+        assert values["IMAGES_DEPLOYMENTS"] == SIMULATED_DEPLOYMENTS
+        assert f"-m local.simulator --port 8089 --api-key {values['AZURE_OPENAI_API_KEY']}" in readme
+    else:
+        assert settings.endpoint.startswith("https://") and settings.auth_mode == "entra"
+
+
+def test_the_readme_names_the_simulators_deployments() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for pair in SIMULATED_DEPLOYMENTS.split(","):
+        assert f"`{pair.split('=')[0]}`" in readme.split("## HTTP API")[0]

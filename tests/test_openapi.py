@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +32,7 @@ from shared.settings import Settings
 from tests.conftest import SimControl
 from tests.test_api import SHORT_STORAGE_RETRY
 
+ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = Settings.from_env(
     {"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1-mini", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
 )
@@ -311,3 +314,13 @@ async def test_every_documented_status_is_reachable(
     if content:
         errors = sorted(Draft202012Validator(content["application/json"]["schema"]).iter_errors(response.json()), key=str)
         assert not errors, f"{method} {path} {status}: {errors[0].message}"
+
+
+def test_the_readme_errors_table_lists_every_error_status_the_api_documents() -> None:
+    """Finding 10: the errors table left out 500 ConfigurationError (and 403, passed on from upstream)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    rows = {(int(status), code) for status, code in re.findall(r"(?m)^\| (\d{3}) \| `([^`]+)`", table)}
+    errors = {int(status) for _, _, status in documented() if status[0] in "45"}
+    assert errors <= {status for status, _ in rows}, f"statuses without a row: {sorted(errors - {s for s, _ in rows})}"
+    assert (500, "ConfigurationError") in rows
