@@ -73,7 +73,8 @@ PROMPT = "A lighthouse on a cliff at dawn, disposable camera"
 # A url answer: gpt-image deployments answer b64_json by default (as the model does), and the floor
 # below returns no bytes to the caller, so the benchmark asks for the answer its floor matches
 # (DESIGN.md, "Measuring cost against the floor"). Calls.service refuses an answer with bytes.
-BODY = {"prompt": PROMPT, "size": "1024x1024", "response_format": "url"}
+UPSTREAM_BODY = {"prompt": PROMPT, "size": "1024x1024"}  # what the floor sends the model itself (gpt-image refuses response_format)
+BODY = {**UPSTREAM_BODY, "response_format": "url"}
 
 DEPENDENCIES = (
     "azure.functions",
@@ -252,6 +253,7 @@ class Calls:
         self.upstream = upstream  # the floor's model client (keep-alive pool, like the service's)
         self.floor_container = blobs.get_container_client("bench-floor")
         self.payload = json.dumps(BODY).encode()
+        self.upstream_payload = json.dumps(UPSTREAM_BODY).encode()
         self.service_url = f"{stack.service.url}/openai/deployments/{SERVICE_DEPLOYMENT}/images/generations?api-version={API_VERSION}"
         self.naive_url = f"{stack.naive.url}/openai/deployments/{NAIVE_DEPLOYMENT}/images/generations" if stack.naive else ""
         self.upstream_url = f"{stack.simulator.url}/openai/deployments/{SERVICE_DEPLOYMENT}/images/generations?api-version={API_VERSION}"
@@ -264,7 +266,7 @@ class Calls:
         """One direct upstream call and one upload of the same bytes: the least any implementation must do."""
         started = time.perf_counter()
         response = await self.upstream.post(
-            self.upstream_url, content=self.payload, headers={"api-key": self.stack.sim_key, "Content-Type": "application/json"}
+            self.upstream_url, content=self.upstream_payload, headers={"api-key": self.stack.sim_key, "Content-Type": "application/json"}
         )
         response.raise_for_status()
         data = base64.b64decode(response.json()["data"][0]["b64_json"])

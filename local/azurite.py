@@ -147,6 +147,7 @@ class FolderLock:
             self._handle.flush()
 
     def release(self) -> None:
+        """Free the folder (the file is emptied, so a reader sees nobody holds it)."""
         if self._handle is not None:
             with contextlib.suppress(OSError):
                 self._handle.seek(0)

@@ -92,10 +92,12 @@ def _port_free(port: int) -> bool:
 
 
 def uses_simulator(environ: Mapping[str, str]) -> bool:
+    """True unless AZURE_OPENAI_ENDPOINT names a real model service."""
     return not environ.get("AZURE_OPENAI_ENDPOINT", "").strip()
 
 
 def uses_azurite(environ: Mapping[str, str]) -> bool:
+    """True unless AzureWebJobsStorage (in either form) names real storage."""
     return not any(environ.get(name, "").strip() for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__accountName"))
 
 

@@ -98,6 +98,7 @@ class ImageFacts:
     height: int
 
     def as_record(self) -> dict[str, Any]:
+        """The facts as the record holds them, beside the image's name and hash."""
         return {"format": self.format, "width": self.width, "height": self.height}
 
 

@@ -204,7 +204,7 @@ def _generation_scenarios(path: str) -> None:
 
 def _refusal_scenarios(path: str) -> None:
     """What refuses a request before anything is queued or sent: the same on all three generation routes."""
-    queued = {} if path == SUBMIT else {"headers": ASYNC}
+    queued: dict[str, Any] = {} if path == SUBMIT else {"headers": ASYNC}
 
     @scenario("POST", path, 400)
     async def invalid(apps: Apps) -> httpx.Response:
