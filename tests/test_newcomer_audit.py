@@ -80,7 +80,7 @@ async def test_without_a_platform_identity_the_record_keeps_the_user_field_only(
 
 
 async def test_calls_that_never_reached_upstream_leave_no_failure_record(in_process: InProcess, azurite: Azurite) -> None:
-    client = await in_process(AZURE_OPENAI_ENDPOINT="http://127.0.0.1:9", IMAGES_RETRY_BUDGET_SECONDS="1")
+    client = await in_process(AZURE_OPENAI_ENDPOINT="http://127.0.0.1:9", IMAGES_MAX_RETRIES="0")
     before = blob_names(azurite)
     response = await apost(client, "gpt-image-1", {"prompt": "x"})
     assert response.status_code == 502 and response.json()["error"]["code"] == "UpstreamUnavailable"
