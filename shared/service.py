@@ -220,7 +220,7 @@ def build_record(
         "revised_prompt": revised,
         "parameters": {"asked": request.asked, "sent": request.upstream_body},
         "translations": request.translations,
-        "response_format": answer_format(request),
+        "response_format": answer_format(request) if kind == "sync" else "url",  # a job's result carries links only
         "caller": audit.caller_record(caller, request),
         "upstream": audit.upstream_record(settings, result.request_id, result.attempts),
         "usage": result.usage,
