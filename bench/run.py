@@ -74,7 +74,11 @@ SERVICE_DEPLOYMENT = "gpt-image-1-mini"  # gpt-image: base64 from upstream, as t
 NAIVE_DEPLOYMENT = "dall-e-3"  # url results: what the naive implementation downloads
 API_VERSION = "2025-04-01-preview"
 PROMPT = "A lighthouse on a cliff at dawn, disposable camera"
-BODY = {"prompt": PROMPT, "size": "1024x1024"}
+# A url answer: gpt-image deployments answer b64_json by default (as the model does), and the floor
+# below returns no bytes to the caller, so the benchmark asks for the answer its floor matches
+# (DESIGN.md, "Measuring cost against the floor"). Calls.service refuses an answer with bytes.
+UPSTREAM_BODY = {"prompt": PROMPT, "size": "1024x1024"}  # what the floor sends the model itself (gpt-image refuses response_format)
+BODY = {**UPSTREAM_BODY, "response_format": "url"}
 
 DEPENDENCIES = (
     "azure.functions",
@@ -253,6 +257,7 @@ class Calls:
         self.upstream = upstream  # the floor's model client (keep-alive pool, like the service's)
         self.floor_container = blobs.get_container_client("bench-floor")
         self.payload = json.dumps(BODY).encode()
+        self.upstream_payload = json.dumps(UPSTREAM_BODY).encode()
         self.service_url = f"{stack.service.url}/openai/deployments/{SERVICE_DEPLOYMENT}/images/generations?api-version={API_VERSION}"
         self.naive_url = f"{stack.naive.url}/openai/deployments/{NAIVE_DEPLOYMENT}/images/generations" if stack.naive else ""
         self.upstream_url = f"{stack.simulator.url}/openai/deployments/{SERVICE_DEPLOYMENT}/images/generations?api-version={API_VERSION}"
@@ -265,7 +270,7 @@ class Calls:
         """One direct upstream call and one upload of the same bytes: the least any implementation must do."""
         started = time.perf_counter()
         response = await self.upstream.post(
-            self.upstream_url, content=self.payload, headers={"api-key": self.stack.sim_key, "Content-Type": "application/json"}
+            self.upstream_url, content=self.upstream_payload, headers={"api-key": self.stack.sim_key, "Content-Type": "application/json"}
         )
         response.raise_for_status()
         data = base64.b64decode(response.json()["data"][0]["b64_json"])
@@ -291,6 +296,8 @@ class Calls:
         elapsed = time.perf_counter() - started
         if response.status_code != 200 or not response.json()["data"][0].get("url"):
             raise RuntimeError(f"service answered {response.status_code}: {response.text[:300]}")
+        if "b64_json" in response.json()["data"][0]:
+            raise RuntimeError("the service answered with the image's bytes; the floor returns none, so the comparison would not be fair")
         return elapsed, 0
 
     async def naive(self) -> tuple[float, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ import httpx
 from client.lines import BatchRequest, InvalidLine, read_lines
 from client.progress import FROM_SERVICE, Reporter, SilentReporter, Tally
 from client.queue import QueueSubmitter
-from client.service import API_VERSION, JobError, Operation, download, stable_link, status, submit, wait
+from client.service import API_VERSION, JobError, Operation, download, status, submit, wait
 
 RESULTS = "results.jsonl"
 FAILURES = ("failed", "invalid")
@@ -31,8 +31,9 @@ class LineResult:
     """How one line ended: one entry of results.jsonl."""
 
     line: int
-    id: str | None
+    id: str | None  # the line's id (the Idempotency-Key, and the name of its files)
     state: str  # succeeded | failed | invalid | duplicate
+    job: str | None = None  # the service's job id (it scopes keys by deployment and caller)
     files: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     usage: dict[str, Any] | None = None
@@ -140,27 +141,30 @@ class Batch:
         """Submit (unless the service has the job already), wait, download."""
         line = request.line
         try:
-            await self._submit(request)
+            job_id = await self._submit(request)
             operation = await wait(
-                self.http, request.id, poll_interval=self.config.poll_interval, api_version=self.config.api_version,
+                self.http, job_id, poll_interval=self.config.poll_interval, api_version=self.config.api_version,
                 on_status=lambda s: self.moved(line, FROM_SERVICE.get(s, s)), timeout=self.config.timeout,
             )
-            files = await download(self.http, operation, self.config.out, pause=self.config.poll_interval)
+            # Files are named by the line's id, whatever the service calls the job.
+            files = await download(self.http, replace(operation, id=request.id), self.config.out, pause=self.config.poll_interval)
         except JobError as exc:
             return LineResult(line, request.id, "invalid" if exc.refused else "failed", error=exc.error)
         except (httpx.HTTPError, TimeoutError) as exc:
             return LineResult(line, request.id, "failed", error={"code": type(exc).__name__, "message": _safe(str(exc))})
         return self._succeeded(request, operation, files)
 
-    async def _submit(self, request: BatchRequest) -> None:
+    async def _submit(self, request: BatchRequest) -> str:
+        """Submit unless known; the id of the job to poll (HTTP: the service's; the queue: the message's ``id``)."""
         if self.queue is None:
             accepted = await submit(self.http, request, api_version=self.config.api_version, pause=self.config.poll_interval)
             self.moved(request.line, FROM_SERVICE.get(accepted.status, "submitted"))
-            return
+            return accepted.id
         # On the queue, a known job is not sent again: a second message would only be skipped by the service.
         if await status(self.http, request.id, api_version=self.config.api_version, pause=self.config.poll_interval) is None:
             await self.queue.send(request)
         self.moved(request.line, "submitted")
+        return request.id
 
     def _succeeded(self, request: BatchRequest, operation: Operation, files: list[Path]) -> LineResult:
         result = operation.view.get("result") or {}
@@ -169,7 +173,8 @@ class Batch:
             request.id,
             "succeeded",
             files=[f.name for f in files],
-            links=[stable_link(self.config.endpoint, url, request.id) for url in operation.urls],
+            job=operation.id,
+            links=operation.links(self.config.endpoint),
             usage=result.get("usage"),
             cost=result.get("cost"),
         )

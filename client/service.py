@@ -50,7 +50,23 @@ class Operation:
     @property
     def urls(self) -> list[str]:
         """The image links of a succeeded job."""
-        return [d["url"] for d in (self.view.get("result") or {}).get("data") or [] if isinstance(d, dict) and d.get("url")]
+        return [d["url"] for d in self._data() if d.get("url")]
+
+    def links(self, endpoint: str) -> list[str]:
+        """The service's never-expiring links (``{endpoint}/images/{name}``), from the blob names the job result gives.
+
+        These go in results.jsonl instead of the SAS URLs, which hold a signature; a result without
+        names (an older service) falls back to :func:`stable_link`.
+        """
+        return [
+            f"{endpoint.rstrip('/')}/images/{d['name']}" if isinstance(d.get("name"), str) else stable_link(endpoint, d["url"], self.id)
+            for d in self._data()
+            if d.get("url")
+        ]
+
+    def _data(self) -> list[dict[str, Any]]:
+        data = (self.view.get("result") or {}).get("data") or []
+        return [d for d in data if isinstance(d, dict)]
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:
@@ -81,7 +97,10 @@ async def _request(http: httpx.AsyncClient, method: str, url: str, *, attempts: 
 
 
 async def submit(http: httpx.AsyncClient, request: BatchRequest, *, api_version: str = API_VERSION, attempts: int = 4, pause: float = 1.0) -> Operation:
-    """Submit one request as a background job named ``request.id`` (the Idempotency-Key): submitting again is free."""
+    """Submit one request as a background job keyed by ``request.id`` (the Idempotency-Key): submitting again is free.
+
+    The service names the job itself (it scopes keys by deployment and caller): poll the returned ``Operation.id``.
+    """
     kind = "edits" if request.operation == "edit" else "generations"
     response = await _request(
         http,
@@ -96,7 +115,7 @@ async def submit(http: httpx.AsyncClient, request: BatchRequest, *, api_version:
     if response.status_code != 202:
         raise JobError(_error_of(response), refused=400 <= response.status_code < 500)
     body = response.json()
-    return Operation(request.id, str(body.get("status")), body)
+    return Operation(str(body.get("id") or request.id), str(body.get("status")), body)
 
 
 async def status(http: httpx.AsyncClient, job_id: str, *, api_version: str = API_VERSION, attempts: int = 4, pause: float = 1.0) -> Operation | None:

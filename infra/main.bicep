@@ -22,12 +22,15 @@ param location string
 @description('Resource group to create; empty: rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('How the app authenticates to the model: keyless (Entra ID) or keyvault (the model key, read from Key Vault).')
+// The app's AZURE_OPENAI_AUTH ways by the same names. Its third way, key (the model key in an app
+// setting), is not offered: the templates never write a key where whoever reads the site's
+// configuration reads it too; keyvault serves a model that needs a key, from Key Vault.
+@description('How the app authenticates to the model (AZURE_OPENAI_AUTH): entra (Entra ID, no key) or keyvault (the model key, read from Key Vault). key is not offered: the templates never put a key in an app setting.')
 @allowed([
-  'keyless'
+  'entra'
   'keyvault'
 ])
-param authMode string = 'keyless'
+param authMode string = 'entra'
 
 @description('An existing Azure OpenAI endpoint (https://NAME.openai.azure.com); empty: create an AI Services account here.')
 param existingOpenAiEndpoint string = ''
@@ -108,6 +111,21 @@ param principalId string = ''
   'Group'
 ])
 param principalType string = 'User'
+
+@description('Object ids of the services (their managed identities) that drop jobs on the queue and read job records: each gets Storage Queue Data Message Sender on the job queue and Storage Blob Data Reader on the jobs container.')
+param callerPrincipalIds array = []
+
+@allowed([
+  'ServicePrincipal'
+  'Group'
+  'User'
+])
+param callerPrincipalType string = 'ServicePrincipal'
+
+@description('Days archived images, records and job records are kept before a Blob lifecycle rule deletes them (IMAGES_RETENTION_DAYS); 0: kept.')
+@minValue(0)
+@maxValue(36500)
+param retentionDays int = 0
 
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -202,6 +220,8 @@ module storage 'core/storage.bicep' = {
       deploymentContainerName
     ])
     queueNames: queueNames
+    retentionDays: retentionDays
+    retentionPrefixes: [for containerName in appContainerNames: '${containerName}/']
   }
 }
 
@@ -260,6 +280,10 @@ module rbac 'app/rbac.bicep' = {
     // On an existing endpoint the operator grants this role (infra/README.md).
     withOpenAiUser: createAiAccount && !useKeyVault
     openAiAccountName: aiAccountName
+    callerPrincipalIds: callerPrincipalIds
+    callerPrincipalType: callerPrincipalType
+    jobQueueName: queueName
+    jobsContainerName: jobsContainerName
   }
   dependsOn: [
     keyVault
@@ -294,6 +318,7 @@ module api 'app/function.bicep' = {
     jobsContainerName: jobsContainerName
     queueName: queueName
     resultsQueueName: resultsQueueName
+    retentionDays: retentionDays
   }
   // The host starts as soon as the app exists; its roles should be there first.
   dependsOn: [
@@ -319,4 +344,4 @@ output AZURE_KEY_VAULT_NAME string = useKeyVault ? keyVaultName : ''
 output AZURE_KEY_VAULT_ENDPOINT string = keyVaultEndpoint
 output AZURE_OPENAI_ENDPOINT string = openAiEndpoint
 output AZURE_OPENAI_DEPLOYMENT string = deploymentName
-output AZURE_OPENAI_AUTH string = useKeyVault ? 'keyvault' : 'entra'
+output AZURE_OPENAI_AUTH string = authMode

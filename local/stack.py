@@ -3,10 +3,15 @@
     python -m local.stack run     generate one image (and one background job), print where they are, stop
     python -m local.stack serve   serve on http://127.0.0.1:7071 until Ctrl-C or SIGTERM
 
-With ``AZURE_OPENAI_ENDPOINT`` (and friends) set in the environment, the real
-model service is used instead of the simulator; with ``AzureWebJobsStorage``
-set, that storage is used instead of Azurite. Azurite keeps its data in
-``.azurite/`` so what ``run`` archived is still there for ``serve``.
+With ``AZURE_OPENAI_ENDPOINT`` (and friends) set in the environment, the real model
+service is used instead of the simulator (and said loudly: it is billed); with
+``AzureWebJobsStorage`` set, that storage is used instead of Azurite. Azurite keeps its
+data in ``.azurite/`` (``--data``) so what ``run`` archived is still there for ``serve``;
+one Azurite serves a folder: a second stack on it reuses the first one's Azurite, or
+refuses naming the stack that holds it (local/azurite.py).
+
+Whatever ends it (Ctrl-C, SIGTERM, SIGHUP, an error), a stack stops everything it started;
+settings are checked before anything starts, and a bad one ends in one line naming it.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
-from local.azurite import ROOT, Azurite, start_azurite
+from local.azurite import ROOT, USUAL_PORTS, Azurite, FolderInUse, describe_holder, start_azurite
+from local.demo_edit import demo_edit
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from local.sim_pool import stack_pool
@@ -39,12 +45,27 @@ from shared import redaction
 from shared.api import create_app
 from shared.host import host_queue_settings
 from shared.runtime import Runtime
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 log = logging.getLogger("local.stack")
 
+# The deployments the simulator serves locally, each named like its model family.
 SIMULATED_DEPLOYMENTS = "gpt-image-1-mini=gpt-image-1-mini,gpt-image-1=gpt-image-1,gpt-image-1.5=gpt-image-1.5,gpt-image-2=gpt-image-2,dall-e-3=dall-e-3"
 DEMO_PROMPT = "A multi-colored umbrella on the beach, disposable camera"
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+AzuritePorts = Literal["usual", "free"]
+
+
+class StackError(Exception):
+    """Why the stack cannot start or go on, in one line for the person who ran it."""
+
+
+class Stopped(Exception):  # a request, not an error
+    """``run`` was asked to stop (SIGTERM, SIGINT, SIGHUP)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -62,18 +83,48 @@ class Stack:
     def url(self) -> str:
         return self.api.url
 
+    @property
+    def owns_azurite(self) -> bool:
+        """False when another stack's Azurite is reused (it keeps running after this one stops)."""
+        return self.azurite is not None and self.azurite.process is not None
+
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def stack_env(azurite: Azurite | None, simulator: ServerThread | None, sim_key: str) -> dict[str, str]:
+def uses_simulator(environ: Mapping[str, str]) -> bool:
+    """True unless AZURE_OPENAI_ENDPOINT names a real model service."""
+    return not environ.get("AZURE_OPENAI_ENDPOINT", "").strip()
+
+
+def uses_azurite(environ: Mapping[str, str]) -> bool:
+    """True unless AzureWebJobsStorage (in either form) names real storage."""
+    return not any(environ.get(name, "").strip() for name in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__accountName"))
+
+
+def billing_warning(environ: Mapping[str, str]) -> str | None:
+    """The warning to print when the stack will call a real, billed model service; None for the simulator."""
+    endpoint = environ.get("AZURE_OPENAI_ENDPOINT", "").strip()
+    if not endpoint:
+        return None
+    bar = "!" * 100
+    return (
+        f"{bar}\n"
+        f"!! AZURE_OPENAI_ENDPOINT is set in this shell: this stack calls {endpoint}, a REAL model service, not the simulator.\n"
+        "!! Every image generated is BILLED to that resource. To use the simulator instead: unset AZURE_OPENAI_ENDPOINT\n"
+        "!! (e.g. `env -u AZURE_OPENAI_ENDPOINT python3 dev.py run`).\n"
+        f"{bar}"
+    )
+
+
+def stack_env(azurite: Azurite | None, simulator_url: str | None, sim_key: str) -> dict[str, str]:
     """Settings for the app: the real service from the environment, else the local stand-ins."""
     env = {k: v for k, v in os.environ.items() if k.startswith(("AZURE_", "IMAGES_", "AzureWebJobsStorage"))}
-    if simulator is not None:
+    if simulator_url is not None:
         env.update(
-            AZURE_OPENAI_ENDPOINT=simulator.url,
+            AZURE_OPENAI_ENDPOINT=simulator_url,
             AZURE_OPENAI_API_KEY=sim_key,
             AZURE_OPENAI_AUTH="key",
             AZURE_OPENAI_DEPLOYMENT=env.get("AZURE_OPENAI_DEPLOYMENT") or "gpt-image-1-mini",
@@ -85,14 +136,43 @@ def stack_env(azurite: Azurite | None, simulator: ServerThread | None, sim_key: 
     return env
 
 
+def check_settings() -> Settings:
+    """The app's settings as the stack will give them, checked before anything starts (SettingsError names the bad one)."""
+    azurite = Azurite(*USUAL_PORTS) if uses_azurite(os.environ) else None  # its connection string only: nothing runs
+    simulator_url = "http://127.0.0.1:1" if uses_simulator(os.environ) else None
+    return Settings.from_env(stack_env(azurite, simulator_url, "placeholder"))
+
+
+def _azurite(data: Path, ports: AzuritePorts, command: str, die_with_parent: bool) -> Azurite:
+    """This stack's Azurite on ``data``, or the one another stack runs there; StackError naming that stack if it cannot be used."""
+    usual = USUAL_PORTS if ports == "usual" and all(_port_free(p) for p in USUAL_PORTS) else None
+    try:
+        return start_azurite(data, ports=usual, command=command, die_with_parent=die_with_parent)
+    except FolderInUse as busy:
+        if busy.answering():
+            print(f"Azurite    reusing the one serving {data}, started by {describe_holder(busy.holder)}", flush=True)
+            return busy.reuse()
+        raise StackError(f"{busy}, and its Azurite does not answer; stop that stack first, or give this one another folder with --data DIR") from None
+
+
 @contextlib.contextmanager
-def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None = None) -> Iterator[Stack]:
-    """Start whatever stand-ins are needed, then the API (and the queue runner); stop all on exit."""
-    use_simulator = not os.environ.get("AZURE_OPENAI_ENDPOINT")
-    use_azurite = not os.environ.get("AzureWebJobsStorage") and not os.environ.get("AzureWebJobsStorage__blobServiceUri")
-    # Azurite's usual ports when they are free, so Storage Explorer and `az storage` find it.
-    usual = (10000, 10001) if _port_free(10000) and _port_free(10001) else None
-    azurite = start_azurite(location or ROOT / ".azurite", ports=usual) if use_azurite else None
+def running_stack(
+    api_port: int = 0,
+    latency: float = 0.5,
+    location: Path | None = None,
+    *,
+    azurite_ports: AzuritePorts = "usual",
+    command: str = "",
+    die_with_parent: bool = False,
+) -> Iterator[Stack]:
+    """Start whatever stand-ins are needed, then the API (and the queue runner); stop all on exit, however it comes.
+
+    Azurite's usual ports when they are free (``azurite_ports="usual"``), so Storage Explorer and
+    `az storage` find it; ``die_with_parent``: Azurite goes even if this process is killed (Linux).
+    """
+    use_simulator, use_azurite = uses_simulator(os.environ), uses_azurite(os.environ)
+    data = location or ROOT / ".azurite"
+    azurite = _azurite(data, azurite_ports, command or " ".join(sys.argv), die_with_parent) if use_azurite else None
     simulator = None
     pool_servers: list[ServerThread] = []
     pool_env: dict[str, str] = {}
@@ -101,22 +181,16 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
         if use_simulator:
             simulator = serve_in_thread(create_simulator(SimulatorConfig(api_keys={sim_key}, latency=latency)))
             pool_servers, pool_env = stack_pool(sim_key, latency)  # IMAGES_SIM_POOL=N: gpt-image-2 is a pool of N simulators
-        env = stack_env(azurite, simulator, sim_key) | (pool_env if use_simulator else {})
+        env = stack_env(azurite, simulator.url if simulator else None, sim_key) | (pool_env if use_simulator else {})
         settings = Settings.from_env(env)
         # uvicorn's lifespan opens and closes the API's runtime in the server's event loop.
         api = serve_in_thread(create_app(Runtime(settings)), port=api_port)
+        if azurite is not None and azurite.lock is not None:
+            azurite.lock.describe(api=api.url)
         stack = Stack(settings, api, env, azurite, simulator)
-        if settings.storage.connection_string:
-            # The queue trigger's stand-in runs in an event loop of its own, so it gets a runtime of its own,
-            # opened by its first message and closed when the runner stops.
-            runner = Runtime(settings)
-            stack.extras.append(
-                QueueRunner(
-                    settings.storage.connection_string, settings.queue_name, runner.handle_queue_message,
-                    host_queues=host_queue_settings(), max_poll_interval=1.0, on_stop=runner.close,
-                ).start_in_thread()
-            )
         try:
+            if settings.storage.connection_string:
+                stack.extras.append(_queue_runner(settings))
             yield stack
         finally:
             for extra in reversed(stack.extras):
@@ -129,6 +203,16 @@ def running_stack(api_port: int = 0, latency: float = 0.5, location: Path | None
                 server.stop()
         if azurite is not None:
             azurite.stop()
+
+
+def _queue_runner(settings: Settings) -> Any:
+    # The queue trigger's stand-in runs in an event loop of its own, so it gets a runtime of its own,
+    # opened by its first message and closed when the runner stops.
+    runner = Runtime(settings)
+    return QueueRunner(
+        settings.storage.connection_string, settings.queue_name, runner.handle_queue_message,
+        host_queues=host_queue_settings(), max_poll_interval=1.0, on_stop=runner.close,
+    ).start_in_thread()  # fmt: skip
 
 
 def demo(stack: Stack, out_dir: Path) -> dict[str, Any]:
@@ -198,49 +282,101 @@ def demo_job(stack: Stack) -> dict[str, Any]:
     return view
 
 
+def _links_note(stack: Stack) -> str:
+    kept = "" if stack.owns_azurite or stack.azurite is None else "; the images stay in the Azurite another stack runs"
+    return (
+        f"\nThese links answer only while this stack runs: `run` stops its API ({stack.url}) and"
+        f"{' its Azurite' if stack.owns_azurite else ' its simulator'} when it ends{kept}.\n"
+        "To keep a stack (and its links) up, start `python3 dev.py serve` and leave it running; "
+        "`python3 dev.py run` beside it uses the same Azurite."
+    )
+
+
+def _stop_on_signals(handler: Callable[[int, Any], None]) -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+
+
+def _raise_stopped(signum: int, _: Any) -> None:
+    # Once: a second signal must not cut the clean-up that the first one started.
+    _stop_on_signals(lambda *_: None)
+    raise Stopped(signum)
+
+
 def _run(args: argparse.Namespace) -> int:
-    with running_stack(latency=args.latency) as stack:
-        print(f"local stack up: API {stack.url}, storage {'Azurite' if stack.azurite else 'from AzureWebJobsStorage'}, "
-              f"model {'simulator' if stack.simulator else stack.settings.endpoint}")
-        demo(stack, Path(args.out))
-        if stack.extras:
-            demo_job(stack)
+    _stop_on_signals(_raise_stopped)
+    try:
+        with running_stack(latency=args.latency, location=Path(args.data), azurite_ports=args.azurite_ports,
+                           command="dev.py run", die_with_parent=True) as stack:  # fmt: skip
+            model = "simulator" if stack.simulator else f"{stack.settings.endpoint} (real, billed)"
+            storage = "Azurite" if stack.azurite else "from AzureWebJobsStorage"
+            print(f"local stack up: API {stack.url}, storage {storage}, model {model}")
+            demo_edit(stack, demo(stack, Path(args.out)), Path(args.out))
+            if stack.extras:
+                demo_job(stack)
+            print(_links_note(stack))
+    except Stopped as stopped:
+        print(f"stopped by {stopped}: everything this stack started has stopped", file=sys.stderr)
+        return 128 + stopped.signum
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     if not _port_free(args.port):
-        raise SystemExit(f"port {args.port} is in use")
+        raise StackError(f"port {args.port} is in use (another `dev.py serve`?); choose another with --port")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with running_stack(api_port=args.port, latency=args.latency) as stack:
+    _stop_on_signals(lambda *_: stop.set())
+    with running_stack(api_port=args.port, latency=args.latency, location=Path(args.data), azurite_ports=args.azurite_ports,
+                       command="dev.py serve", die_with_parent=True) as stack:  # fmt: skip
         print(f"API        {stack.url}  (try: curl {stack.url}/healthz)")
         print(f"OpenAPI    {stack.url}/openapi.json")
         if stack.azurite:
             print(f"Storage    Azurite, data in {stack.azurite.location}")
             print(f"           AzureWebJobsStorage={stack.azurite.connection_string}")
-        print(f"Model      {'simulator at ' + stack.simulator.url if stack.simulator else stack.settings.endpoint}")
+        model = f"simulator at {stack.simulator.url}, deployments {', '.join(sorted(stack.settings.deployments))}" if stack.simulator else f"{stack.settings.endpoint} (real, billed)"
+        print(f"Model      {model}")
         print(f"Queue      '{stack.settings.queue_name}' {'drained by the local queue runner' if stack.extras else '(no local runner: identity-based storage)'}")
         print("Ctrl-C or SIGTERM stops everything.", flush=True)
         stop.wait()
-        print("stopping")
+        print("stopping", flush=True)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="generate one image through the local stack and show where it is archived")
     run.add_argument("--out", default=str(ROOT / "out"), help="folder for the saved image (default: out/)")
-    run.add_argument("--latency", type=float, default=0.5, help="simulated model latency in seconds")
+    run.add_argument("--latency", type=float, default=0.5, help="simulated model latency in seconds (default 0.5)")
     serve = sub.add_parser("serve", help="serve the stack on 127.0.0.1 until Ctrl-C or SIGTERM")
-    serve.add_argument("--port", type=int, default=7071)
-    serve.add_argument("--latency", type=float, default=2.0, help="simulated model latency in seconds")
-    args = parser.parse_args(argv)
+    serve.add_argument("--port", type=int, default=7071, help="the API's port (default 7071, as `func start`)")
+    serve.add_argument("--latency", type=float, default=2.0, help="simulated model latency in seconds (default 2)")
+    for command in (run, serve):
+        command.add_argument("--data", default=str(ROOT / ".azurite"), help="Azurite's data folder (default: .azurite/); one Azurite per folder")
+        command.add_argument(
+            "--azurite-ports", choices=["usual", "free"], default="usual",
+            help="usual: 10000/10001 when free, so Storage Explorer and `az storage` find it; free: any free ports",
+        )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redaction.install_log_hygiene()
-    return _run(args) if args.command == "run" else _serve(args)
+    prog = f"dev.py {args.command}"
+    warning = billing_warning(os.environ)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    try:
+        check_settings()
+        return _run(args) if args.command == "run" else _serve(args)
+    except SettingsError as exc:
+        print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StackError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class ServiceError(Exception):
         self.retry_after = retry_after
         self.transient = transient
         self.extra = dict(extra or {})
+        self.upstream_request_id: str | None = None  # set when upstream answered: its id for the call, for the record
 
     def body(self) -> dict[str, Any]:
         """The JSON body: {"error": {...}}."""

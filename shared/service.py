@@ -9,22 +9,28 @@ that says so, never a client created on the side.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pybase64
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from shared import audit
 from shared.archive import Archive, ArchivedImage
-from shared.models import ImageRequest
+from shared.errors import ServiceError
+from shared.models import ImageRequest, rules_of
 from shared.models.edits import edit_record_fields
 from shared.pool.router import Pools
 from shared.pricing import cost
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
+
+TRANSLATIONS_HEADER = "x-images-translations"
 
 log = logging.getLogger(__name__)
 
@@ -105,25 +111,45 @@ class ImageService:
         timeout: float,
         budget: float,
         kind: str = "sync",
+        caller: Mapping[str, str] | None = None,
     ) -> Generation:
         """Call upstream and archive every image with its record before returning.
 
         A synchronous caller is waiting: its record is written alongside the images.
         A job's record is written after them, because the job handler reads an existing
-        record as "finished" when a message comes back (see shared/archive.py).
+        record as "finished" when a message comes back (see shared/archive.py). A call that
+        reached upstream and failed leaves a failure record (shared/audit.py) and raises.
+        ``caller``: the platform's identity of the caller (:func:`shared.audit.caller_identity`).
         """
-        await self.archive.ensure_container()  # fail on storage before paying for an image
-        routed = await (self.clients.pools or Pools(self.upstream)).generate(request, timeout=timeout, budget=budget)
-        return await self.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, extra=routed.record_fields(request))
+        archive = self.archive
+        await archive.ensure_container()  # fail on storage before paying for an image
+        try:
+            routed = await (self.clients.pools or Pools(self.upstream)).generate(request, timeout=timeout, budget=budget)
+        except ServiceError as error:
+            if audit.reached_upstream(error):
+                now = dt.datetime.now(dt.UTC)
+                failure = audit.failure_record(generation_id, kind, request, error, settings=self.settings, caller=caller, now=now)
+                await audit.write_failure(archive, _base(prefix, generation_id), failure, now)
+            raise
+        extra = routed.record_fields(request)
+        return await self.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, extra=extra)
 
     async def archive_result(
-        self, request: ImageRequest, result: UpstreamResult, *, generation_id: str, prefix: str, kind: str, extra: dict[str, Any] | None = None
+        self,
+        request: ImageRequest,
+        result: UpstreamResult,
+        *,
+        generation_id: str,
+        prefix: str,
+        kind: str,
+        caller: Mapping[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Generation:
         """Archive every image of ``result`` with its record (a generation's or an edit's), as :meth:`generate` says.
 
         ``extra``: what the record adds (the pool's backend and attempts); the cost is computed here when absent.
         """
-        record = build_record(generation_id, kind, request, result) | (extra or {})
+        record = build_record(generation_id, kind, request, result, settings=self.settings, caller=caller) | (extra or {})
         record.setdefault("cost", cost(request.family, result.usage, request.upstream_body, len(result.images)))
         images = [(i.data, i.content_type) for i in result.images]
         archived, written = await self.archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
@@ -141,16 +167,20 @@ class ImageService:
             images=[UpstreamImage(b"", a.content_type, m.get("revised_prompt")) for a, m in zip(archived, metadata, strict=True)],
             usage=next((m["usage"] for m in metadata if m.get("usage")), None),
         )
-        record = build_record(generation_id, kind, request, result)
+        record = build_record(generation_id, kind, request, result, settings=self.settings)
         record["recovered"] = "record rebuilt from the archived images after an interrupted delivery"
         return await archive.write_record(prefix, generation_id, record, archived)
 
     async def response_body(self, generation: Generation) -> dict[str, Any]:
-        """The Azure OpenAI response: data[].url links to the archived copy; b64_json when asked."""
+        """The answer as the deployment's own model gives it: ``b64_json`` (plus ``url``) or ``url`` (see :func:`answer_format`).
+
+        ``url`` always links to the archived copy, so clients written for either model family work.
+        """
+        with_bytes = answer_format(generation.request) == "b64_json"
         data = []
         for image, upstream_image in zip(generation.images, generation.result.images, strict=True):
             item: dict[str, Any] = {"url": await self.archive.link(image.name)}
-            if generation.request.response_format == "b64_json":
+            if with_bytes:
                 item["b64_json"] = pybase64.b64encode(upstream_image.data).decode("ascii")
             if upstream_image.revised_prompt:
                 item["revised_prompt"] = upstream_image.revised_prompt
@@ -165,13 +195,47 @@ class ImageService:
         return body
 
 
-def build_record(generation_id: str, kind: str, request: ImageRequest, result: UpstreamResult) -> dict[str, Any]:
-    """The JSON record written beside the images (the archive adds names, sizes and hashes)."""
+def _base(prefix: str, generation_id: str) -> str:
+    return f"{prefix}/{generation_id}" if prefix else generation_id
+
+
+def answer_format(request: ImageRequest) -> Literal["url", "b64_json"]:
+    """What the answer carries: the caller's ``response_format`` when given, else what the deployment's model answers.
+
+    gpt-image models always answer base64, so a gpt-image deployment answers ``b64_json`` (with
+    ``url`` beside it) by default; dall-e-3 answered ``url`` by default, and so does its deployment.
+    """
+    if "response_format" in request.asked:
+        return request.response_format
+    return "b64_json" if rules_of(request.family).api == "gpt-image" else "url"
+
+
+def translations_header(request: ImageRequest) -> dict[str, str]:
+    """``x-images-translations``: every translation made, as a JSON array of the record's sentences ([] for none)."""
+    return {TRANSLATIONS_HEADER: json.dumps(request.translations, ensure_ascii=True)}
+
+
+def build_record(
+    generation_id: str,
+    kind: str,
+    request: ImageRequest,
+    result: UpstreamResult,
+    *,
+    settings: Settings,
+    caller: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON record written beside the images (the archive adds names, sizes and hashes).
+
+    Per image, ``format``, ``width`` and ``height`` are read from the bytes (shared/audit.py); a record
+    rebuilt from archived blobs (``recover``) has no bytes at hand and leaves them out.
+    """
+    now = dt.datetime.now(dt.UTC)
     revised = next((i.revised_prompt for i in result.images if i.revised_prompt), None)
     return {
         "id": generation_id,
         "kind": kind,
-        "created": dt.datetime.now(dt.UTC).isoformat(),
+        "outcome": "succeeded",
+        "created": now.isoformat(),
         "upstream_created": result.created,
         "deployment": request.deployment,
         "model": request.family,
@@ -179,11 +243,22 @@ def build_record(generation_id: str, kind: str, request: ImageRequest, result: U
         "revised_prompt": revised,
         "parameters": {"asked": request.asked, "sent": request.upstream_body},
         "translations": request.translations,
-        "response_format": request.response_format,
+        "response_format": answer_format(request) if kind == "sync" else "url",  # a job's result carries links only
+        "caller": audit.caller_record(caller, request),
+        "upstream": audit.upstream_record(settings, result.request_id, result.attempts),
         "usage": result.usage,
         "upstream_attempts": result.attempts,
-        "images": [
-            {"revised_prompt": i.revised_prompt, "content_filter_results": i.content_filter_results} for i in result.images
-        ],
+        "retention": audit.retention_record(settings, now),
+        "images": [_image_record(i) for i in result.images],
         **edit_record_fields(request),  # an edit's record names its inputs (shared/models/edits.py)
+    }
+
+
+def _image_record(image: UpstreamImage) -> dict[str, Any]:
+    facts = audit.image_facts(image.data) if image.data else None
+    return {
+        "revised_prompt": image.revised_prompt,
+        "content_filter_results": image.content_filter_results,
+        "prompt_filter_results": image.prompt_filter_results,
+        **(facts.as_record() if facts else {}),
     }

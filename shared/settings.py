@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     jobs_container: StorageName = _setting("IMAGES_JOBS_CONTAINER", "image-jobs", "Private container for job records of background generation.")
     queue_name: StorageName = _setting("IMAGES_QUEUE", "image-jobs", "Queue the background trigger reads (its poison queue is <name>-poison).")
     results_queue: OptionalStorageName = _setting("IMAGES_RESULTS_QUEUE", "", "Optional queue that receives {id, status, result|error} for each finished job. Empty: off.")
+    retention_days: int = _setting("IMAGES_RETENTION_DAYS", 0, "Days archived images, records and job records are kept before the templates' lifecycle rule deletes them (0: kept); each record says when.", ge=0, le=36500)
     link_ttl_seconds: int = _setting("IMAGES_LINK_TTL_SECONDS", MAX_LINK_TTL_SECONDS, "Lifetime of the read-only SAS links returned in data[].url (at most 7 days).", ge=60, le=MAX_LINK_TTL_SECONDS)
     upstream_timeout_seconds: float = _setting("IMAGES_UPSTREAM_TIMEOUT_SECONDS", 600.0, "Timeout of one upstream generation for background jobs (image models take minutes).", ge=1)
     sync_timeout_seconds: float = _setting("IMAGES_SYNC_TIMEOUT_SECONDS", 220.0, "Timeout of one upstream generation for synchronous HTTP calls (Azure's front end cuts at 230 s).", ge=1)

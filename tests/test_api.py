@@ -59,6 +59,15 @@ def record_for(azurite: Azurite, image_name: str) -> dict:  # type: ignore[type-
     return json.loads(container(azurite).download_blob(f"{base}/record.json").readall())
 
 
+def failure_records_since(azurite: Azurite, before: set[str], response: httpx.Response) -> list[dict]:  # type: ignore[type-arg]
+    """What a failed call that reached upstream leaves: failure records only (no image, no record.json), under its x-request-id."""
+    written = blob_names(azurite) - before
+    assert written, "a call that reached upstream leaves a failure record"
+    assert all(n.rsplit("/", 1)[1].startswith("failed-") and n.endswith(".json") for n in written), written
+    assert {n.split("/")[1] for n in written} == {response.headers["x-request-id"]}
+    return [json.loads(container(azurite).download_blob(n).readall()) for n in sorted(written)]
+
+
 def blob_name_from_url(url: str) -> str:
     path = urlsplit(url).path  # /devstoreaccount1/images/<name>
     return path.split("/images/", 1)[1]
@@ -354,7 +363,9 @@ async def test_content_filter_becomes_seed_error(app_client: httpx.AsyncClient, 
     assert error["filtered"] == side
     if "legacy" not in marker:
         assert error["categories"]
-    assert blob_names(azurite) == before
+    [record] = failure_records_since(azurite, before, response)
+    assert (record["outcome"], record["filtered"], record["categories"]) == ("filtered", side, error.get("categories", []))
+    assert record["prompt"] == f"something {marker}" and record["error"] == error
 
 
 async def test_throttling_within_budget_waits_and_succeeds(in_process: InProcess, sim: SimControl) -> None:
@@ -383,7 +394,8 @@ async def test_throttling_beyond_budget_passes_retry_after(in_process: InProcess
     assert response.headers["Retry-After"] == "60"  # the whole window: the clock stood still
     assert int(response.headers["retry-after-ms"]) == 60_000
     assert response.json()["error"]["code"] == "429"
-    assert blob_names(azurite) == before
+    [record] = failure_records_since(azurite, before, response)
+    assert (record["outcome"], record["upstream"]["status"], record["error"]["code"]) == ("failed", 429, "429")
 
 
 async def test_server_errors_are_retried_with_backoff(in_process: InProcess, sim: SimControl) -> None:
@@ -403,7 +415,8 @@ async def test_persistent_server_errors_become_502(in_process: InProcess, azurit
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "UpstreamError"
     assert 1 <= sim.stats()["failed"] <= 3
-    assert blob_names(azurite) == before
+    [record] = failure_records_since(azurite, before, response)
+    assert (record["outcome"], record["upstream"]["status"]) == ("failed", 502)
 
 
 async def test_timeout_is_504_and_never_repeated(in_process: InProcess, sim: SimControl) -> None:

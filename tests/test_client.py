@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,7 +179,7 @@ async def test_thirty_lines_interrupted_and_run_again_end_with_every_image_once(
         expected = 2 if lines[number - 1].get("n") == 2 else 1
         assert entry["files"] == [f"{entry['id']}-{n}.png" for n in range(expected)]
         assert all((out / f).read_bytes().startswith(PNG) for f in entry["files"])
-        assert [link.split("/images/", 1)[1] for link in entry["links"]] == [f"jobs/{entry['id']}/{n}.png" for n in range(expected)]
+        assert [link.split("/images/", 1)[1] for link in entry["links"]] == [f"jobs/{entry['job']}/{n}.png" for n in range(expected)]
         assert entry["usage"]["total_tokens"] > 0
         assert entry.get("reused", False) == (entry["id"] in done_first)
     reasons = [results[n]["error"] for n in kinds["invalid"]]
@@ -283,20 +284,22 @@ async def test_library_submit_wait_download_with_a_function_key(stack: Stack, si
         accepted = await submit(http, request)
         again = await submit(http, request)  # the same Idempotency-Key: the same job, nothing new
         states: list[str] = []
-        operation = await wait(http, request.id, poll_interval=POLL, on_status=states.append)
+        operation = await wait(http, accepted.id, poll_interval=POLL, on_status=states.append)
         files = await download(http, operation, tmp_path)
         assert (await status(http, "no-such-job")) is None
-    assert accepted.id == again.id == request.id and accepted.status == "notRunning"
+    # The service names the job (the key scoped by deployment): the same job both times, polled by that name.
+    assert accepted.id == again.id and re.fullmatch(r"idem-[0-9a-f]{40}", accepted.id) and accepted.status == "notRunning"
     assert states[-1] == "succeeded"
-    assert [f.name for f in files] == [f"{request.id}-0.png", f"{request.id}-1.png"]
+    assert [f.name for f in files] == [f"{accepted.id}-0.png", f"{accepted.id}-1.png"]
     api_host = stack.api.url.removeprefix("http://")
     assert {key for host, key in seen if host == api_host} == {"fn-key-123"}
     storage = [key for host, key in seen if host != api_host]
     assert len(storage) == 2 and storage == [None, None]
     assert sim.stats()["generations"] == 1
-    link = stable_link(stack.api.url, operation.urls[0], request.id)
-    assert link == f"{stack.api.url}/images/jobs/{request.id}/0.png"
-    assert "sig=" in operation.urls[0] and "sig=" not in link
+    links = operation.links(stack.api.url)
+    assert links == [f"{stack.api.url}/images/jobs/{accepted.id}/{n}.png" for n in range(2)]
+    assert stable_link(stack.api.url, operation.urls[0], accepted.id) == links[0]  # the fallback for results without names
+    assert "sig=" in operation.urls[0] and not any("sig=" in link for link in links)
 
 
 async def test_entra_id_token_for_the_scope_when_no_key_is_given(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from azure.storage.queue import QueueClient
 
 from local.azurite import Azurite
 from local.queue_runner import QueueRunner, SimulatedCrash
+from shared.api.generation import scoped_job_id
 from shared.host import host_queue_settings
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -94,11 +95,12 @@ def crash_before_record() -> Iterator[Callable[[str], Any]]:
 async def test_submitted_multipart_edit_survives_a_crash_without_a_second_upstream_call(
     queued: Queued, sim: SimControl, crash_before_record: Callable[[str], Any]
 ) -> None:
-    job_id = f"edit-{uuid.uuid4().hex[:8]}"
+    key = f"edit-{uuid.uuid4().hex[:8]}"
     source, mask = image_bytes(colour=GREEN), mask_bytes()
     content, headers = multipart({"prompt": "survive", "n": "2"}, [("image", source), ("mask", mask)])
-    accepted = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers={**headers, "Idempotency-Key": job_id})
+    accepted = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers={**headers, "Idempotency-Key": key})
     assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]  # the key, scoped by deployment (and caller)
     assert accepted.headers["Operation-Location"].split("?")[0].endswith(f"/openai/operations/images/{job_id}")
     # The inputs are in the archive before the job runs; the message names them.
     assert queued.blob(queued.settings.images_container, input_name(source)) == source
@@ -140,7 +142,7 @@ async def test_submit_is_idempotent_on_the_inputs_bytes(queued: Queued, sim: Sim
     path = EDITS.format("gpt-image-1")
     answers = [await queued.client.post(path, content=body, headers={**headers, "Idempotency-Key": key, "Prefer": "respond-async"}) for body, headers in (first, again, other)]
     assert [a.status_code for a in answers] == [202, 202, 409]
-    assert answers[0].json()["id"] == answers[1].json()["id"] == key
+    assert answers[0].json()["id"] == answers[1].json()["id"] == scoped_job_id("gpt-image-1", {}, key)
     assert answers[2].json()["error"]["param"] == "Idempotency-Key"
     queue = QueueClient.from_connection_string(queued.azurite.connection_string, queued.settings.queue_name)
     assert queue.get_queue_properties().approximate_message_count == 1

@@ -90,19 +90,20 @@ def _start_runner(settings: Settings, azurite: Azurite) -> QueueRunner:
 
 
 async def _jobs(url: str, settings: Settings, azurite: Azurite) -> dict[str, str]:
-    """A succeeded job, a filtered (failed) one, and one left queued once the runner has stopped."""
-    ids = {status: f"gallery-{status}-{uuid.uuid4().hex[:6]}" for status in ("succeeded", "failed", "notRunning")}
+    """A succeeded job, a filtered (failed) one, and one left queued once the runner has stopped (status -> the service's job id)."""
+    keys = {status: f"gallery-{status}-{uuid.uuid4().hex[:6]}" for status in ("succeeded", "failed", "notRunning")}
+    ids: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         runner = _start_runner(settings, azurite)
         try:
-            await submit(http, BatchRequest(1, ids["succeeded"], "gpt-image-1-mini", {"prompt": "A lighthouse, as a background job", "size": "1024x1536"}))
-            await submit(http, BatchRequest(2, ids["failed"], "gpt-image-1-mini", {"prompt": "flagged [[filter:prompt]]"}))
+            ids["succeeded"] = (await submit(http, BatchRequest(1, keys["succeeded"], "gpt-image-1-mini", {"prompt": "A lighthouse, as a background job", "size": "1024x1536"}))).id
+            ids["failed"] = (await submit(http, BatchRequest(2, keys["failed"], "gpt-image-1-mini", {"prompt": "flagged [[filter:prompt]]"}))).id
             await wait(http, ids["succeeded"], poll_interval=0.05)
             with pytest.raises(JobError):
                 await wait(http, ids["failed"], poll_interval=0.05)
         finally:
             await asyncio.to_thread(runner.stop)
-        await submit(http, BatchRequest(3, ids["notRunning"], "dall-e-3", {"prompt": "Waiting in the queue"}))
+        ids["notRunning"] = (await submit(http, BatchRequest(3, keys["notRunning"], "dall-e-3", {"prompt": "Waiting in the queue"}))).id
     return ids
 
 

@@ -80,7 +80,7 @@ REQUIRED_OUTPUTS = {
     "AZURE_OPENAI_ENDPOINT",
     "AZURE_RESOURCE_GROUP",
 }
-AUTH_WAYS = ("keyless", "keyvault")
+AUTH_WAYS = ("entra", "keyvault")  # the app's AZURE_OPENAI_AUTH names (tests/test_infra_roles.py: why not key)
 
 
 def _venv_tool(name: str) -> Path:

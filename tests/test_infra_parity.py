@@ -407,14 +407,18 @@ def _scope_kind(scope: str) -> str:
 
 # Scopes, loops and conditions, spelled the Bicep way and the Terraform way.
 BICEP_SCOPES = {"containers": "container", "storageAccount": "account", "queues": "queue",
-                "applicationInsights": "app insights", "vault": "secret", "openAiAccount": "ai account"}  # fmt: skip
-TERRAFORM_SCOPES = {"azurerm_storage_container": "container", "azurerm_storage_account": "account", "azurerm_storage_queue": "queue",
+                "applicationInsights": "app insights", "vault": "secret", "openAiAccount": "ai account",
+                "jobQueue": "job queue", "jobsContainer": "jobs container"}  # fmt: skip
+# The first needle found names the scope, so the particular ones (one queue, one container) come first.
+TERRAFORM_SCOPES = {"azurerm_storage_queue.main[var.queue_name]": "job queue", "azurerm_storage_container.main[var.jobs_container_name]": "jobs container",
+                    "azurerm_storage_container": "container", "azurerm_storage_account": "account", "azurerm_storage_queue": "queue",
                     "azurerm_application_insights": "app insights", "local.secret_scope": "secret", "azurerm_cognitive_account": "ai account"}  # fmt: skip
-BICEP_LOOPS = {"writableContainers": "every container", "developerContainers": "app and host containers", "queueNames": "every queue"}
+BICEP_LOOPS = {"writableContainers": "every container", "developerContainers": "app and host containers", "queueNames": "every queue",
+               "callerPrincipalIds": "every caller"}  # fmt: skip
 TERRAFORM_LOOPS = {"local.container_names": "every container", "local.developer_containers": "app and host containers",
-                   "local.queue_names": "every queue"}  # fmt: skip
-BICEP_CONDITIONS = {"withKeyVault": "keyvault way", "withOpenAiUser": "keyless, account created", "withDeveloper": "developer"}
-TERRAFORM_CONDITIONS = {"local.use_key_vault": "keyvault way", "local.with_openai_user": "keyless, account created",
+                   "local.queue_names": "every queue", "var.caller_principal_ids": "every caller"}  # fmt: skip
+BICEP_CONDITIONS = {"withKeyVault": "keyvault way", "withOpenAiUser": "entra way, account created", "withDeveloper": "developer"}
+TERRAFORM_CONDITIONS = {"local.use_key_vault": "keyvault way", "local.with_openai_user": "entra way, account created",
                         "local.with_developer": "developer"}  # fmt: skip
 
 Assignment = tuple[str, str, str, str, frozenset[str]]  # principal, role GUID, scope, loop, conditions
@@ -430,7 +434,7 @@ def _bicep_assignments() -> set[Assignment]:
         outer = resource["config"]
         config = outer.get("config", outer)
         loop = outer.get("loop_type", {}).get("detail", {}).get("array_name") if "loop_type" in outer else None
-        principal = {"principalId": "app", "developerPrincipalId": "developer"}[config["properties"]["principalId"]]
+        principal = {"principalId": "app", "developerPrincipalId": "developer", "callerId": "caller"}[config["properties"]["principalId"]]
         role = guids[config["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]]
         scope_text = json.dumps(config["scope"])
         scope = next(kind for needle, kind in BICEP_SCOPES.items() if f'"{needle}"' in scope_text)
@@ -446,7 +450,7 @@ def _terraform_assignments() -> set[Assignment]:
     for name, body in _tf_resources(terraform).items():
         if not name.startswith("azurerm_role_assignment."):
             continue
-        principal = {"${local.app_principal_id}": "app", "${var.principal_id}": "developer"}[body["principal_id"]]
+        principal = {"${local.app_principal_id}": "app", "${var.principal_id}": "developer", "${each.value}": "caller"}[body["principal_id"]]
         role = guids[re.fullmatch(r"\$\{local\.role_id\.(\w+)\}", body["role_definition_id"]).group(1)]  # type: ignore[union-attr]
         scope = next(kind for needle, kind in TERRAFORM_SCOPES.items() if needle in body["scope"])
         repeat = str(body.get("for_each", "")) + str(body.get("count", ""))

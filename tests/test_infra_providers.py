@@ -40,7 +40,8 @@ AZURERM_SINCE_4_0 = {
     "azurerm_storage_queue": {"name"},
     "azurerm_storage_management_policy": {
         "rule", "rule.actions", "rule.actions.version", "rule.actions.version.delete_after_days_since_creation",
-        "rule.enabled", "rule.filters", "rule.filters.blob_types", "rule.name", "storage_account_id",
+        "rule.actions.base_blob", "rule.actions.base_blob.delete_after_days_since_creation_greater_than",
+        "rule.enabled", "rule.filters", "rule.filters.blob_types", "rule.filters.prefix_match", "rule.name", "storage_account_id",
     },
     "azurerm_cognitive_account": {
         "custom_subdomain_name", "identity", "identity.type", "kind", "local_auth_enabled", "location", "name",

@@ -900,7 +900,7 @@ def _rules_cells(rules: Rules) -> dict[str, str]:
         "n": "1" if rules.max_n == 1 else f"1-{rules.max_n}",
         "quality": ", ".join(rules.qualities) + (f" (translated: {seed_qualities})" if seed_qualities else ""),
         "style": ("accepted, dropped: " if gpt else "") + ", ".join(rules.styles),
-        "response_format": "url (default), b64_json" + (": this service's answer; upstream always base64" if gpt else ""),
+        "response_format": "b64_json (default, plus url), url: as the model answers; upstream always base64" if gpt else "url (default), b64_json",
         "output_format": ", ".join(rules.output_formats) or "-",
         "output_compression": "0-100, jpeg only" if "output_compression" in rules.fields else "-",
         "background": ", ".join(rules.backgrounds) + " (transparent: png only)" if rules.backgrounds else "-",

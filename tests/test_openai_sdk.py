@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 
 import httpx
@@ -44,6 +45,14 @@ def test_openai_sdk_dall_e_3_links_outlive_the_model_services_url(api: ServerThr
     assert httpx.get(direct).status_code == 403  # the model service's link has expired
     archived = httpx.get(item.url)  # this service's link still serves the archived copy
     assert archived.status_code == 200 and archived.content.startswith(b"\x89PNG")
+
+
+def test_openai_sdk_decodes_b64_json_from_a_gpt_image_deployment_without_asking(api: ServerThread, sim: SimControl) -> None:
+    """Code written for gpt-image reads data[0].b64_json (the model always answers base64); url links to the archived copy."""
+    result = azure_client(api).images.generate(model="gpt-image-1-mini", prompt="a lighthouse at dawn")
+    assert result.data and result.data[0].b64_json and result.data[0].url
+    image = base64.b64decode(result.data[0].b64_json)
+    assert image.startswith(b"\x89PNG") and httpx.get(result.data[0].url).content == image
 
 
 def test_openai_sdk_b64_json(api: ServerThread, sim: SimControl) -> None:

@@ -133,6 +133,7 @@ SAMPLES = {
     "IMAGES_ALLOW_HTTP_UPSTREAM": "true",
     "IMAGES_BACKENDS": '{"pool": [{"endpoint": "https://b.openai.azure.com", "deployment": "img", "model": "gpt-image-2", "rpm": 6}]}',
     "IMAGES_PUBLIC_BASE_URL": "https://images.example.com",
+    "IMAGES_RETENTION_DAYS": "30",
 }
 
 

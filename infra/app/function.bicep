@@ -28,11 +28,12 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 20
 
+@description('AZURE_OPENAI_AUTH: entra or keyvault (main.bicep says why key is not offered).')
 @allowed([
-  'keyless'
+  'entra'
   'keyvault'
 ])
-param authMode string = 'keyless'
+param authMode string = 'entra'
 
 param openAiEndpoint string
 param deploymentName string
@@ -48,6 +49,9 @@ param imagesContainerName string
 param jobsContainerName string
 param queueName string
 param resultsQueueName string = ''
+
+@description('IMAGES_RETENTION_DAYS: the days of the storage lifecycle rule, so records say when they go.')
+param retentionDays int = 0
 
 // Every value below comes from a param, known when this module starts, so the settings can
 // be looped into siteConfig.appSettings (a loop cannot wait for a runtime reference).
@@ -65,7 +69,7 @@ var platformSettings = {
 var appSettings = {
   AZURE_OPENAI_ENDPOINT: openAiEndpoint
   AZURE_OPENAI_DEPLOYMENT: deploymentName
-  AZURE_OPENAI_AUTH: authMode == 'keyvault' ? 'keyvault' : 'entra'
+  AZURE_OPENAI_AUTH: authMode
   AZURE_CLIENT_ID: identityClientId
   IMAGES_DEPLOYMENTS: '${deploymentName}=${modelFamily}'
   IMAGES_API_STYLE: 'deployment'
@@ -74,6 +78,7 @@ var appSettings = {
   IMAGES_QUEUE: queueName
   IMAGES_RESULTS_QUEUE: resultsQueueName
   IMAGES_BACKENDS: imagesBackends
+  IMAGES_RETENTION_DAYS: string(retentionDays)
   // Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
   // AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
   // writes diagnostic events there, which needs a Table role this app has no use for

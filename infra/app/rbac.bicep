@@ -1,5 +1,5 @@
-// Every role the app's identity (and, optionally, the deploying developer) holds, each at
-// the narrowest scope the service allows. Names come from guid(scope, principal, role),
+// Every role the app's identity (and, optionally, the deploying developer and the calling
+// services) holds, each at the narrowest scope the service allows. Names come from guid(scope, principal, role),
 // so a re-deployment finds the same assignments instead of duplicating them.
 //
 // Why these and no more:
@@ -23,6 +23,9 @@
 // - Cognitive Services OpenAI User on the AI account (keyless way, account created here;
 //   for an existing endpoint the operator grants it, see infra/README.md).
 // - Monitoring Metrics Publisher on Application Insights: telemetry with Entra ID auth.
+// Calling services (callerPrincipalIds): Storage Queue Data Message Sender on the job queue
+// (drop jobs, nothing else) and Storage Blob Data Reader on the jobs container (job status).
+// They call the HTTP API with the function key, which needs no role.
 
 @description('Principal (object) id of the app\'s user-assigned identity.')
 param principalId string
@@ -57,14 +60,28 @@ param withKeyVault bool = false
 param keyVaultName string
 param secretName string
 
-@description('Grant Cognitive Services OpenAI User on the AI account (keyless way, account created here).')
+@description('Grant Cognitive Services OpenAI User on the AI account (entra way, account created here).')
 param withOpenAiUser bool = false
 param openAiAccountName string
+
+@description('Object ids of the calling services: they may send to the job queue and read job records.')
+param callerPrincipalIds array = []
+
+@allowed([
+  'ServicePrincipal'
+  'Group'
+  'User'
+])
+param callerPrincipalType string = 'ServicePrincipal'
+
+param jobQueueName string
+param jobsContainerName string
 
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
 var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1' // Storage Blob Data Reader
 var storageBlobDelegator = 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a' // Storage Blob Delegator
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
+var storageQueueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a' // Storage Queue Data Message Sender
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
 var cognitiveServicesOpenAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd' // Cognitive Services OpenAI User
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
@@ -96,6 +113,16 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
   parent: storageAccount::queueService
   name: queueName
 }]
+
+resource jobQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: storageAccount::queueService
+  name: jobQueueName
+}
+
+resource jobsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: storageAccount::blobService
+  name: jobsContainerName
+}
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -246,3 +273,25 @@ resource developerOpenAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cognitiveServicesOpenAiUser)
   }
 }
+
+// ---- the calling services (optional): queue in, job records out ----
+
+resource callerQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for callerId in callerPrincipalIds: {
+  name: guid(jobQueue.id, callerId, storageQueueDataMessageSender)
+  scope: jobQueue
+  properties: {
+    principalId: callerId
+    principalType: callerPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataMessageSender)
+  }
+}]
+
+resource callerJobReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for callerId in callerPrincipalIds: {
+  name: guid(jobsContainer.id, callerId, storageBlobDataReader)
+  scope: jobsContainer
+  properties: {
+    principalId: callerId
+    principalType: callerPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+  }
+}]

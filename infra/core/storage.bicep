@@ -35,6 +35,13 @@ param softDeleteRetentionDays int = 7
 @minValue(1)
 param previousVersionRetentionDays int = 30
 
+@description('Days blobs under retentionPrefixes are kept before the lifecycle rule deletes them; 0: the rule is off.')
+@minValue(0)
+param retentionDays int = 0
+
+@description('Where the retention rule applies: container/ prefixes (the archive and the job records).')
+param retentionPrefixes array = []
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -108,8 +115,10 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     name: 'default'
   }
 
-  // Versioning keeps every overwrite; without this rule the rewritten job records would
-  // pile up versions forever.
+  // Versioning keeps every overwrite; without the first rule the rewritten job records would
+  // pile up versions forever. The second is the archive's retention (IMAGES_RETENTION_DAYS):
+  // off at 0; a deleted blob's previous version then goes by the first rule, its
+  // soft-deleted copy after softDeleteRetentionDays.
   resource lifecycle 'managementPolicies' = {
     name: 'default'
     properties: {
@@ -129,6 +138,26 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
                 version: {
                   delete: {
                     daysAfterCreationGreaterThan: previousVersionRetentionDays
+                  }
+                }
+              }
+            }
+          }
+          {
+            name: 'delete-after-retention'
+            enabled: retentionDays > 0
+            type: 'Lifecycle'
+            definition: {
+              filters: {
+                blobTypes: [
+                  'blockBlob'
+                ]
+                prefixMatch: retentionPrefixes
+              }
+              actions: {
+                baseBlob: {
+                  delete: {
+                    daysAfterCreationGreaterThan: retentionDays
                   }
                 }
               }

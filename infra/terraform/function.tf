@@ -26,7 +26,7 @@ locals {
   app_settings = {
     AZURE_OPENAI_ENDPOINT   = local.openai_endpoint
     AZURE_OPENAI_DEPLOYMENT = local.deployment_name
-    AZURE_OPENAI_AUTH       = local.use_key_vault ? "keyvault" : "entra"
+    AZURE_OPENAI_AUTH       = var.auth_mode
     AZURE_CLIENT_ID         = azurerm_user_assigned_identity.app.client_id
     IMAGES_DEPLOYMENTS      = "${local.deployment_name}=${var.image_model_name}"
     IMAGES_API_STYLE        = "deployment"
@@ -35,6 +35,7 @@ locals {
     IMAGES_QUEUE            = var.queue_name
     IMAGES_RESULTS_QUEUE    = var.results_queue_name
     IMAGES_BACKENDS         = local.images_backends
+    IMAGES_RETENTION_DAYS   = tostring(var.retention_days)
     # Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
     # AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
     # writes diagnostic events there, which needs a Table role this app has no use for

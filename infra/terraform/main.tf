@@ -141,8 +141,10 @@ resource "azurerm_storage_queue" "main" {
   storage_account_id = azurerm_storage_account.main.id
 }
 
-# Versioning keeps every overwrite; without this rule the rewritten job records would
-# pile up versions forever.
+# Versioning keeps every overwrite; without the first rule the rewritten job records would
+# pile up versions forever. The second is the archive's retention (IMAGES_RETENTION_DAYS): off
+# at 0; a deleted blob's previous version then goes by the first rule, its soft-deleted copy
+# after 7 days.
 resource "azurerm_storage_management_policy" "main" {
   storage_account_id = azurerm_storage_account.main.id
 
@@ -157,6 +159,22 @@ resource "azurerm_storage_management_policy" "main" {
     actions {
       version {
         delete_after_days_since_creation = 30
+      }
+    }
+  }
+
+  rule {
+    name    = "delete-after-retention"
+    enabled = var.retention_days > 0
+
+    filters {
+      blob_types   = ["blockBlob"]
+      prefix_match = [for name in local.app_container_names : "${name}/"]
+    }
+
+    actions {
+      base_blob {
+        delete_after_days_since_creation_greater_than = var.retention_days
       }
     }
   }

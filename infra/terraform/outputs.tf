@@ -65,5 +65,5 @@ output "AZURE_OPENAI_DEPLOYMENT" {
 }
 
 output "AZURE_OPENAI_AUTH" {
-  value = local.use_key_vault ? "keyvault" : "entra"
+  value = var.auth_mode
 }

@@ -1,4 +1,4 @@
-# Every role the app's identity (and, optionally, the deploying developer) holds, each at
+# Every role the app's identity (and, optionally, the deploying developer and the calling services) holds, each at
 # the narrowest scope the service allows; the same set as infra/app/rbac.bicep, whose
 # header says why each is needed. Role GUIDs rather than names: one lookup less, and the
 # same values as the Bicep twin. Like Bicep's guid(scope, principal, role), each name is a
@@ -6,13 +6,14 @@
 
 locals {
   roles = {
-    storage_blob_data_contributor  = "ba92f5b4-2d11-453d-a403-e96b0029c9fe" # Storage Blob Data Contributor
-    storage_blob_data_reader       = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1" # Storage Blob Data Reader
-    storage_blob_delegator         = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a" # Storage Blob Delegator
-    storage_queue_data_contributor = "974c5e8b-45b9-4653-ba55-5f855dd0fb88" # Storage Queue Data Contributor
-    key_vault_secrets_user         = "4633458b-17de-408a-b874-0445c86b69e6" # Key Vault Secrets User
-    cognitive_services_openai_user = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd" # Cognitive Services OpenAI User
-    monitoring_metrics_publisher   = "3913510d-42f4-4e42-8a64-420c390055eb" # Monitoring Metrics Publisher
+    storage_blob_data_contributor     = "ba92f5b4-2d11-453d-a403-e96b0029c9fe" # Storage Blob Data Contributor
+    storage_blob_data_reader          = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1" # Storage Blob Data Reader
+    storage_blob_delegator            = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a" # Storage Blob Delegator
+    storage_queue_data_contributor    = "974c5e8b-45b9-4653-ba55-5f855dd0fb88" # Storage Queue Data Contributor
+    storage_queue_data_message_sender = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a" # Storage Queue Data Message Sender
+    key_vault_secrets_user            = "4633458b-17de-408a-b874-0445c86b69e6" # Key Vault Secrets User
+    cognitive_services_openai_user    = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd" # Cognitive Services OpenAI User
+    monitoring_metrics_publisher      = "3913510d-42f4-4e42-8a64-420c390055eb" # Monitoring Metrics Publisher
   }
   role_id = { for key, guid in local.roles : key => "/subscriptions/${data.azurerm_subscription.current.subscription_id}/providers/Microsoft.Authorization/roleDefinitions/${guid}" }
 
@@ -156,4 +157,26 @@ resource "azurerm_role_assignment" "developer_openai_user" {
   role_definition_id = local.role_id.cognitive_services_openai_user
   principal_id       = var.principal_id
   principal_type     = var.principal_type
+}
+
+# ---- the calling services (optional): queue in, job records out; HTTP needs the function key, no role ----
+
+resource "azurerm_role_assignment" "caller_queue_sender" {
+  for_each = toset(var.caller_principal_ids)
+
+  name               = uuidv5("url", "${azurerm_storage_queue.main[var.queue_name].id}|${each.value}|${local.role_id.storage_queue_data_message_sender}")
+  scope              = azurerm_storage_queue.main[var.queue_name].id
+  role_definition_id = local.role_id.storage_queue_data_message_sender
+  principal_id       = each.value
+  principal_type     = var.caller_principal_type
+}
+
+resource "azurerm_role_assignment" "caller_job_reader" {
+  for_each = toset(var.caller_principal_ids)
+
+  name               = uuidv5("url", "${azurerm_storage_container.main[var.jobs_container_name].id}|${each.value}|${local.role_id.storage_blob_data_reader}")
+  scope              = azurerm_storage_container.main[var.jobs_container_name].id
+  role_definition_id = local.role_id.storage_blob_data_reader
+  principal_id       = each.value
+  principal_type     = var.caller_principal_type
 }

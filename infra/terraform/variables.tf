@@ -27,14 +27,17 @@ variable "resource_group_name" {
   default     = ""
 }
 
+# The app's AZURE_OPENAI_AUTH ways by the same names. Its third way, key (the model key in an app
+# setting), is not offered: the templates never write a key where whoever reads the site's
+# configuration reads it too; keyvault serves a model that needs a key, from Key Vault.
 variable "auth_mode" {
-  description = "How the app authenticates to the model: keyless (Entra ID) or keyvault (the model key, read from Key Vault)."
+  description = "How the app authenticates to the model (AZURE_OPENAI_AUTH): entra (Entra ID, no key) or keyvault (the model key, read from Key Vault). key is not offered: the templates never put a key in an app setting."
   type        = string
-  default     = "keyless"
+  default     = "entra"
 
   validation {
-    condition     = contains(["keyless", "keyvault"], var.auth_mode)
-    error_message = "auth_mode must be keyless or keyvault."
+    condition     = contains(["entra", "keyvault"], var.auth_mode)
+    error_message = "auth_mode must be entra or keyvault (key is not offered: the templates never put a key in an app setting)."
   }
 }
 
@@ -186,5 +189,33 @@ variable "principal_type" {
   validation {
     condition     = contains(["User", "ServicePrincipal", "Group"], var.principal_type)
     error_message = "principal_type must be User, ServicePrincipal or Group."
+  }
+}
+
+variable "caller_principal_ids" {
+  description = "Object ids of the services (their managed identities) that drop jobs on the queue and read job records: each gets Storage Queue Data Message Sender on the job queue and Storage Blob Data Reader on the jobs container."
+  type        = list(string)
+  default     = []
+}
+
+variable "caller_principal_type" {
+  description = "Type of caller_principal_ids: ServicePrincipal, Group or User."
+  type        = string
+  default     = "ServicePrincipal"
+
+  validation {
+    condition     = contains(["ServicePrincipal", "Group", "User"], var.caller_principal_type)
+    error_message = "caller_principal_type must be ServicePrincipal, Group or User."
+  }
+}
+
+variable "retention_days" {
+  description = "Days archived images, records and job records are kept before a Blob lifecycle rule deletes them (IMAGES_RETENTION_DAYS); 0: kept."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.retention_days >= 0 && var.retention_days <= 36500
+    error_message = "retention_days must be 0-36500."
   }
 }

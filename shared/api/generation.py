@@ -7,15 +7,19 @@ and queued (202 with ``Operation-Location``).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from shared import audit
 from shared.api.body import read_json_body
 from shared.api.deps import RuntimeDep
+from shared.api.errors import error_response
 from shared.api.public import check_api_version, operation_location
-from shared.api.schema import generation_openapi
+from shared.api.schema import FUNCTION_KEY, generation_openapi, generation_responses, submit_responses
 from shared.archive import is_safe_id
 from shared.echo import shown
 from shared.errors import ServiceError, invalid
@@ -23,17 +27,17 @@ from shared.jobs import new_job_id
 from shared.models import ImageRequest, parse_request
 from shared.pricing import cost_header
 from shared.runtime import Runtime
-from shared.service import new_generation_id, sync_prefix
+from shared.service import new_generation_id, sync_prefix, translations_header
 
-router = APIRouter()
-
-_OPENAPI = generation_openapi()
+router = APIRouter(dependencies=FUNCTION_KEY)
 
 
 @router.post(
     "/openai/deployments/{deployment}/images/generations",
     summary="Generate images (Azure deployment-scoped path)",
-    openapi_extra=_OPENAPI,
+    response_description="The images, archived",
+    responses=generation_responses(),
+    openapi_extra=generation_openapi("required"),
 )
 async def generate_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Generate now, or queue with ``Prefer: respond-async``."""
@@ -43,14 +47,16 @@ async def generate_deployment(deployment: str, request: Request, runtime: Runtim
     image_request = parse_request(body, deployment, family)
     if _wants_async(request):
         return await _submit(runtime, request, image_request, body)
-    return await _generate_now(runtime, image_request)
+    return await _generate_now(runtime, request, image_request)
 
 
 @router.post(
     "/openai/deployments/{deployment}/images/generations:submit",
     summary="Submit a background generation: 202 with Operation-Location",
     status_code=202,
-    openapi_extra=_OPENAPI,
+    response_description="Queued",
+    responses=submit_responses(),
+    openapi_extra=generation_openapi("optional", prefer=False),
 )
 async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Record and queue the generation: 202 with ``Operation-Location``."""
@@ -63,7 +69,9 @@ async def submit_deployment(deployment: str, request: Request, runtime: RuntimeD
 @router.post(
     "/openai/v1/images/generations",
     summary="Generate images (v1 path; model = deployment name)",
-    openapi_extra=_OPENAPI,
+    response_description="The images, archived",
+    responses=generation_responses(),
+    openapi_extra=generation_openapi("none"),
 )
 async def generate_v1(request: Request, runtime: RuntimeDep) -> Response:
     """The v1 path: ``model`` names the deployment."""
@@ -78,7 +86,7 @@ async def generate_v1(request: Request, runtime: RuntimeDep) -> Response:
     image_request = parse_request(body, model, _family(runtime, model, "model"), api_style_v1=True)
     if _wants_async(request):
         return await _submit(runtime, request, image_request, body)
-    return await _generate_now(runtime, image_request)
+    return await _generate_now(runtime, request, image_request)
 
 
 def _family(runtime: Runtime, deployment: str, param: str | None) -> str:
@@ -94,17 +102,35 @@ def _wants_async(request: Request) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-async def _generate_now(runtime: Runtime, image_request: ImageRequest) -> JSONResponse:
+async def _generate_now(runtime: Runtime, request: Request, image_request: ImageRequest) -> Response:
+    """Generate, archive and answer; a failure after this point carries ``x-request-id``, the id its failure record is filed under."""
     settings, service = runtime.settings, runtime.service
     generation_id = new_generation_id()
-    generation = await service.generate(
-        image_request,
-        generation_id=generation_id,
-        prefix=sync_prefix(),
-        timeout=settings.sync_timeout_seconds,
-        budget=settings.retry_budget_seconds,
-    )
-    return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id, **cost_header(generation.record)})
+    headers = {"x-request-id": generation_id, **translations_header(image_request)}
+    try:
+        generation = await service.generate(
+            image_request,
+            generation_id=generation_id,
+            prefix=sync_prefix(),
+            timeout=settings.sync_timeout_seconds,
+            budget=settings.retry_budget_seconds,
+            caller=audit.caller_identity(request.headers),
+        )
+    except ServiceError as error:
+        response = error_response(error)
+        response.headers.update(headers)
+        return response
+    return JSONResponse(await service.response_body(generation), headers={**headers, **cost_header(generation.record)})
+
+
+def scoped_job_id(deployment: str, caller: Mapping[str, str], key: str) -> str:
+    """The job id of an ``Idempotency-Key``: scoped by deployment and, when the platform names one, by caller.
+
+    The same key from another caller or for another deployment is another job, not a 409.
+    """
+    who = caller.get("id") or caller.get("name") or ""
+    digest = hashlib.sha256("\n".join((deployment, who, key)).encode()).hexdigest()
+    return f"idem-{digest[:40]}"
 
 
 async def _submit(runtime: Runtime, request: Request, image_request: ImageRequest, body: dict[str, Any]) -> JSONResponse:
@@ -112,10 +138,11 @@ async def _submit(runtime: Runtime, request: Request, image_request: ImageReques
     key = request.headers.get("idempotency-key")
     if key is not None and not is_safe_id(key):
         raise invalid("Idempotency-Key", "Idempotency-Key must be 1-64 letters, digits, '-' or '_'.")
-    job_id = key or new_job_id()
+    job_id = scoped_job_id(image_request.deployment, audit.caller_identity(request.headers), key) if key else new_job_id()
     queued = {k: v for k, v in body.items() if k != "model"}
     job, created = await runtime.jobs.submit(job_id, image_request.deployment, queued)
     if not created and (job.request != queued or job.deployment != image_request.deployment):
         raise ServiceError(409, "IdempotencyKeyReused", "This Idempotency-Key was used for a different request; use a new key.", param="Idempotency-Key")
     location = operation_location(request, runtime.settings, job_id)
-    return JSONResponse({"id": job_id, "status": job.status.value}, status_code=202, headers={"Operation-Location": location, "Retry-After": "5"})
+    headers = {"Operation-Location": location, "Retry-After": "5", **translations_header(image_request)}
+    return JSONResponse({"id": job_id, "status": job.status.value}, status_code=202, headers=headers)

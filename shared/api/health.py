@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from shared.api.deps import RuntimeDep
+from shared.api.schema import FUNCTION_KEY, health_responses
 from shared.models import lifecycle_view
 
-router = APIRouter()
+router = APIRouter(dependencies=FUNCTION_KEY)
 
 
-@router.get("/healthz", summary="Liveness")
+@router.get("/healthz", summary="Liveness", response_description="Alive", responses=health_responses())
 async def healthz(runtime: RuntimeDep) -> dict[str, Any]:
     """``{"status": "ok", "deployments", "api_style", "models"}``; no call to storage or upstream.
 

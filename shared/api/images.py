@@ -6,13 +6,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from shared.api.deps import RuntimeDep
+from shared.api.schema import FUNCTION_KEY, image_link_responses
 from shared.archive import is_archive_path
 from shared.errors import ServiceError
 
-router = APIRouter()
+router = APIRouter(dependencies=FUNCTION_KEY)
 
 
-@router.get("/images/{name:path}", summary="Stable link to an archived image: redirects to a fresh read-only SAS URL")
+@router.get(
+    "/images/{name:path}",
+    summary="Stable link to an archived image: redirects to a fresh read-only SAS URL",
+    status_code=302,
+    response_class=RedirectResponse,
+    response_description="Redirect to a fresh read-only SAS URL",
+    responses=image_link_responses(),
+)
 async def image_link(name: str, request: Request, runtime: RuntimeDep) -> Response:
     """302 to a fresh SAS URL of the archived blob ``name``; 404 for anything else."""
     archive = runtime.service.archive

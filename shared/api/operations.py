@@ -7,15 +7,22 @@ from fastapi.responses import JSONResponse, Response
 
 from shared.api.deps import RuntimeDep
 from shared.api.public import check_api_version
+from shared.api.schema import FUNCTION_KEY, operation_responses
 from shared.archive import is_safe_id
 from shared.echo import shown
 from shared.errors import ServiceError
 from shared.jobs import JobStatus
 
-router = APIRouter()
+router = APIRouter(dependencies=FUNCTION_KEY)
 
 
-@router.get("/openai/operations/images/{job_id}", summary="Status of a background generation", name="operation_status")
+@router.get(
+    "/openai/operations/images/{job_id}",
+    summary="Status of a background generation",
+    name="operation_status",
+    response_description="The job",
+    responses=operation_responses(),
+)
 async def operation_status(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
     """``{id, status, created, result?, error?}``; ``Retry-After`` while the job is not finished.
 

@@ -8,9 +8,13 @@ The schema is the union over families; each property says which families differ.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
+
+from fastapi import Security
+from fastapi.security import APIKeyHeader, APIKeyQuery
 
 from shared import models
+from shared.api.public import API_VERSION
 from shared.models import Rules
 
 
@@ -97,7 +101,10 @@ _PROPERTIES: dict[str, Callable[[], dict[str, Any]]] = {
     "response_format": lambda: {
         "type": "string",
         "enum": list(models.RESPONSE_FORMATS),
-        "description": "What this service returns; url links to the archived copy.",
+        "description": (
+            "What the answer carries. Default: as the deployment's model answers, b64_json (plus url) for gpt-image, url for "
+            "dall-e-3. url always links to the archived copy; upstream is always asked for base64."
+        ),
     },
     "output_format": lambda: _rule_choice("output_format", lambda r: r.output_formats),
     "output_compression": _output_compression,
@@ -121,24 +128,221 @@ def generation_schema() -> dict[str, Any]:
     }
 
 
-_STATUS_TEXTS = [
-    (400, "Invalid request or content filtered"),
-    (404, "Unknown deployment"),
-    (413, "Body too large"),
-    (415, "Body is not JSON"),
-    (429, "Upstream throttling; see Retry-After"),
-    (502, "Upstream failure"),
-    (503, "Storage or credential unavailable"),
-    (504, "Upstream timeout"),
-]
-_ERROR_EXAMPLE = {"error": {"code": "...", "message": "...", "param": "..."}}
+# --- responses, headers, parameters and security: what /openapi.json promises besides the request body ---
 
+FUNCTION_KEY_HEADER = APIKeyHeader(
+    name="x-functions-key",
+    scheme_name="functionKey",
+    auto_error=False,  # Azure's front end checks the key before the app sees the request; locally there is none
+    description="The function key (az functionapp keys list). Azure Functions checks it; the app never sees a request without it.",
+)
+FUNCTION_KEY_QUERY = APIKeyQuery(
+    name="code", scheme_name="functionKeyQuery", auto_error=False, description="The function key as a query parameter."
+)
+# Every router's dependencies: they declare the security scheme in the document and do nothing at run time.
+FUNCTION_KEY = [Security(FUNCTION_KEY_HEADER), Security(FUNCTION_KEY_QUERY)]
 
-def generation_openapi() -> dict[str, Any]:
-    """``openapi_extra`` of the generation routes: the request body and the error responses."""
-    return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": generation_schema()}}},
-        "responses": {
-            str(status): {"description": text, "content": {"application/json": {"example": _ERROR_EXAMPLE}}} for status, text in _STATUS_TEXTS
+_ERROR_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "e.g. invalid_value, contentFilter, DeploymentNotFound, 429, UpstreamTimeout"},
+                "message": {"type": "string"},
+                "param": {"type": "string", "description": "The parameter at fault, when one is."},
+                "type": {"type": "string"},
+                "filtered": {"type": "string", "enum": ["prompt", "image"], "description": "contentFilter: which side was filtered."},
+                "categories": {"type": "array", "items": {"type": "string"}, "description": "contentFilter: the categories upstream flagged."},
+                "content_filter_results": {"type": "object"},
+                "revised_prompt": {"type": "string"},
+                "dequeue_count": {"type": "integer", "description": "Background jobs: the delivery that gave up."},
+            },
+        }
+    },
+}
+_ITEM = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {
+        "url": {"type": "string", "description": "Read-only SAS link to the archived copy (IMAGES_LINK_TTL_SECONDS)."},
+        "b64_json": {
+            "type": "string",
+            "description": "The image, base64: by default from gpt-image deployments (as gpt-image answers), or with response_format b64_json.",
         },
+        "revised_prompt": {"type": "string"},
+        "content_filter_results": {"type": "object"},
+        "prompt_filter_results": {"type": "object"},
+    },
+}
+_GENERATION_BODY = {
+    "type": "object",
+    "required": ["created", "data"],
+    "properties": {"created": {"type": "integer"}, "data": {"type": "array", "items": _ITEM}, "usage": {"type": "object"}},
+}
+_ACCEPTED_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "status"],
+    "properties": {"id": {"type": "string"}, "status": {"type": "string", "enum": ["notRunning", "running", "succeeded", "failed"]}},
+}
+_RESULT_ITEM = {
+    "type": "object",
+    "required": ["url", "name"],
+    "properties": {
+        "url": {"type": "string", "description": "A fresh read-only SAS link, signed at each poll."},
+        "name": {"type": "string", "description": "The blob's name in the images container (for GET /images/{name} and storage tools)."},
+        "revised_prompt": {"type": "string"},
+    },
+}
+_OPERATION_BODY = {
+    "type": "object",
+    "required": ["id", "status", "created"],
+    "properties": {
+        **_ACCEPTED_BODY["properties"],
+        "created": {"type": "integer"},
+        "result": {
+            "type": "object",
+            "required": ["created", "data"],
+            "properties": {
+                "created": {"type": "integer"},
+                "data": {"type": "array", "items": _RESULT_ITEM},
+                "usage": {"type": "object"},
+                "translations": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "error": _ERROR_BODY["properties"]["error"],
+    },
+}
+_HEALTH_BODY = {
+    "type": "object",
+    "required": ["status", "deployments", "api_style", "models"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok"]},
+        "deployments": {"type": "array", "items": {"type": "string"}},
+        "api_style": {"type": "string", "enum": ["deployment", "v1", "openai"]},
+        "models": {"type": "array", "items": {"type": "object", "required": ["deployment", "family", "status"]}},
+    },
+}
+
+
+def _header(description: str, *, required: bool = False) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": {"type": "string"}}
+
+
+_REQUEST_ID = _header("This request's id: the archive files it (and any failure record) under it.")
+_TRANSLATIONS = _header("Every translation made for the deployment's model, as a JSON array of sentences ([] for none).", required=True)
+_RETRY_AFTER = _header("Seconds to wait before trying again (or polling).", required=True)
+_HEADERS: dict[int, dict[str, Any]] = {
+    200: {"x-request-id": {**_REQUEST_ID, "required": True}, "x-images-translations": _TRANSLATIONS},
+    202: {
+        "Operation-Location": _header("Where to poll the job: GET /openai/operations/images/{id}.", required=True),
+        "Retry-After": _RETRY_AFTER,
+        "x-images-translations": _TRANSLATIONS,
+    },
+    429: {"Retry-After": _RETRY_AFTER, "retry-after-ms": _header("The same wait in milliseconds.", required=True)},
+}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _errors(texts: dict[int, str], headers: dict[int, dict[str, Any]] | None = None) -> dict[int | str, dict[str, Any]]:
+    """Error responses in the Azure shape; ``default`` covers the rest (405, a crash) and keeps FastAPI's 422, never sent, out."""
+    found: dict[int | str, dict[str, Any]] = {status: _json(_ERROR_BODY, text, (headers or {}).get(status)) for status, text in texts.items()}
+    found["default"] = _json(_ERROR_BODY, "Any other error (405 MethodNotAllowed, 500 InternalServerError), in the same shape.")
+    return found
+
+
+_REFUSED = {
+    400: "The request breaks a rule (param names it); or the content filter refused the prompt or the image (contentFilter).",
+    404: "DeploymentNotFound: the deployment is not served here.",
+    409: "IdempotencyKeyReused: this Idempotency-Key (for this deployment and caller) came with another request.",
+    413: "request_too_large: the body is over IMAGES_MAX_BODY_BYTES.",
+    415: "unsupported_media_type: the body is not application/json (UTF-8).",
+    503: "StorageUnavailable or CredentialUnavailable: storage, Key Vault or the identity endpoint could not be reached.",
+}
+_UPSTREAM = {
+    403: "The model service blocked the resource for policy reasons (its answer, passed on).",
+    429: "The deployment throttled beyond IMAGES_RETRY_BUDGET_SECONDS; Retry-After passed on.",
+    500: "ConfigurationError: the model key's secret is missing, empty or disabled in Key Vault.",
+    502: "UpstreamError, UpstreamUnavailable or UpstreamAuthenticationFailed.",
+    504: "UpstreamTimeout: no answer within IMAGES_SYNC_TIMEOUT_SECONDS; never repeated, it may be billed.",
+}
+
+
+def generation_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses`` of the generation routes: the answer, the background acceptance, every error status."""
+    after_upstream = {status: {"x-request-id": _REQUEST_ID} for status in (400, 403, 429, 500, 502, 503, 504)}
+    for status, headers in _HEADERS.items():
+        after_upstream.setdefault(status, {}).update(headers)
+    return {
+        200: _json(_GENERATION_BODY, "The images, archived: url always; b64_json from gpt-image deployments by default.", _HEADERS[200]),
+        202: _json(_ACCEPTED_BODY, "Queued (with Prefer: respond-async): poll Operation-Location.", _HEADERS[202]),
+        **_errors({**_REFUSED, **_UPSTREAM}, after_upstream),
     }
+
+
+def submit_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses`` of ``:submit``: the acceptance and what refuses it (nothing goes upstream here)."""
+    return {202: _json(_ACCEPTED_BODY, "Queued: poll Operation-Location.", _HEADERS[202]), **_errors(_REFUSED)}
+
+
+def operation_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses`` of the job status route."""
+    running = {"Retry-After": _header("Present while the job has not finished: seconds until the next poll.")}
+    return {
+        200: _json(_OPERATION_BODY, "The job: result (links signed now, blob names) or error once it ends.", running),
+        **_errors({404: "NotFound: no job has this id.", 503: _REFUSED[503]}),
+    }
+
+
+def image_link_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses`` of the stable image link."""
+    redirect = {
+        "Location": _header("A fresh read-only SAS URL of the blob.", required=True),
+        "Cache-Control": _header("no-store: the redirect itself is never cached.", required=True),
+    }
+    return {
+        302: {"description": "Redirect to a fresh read-only SAS URL.", "headers": redirect},
+        **_errors({404: "NotFound: no archived image or record has this name.", 503: _REFUSED[503]}),
+    }
+
+
+def health_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses`` of /healthz."""
+    return {200: _json(_HEALTH_BODY, "The process answers; the deployments it serves and their lifecycle."), **_errors({})}
+
+
+def _parameter(name: str, where: str, description: str, *, required: bool = False, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
+
+
+API_VERSION_PATTERN = f"^{API_VERSION.pattern}$"  # the check itself (shared/api/public.py), anchored as OpenAPI patterns are
+IDEMPOTENCY_KEY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+def generation_openapi(api_version: Literal["required", "optional", "none"] = "required", *, prefer: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` of the generation routes: the request body and the parameters FastAPI does not see
+    (the routes read them from the request): ``api-version``, ``Idempotency-Key`` and ``Prefer``."""
+    parameters = []
+    if api_version != "none":
+        parameters.append(_parameter("api-version", "query", "e.g. 2025-04-01-preview.", required=api_version == "required", pattern=API_VERSION_PATTERN))
+    parameters.append(
+        _parameter(
+            "Idempotency-Key", "header",
+            "Background generation: the same key (for the same deployment and caller) returns the same job; 409 with another request.",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+        )
+    )  # fmt: skip
+    if prefer:
+        parameters.append(_parameter("Prefer", "header", "respond-async: queue the generation instead (202 with Operation-Location)."))
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": generation_schema()}}}, "parameters": parameters}

@@ -69,6 +69,8 @@ class JobResult(BaseModel):
     images: list[ResultImage]
     usage: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None  # {"usd", "basis"}: shared/pricing.py
+    # What was translated for the model, as the record says; left out when nothing was, so older job blobs read back unchanged.
+    translations: list[str] = Field(default_factory=list, exclude_if=lambda value: not value)
 
     @classmethod
     def from_archive_record(cls, record: dict[str, Any], now: dt.datetime) -> JobResult:
@@ -78,6 +80,7 @@ class JobResult(BaseModel):
             images=[ResultImage(name=i["name"], revised_prompt=i.get("revised_prompt")) for i in record["images"]],
             usage=record.get("usage"),
             cost=record.get("cost"),
+            translations=record.get("translations") or [],
         )
 
 

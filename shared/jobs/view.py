@@ -23,10 +23,10 @@ async def notification(record: JobRecord, archive: Archive) -> dict[str, Any]:
 
 
 async def result_view(result: JobResult, archive: Archive) -> dict[str, Any]:
-    """A result in the shape of a generation response: {created, data: [{url, revised_prompt?}], usage?}."""
+    """A result in the shape of a generation response: {created, data: [{url, name, revised_prompt?}], usage?, translations?}."""
     data = []
     for image in result.images:
-        item = {"url": await archive.link(image.name)}
+        item = {"url": await archive.link(image.name), "name": image.name}
         if image.revised_prompt:
             item["revised_prompt"] = image.revised_prompt
         data.append(item)
@@ -35,6 +35,8 @@ async def result_view(result: JobResult, archive: Archive) -> dict[str, Any]:
         view["usage"] = result.usage
     if result.cost:
         view["cost"] = result.cost
+    if result.translations:
+        view["translations"] = result.translations
     return view
 
 

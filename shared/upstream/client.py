@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pybase64
 
+from shared.errors import ServiceError
 from shared.models import ImageRequest
 from shared.settings import Settings
 from shared.upstream.body import ImageBodyReader
@@ -56,6 +57,12 @@ class UpstreamResult:
     images: list[UpstreamImage]
     usage: dict[str, Any] | None = None
     attempts: int = 1
+    request_id: str | None = None  # upstream's id for the call (apim-request-id / x-request-id), for the record
+
+
+def upstream_request_id(headers: httpx.Headers) -> str | None:
+    """Upstream's id for a call, which Azure support asks for: ``apim-request-id``, else ``x-request-id``."""
+    return headers.get("apim-request-id") or headers.get("x-request-id")
 
 
 def _json_or_none(response: httpx.Response) -> Any:
@@ -128,11 +135,17 @@ class UpstreamClient:
         try:
             reader, headers = await self.retry.run(lambda: refresh.call(send), budget=budget)
         except UpstreamAnswer as answer:
-            raise map_error(answer.status, answer.body, answer.headers) from None
+            error = map_error(answer.status, answer.body, answer.headers)
+            error.upstream_request_id = upstream_request_id(answer.headers)
+            raise error from None
         except httpx.TransportError as exc:
             raise transport_error(exc, timeout) from None
-        result = await self._parse_success(reader, headers)
-        result.attempts = sent
+        try:
+            result = await self._parse_success(reader, headers)
+        except ServiceError as error:
+            error.upstream_request_id = upstream_request_id(headers)
+            raise
+        result.attempts, result.request_id = sent, upstream_request_id(headers)
         return result
 
     async def _post(self, url: str, payload: Payload, headers: dict[str, str], timeout: float) -> tuple[ImageBodyReader, httpx.Headers]:

@@ -1,0 +1,183 @@
+"""Smoke-test a deployment from its outputs: generate one image over HTTP, drop one job on the queue, see both archived.
+
+    .venv/bin/python infra/smoke_test.py --outputs outputs.json       terraform output -json > outputs.json,
+                                                                      or az deployment sub show ... --query properties.outputs
+    eval "$(azd env get-values)" && .venv/bin/python infra/smoke_test.py      the outputs from the environment (azd)
+
+Every value can also be given as an option or read from the environment under the output's name:
+AZURE_FUNCTION_URL, AZURE_OPENAI_DEPLOYMENT, AZURE_STORAGE_QUEUE_ENDPOINT, IMAGES_QUEUE,
+AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME (to fetch the function key with `az`), FUNCTION_KEY
+(or --function-key) to give it instead. The queue message is sent with your Entra ID login
+(DefaultAzureCredential: `az login`), which needs Storage Queue Data Contributor or Message Sender
+on the queue (the templates grant it to `principalId` and to `callerPrincipalIds`). Against the local
+stack: --url http://127.0.0.1:7071 --queue-connection-string "$AzureWebJobsStorage" (serve prints it).
+
+Exit code 0 when both the image and the job succeeded; 1 otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+API_VERSION = "2025-04-01-preview"
+PROMPT = "A lighthouse at dawn, watercolor (smoke test)"
+
+
+class SmokeFailed(Exception):
+    """What did not work, in one sentence."""
+
+
+def read_outputs(path: Path) -> dict[str, str]:
+    """Deployment outputs from ``terraform output -json``, ``az deployment ... --query properties.outputs`` or ``azd env get-values``."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        found = {}
+        for line in text.splitlines():  # azd: NAME="value"
+            name, sep, value = line.partition("=")
+            if sep and name.strip():
+                found[name.strip()] = value.strip().strip('"')
+        return found
+    return {name: str(entry["value"]) if isinstance(entry, dict) else str(entry) for name, entry in data.items()}
+
+
+def _config(args: argparse.Namespace, outputs: Mapping[str, str]) -> dict[str, str]:
+    def pick(option: str | None, name: str, default: str = "") -> str:
+        return option or outputs.get(name) or os.environ.get(name, "") or default
+
+    return {
+        "url": pick(args.url, "AZURE_FUNCTION_URL").rstrip("/"),
+        "deployment": pick(args.deployment, "AZURE_OPENAI_DEPLOYMENT"),
+        "queue": pick(args.queue, "IMAGES_QUEUE", "image-jobs"),
+        "queue_endpoint": pick(args.queue_endpoint, "AZURE_STORAGE_QUEUE_ENDPOINT"),
+        "queue_connection_string": args.queue_connection_string or "",
+        "key": pick(args.function_key, "FUNCTION_KEY"),
+        "resource_group": outputs.get("AZURE_RESOURCE_GROUP") or os.environ.get("AZURE_RESOURCE_GROUP", ""),
+        "app": outputs.get("AZURE_FUNCTION_APP_NAME") or os.environ.get("AZURE_FUNCTION_APP_NAME", ""),
+    }
+
+
+def function_key(config: Mapping[str, str]) -> str:
+    """The function key: given, or fetched with `az` for an app in Azure; none for a local stack (no key there)."""
+    if config["key"] or not config["url"].startswith("https://"):
+        return config["key"]
+    az = shutil.which("az")
+    if not (az and config["resource_group"] and config["app"]):
+        raise SmokeFailed("no function key: give --function-key (or FUNCTION_KEY), or AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME with `az` logged in")
+    found = subprocess.run(  # noqa: S603  # az from PATH, with the names the deployment output
+        [az, "functionapp", "keys", "list", "-g", config["resource_group"], "-n", config["app"], "--query", "functionKeys.default", "-o", "tsv"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if found.returncode != 0 or not found.stdout.strip():
+        raise SmokeFailed(f"`az functionapp keys list` failed: {found.stderr.strip()[:300]}")
+    return found.stdout.strip()
+
+
+def generate_one(http: httpx.Client, deployment: str) -> str:
+    """POST one generation; the archived blob's name."""
+    response = http.post(
+        f"/openai/deployments/{deployment}/images/generations",
+        params={"api-version": API_VERSION},
+        json={"prompt": PROMPT, "size": "1024x1024", "quality": "low"},
+    )
+    if response.status_code != 200:
+        raise SmokeFailed(f"generation: HTTP {response.status_code} {response.text[:500]}")
+    item = response.json()["data"][0]
+    image = httpx.get(item["url"], timeout=60)
+    if image.status_code != 200 or (item.get("b64_json") and base64.b64decode(item["b64_json"]) != image.content):
+        raise SmokeFailed(f"the archived copy does not answer as returned (HTTP {image.status_code})")
+    name = httpx.URL(item["url"]).path.split("/images/", 1)[-1]
+    print(f"1/2 generated: HTTP 200, request {response.headers.get('x-request-id')}, archived as images/{name} ({len(image.content)} bytes)")
+    return name
+
+
+def send_job(config: Mapping[str, str], job_id: str) -> None:
+    """Drop one job on the queue, as a calling service does."""
+    from azure.storage.queue import QueueClient
+
+    message = json.dumps({"id": job_id, "deployment": config["deployment"], "prompt": PROMPT})
+    if config["queue_connection_string"]:
+        queue = QueueClient.from_connection_string(config["queue_connection_string"], config["queue"])
+    elif config["queue_endpoint"]:
+        from azure.identity import DefaultAzureCredential
+
+        queue = QueueClient(config["queue_endpoint"], config["queue"], credential=DefaultAzureCredential())
+    else:
+        raise SmokeFailed("no queue: give --queue-endpoint (AZURE_STORAGE_QUEUE_ENDPOINT) or --queue-connection-string")
+    with queue:
+        queue.send_message(message)
+
+
+def wait_for_job(http: httpx.Client, job_id: str, timeout: float, poll: float) -> dict[str, Any]:
+    """Poll the job's status until it ends (a tool's loop: it waits on a service in the cloud)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = http.get(f"/openai/operations/images/{job_id}")
+        if response.status_code == 200 and response.json()["status"] in ("succeeded", "failed"):
+            view: dict[str, Any] = response.json()
+            return view
+        if response.status_code not in (200, 404):  # 404: the message is not picked up yet
+            raise SmokeFailed(f"job status: HTTP {response.status_code} {response.text[:300]}")
+        if time.monotonic() > deadline:
+            raise SmokeFailed(f"job {job_id} did not finish within {timeout:g} s (is the queue trigger running?)")
+        time.sleep(poll)
+
+
+def run(config: Mapping[str, str], timeout: float, poll: float) -> None:
+    """Both checks; SmokeFailed says what failed."""
+    if not (config["url"] and config["deployment"]):
+        raise SmokeFailed("give the deployment's outputs (--outputs) or --url and --deployment")
+    key = function_key(config)
+    headers = {"x-functions-key": key} if key else {}
+    with httpx.Client(base_url=config["url"], headers=headers, timeout=300) as http:
+        health = http.get("/healthz")
+        if health.status_code != 200 or config["deployment"] not in health.json().get("deployments", []):
+            raise SmokeFailed(f"/healthz: HTTP {health.status_code} {health.text[:300]}")
+        generate_one(http, config["deployment"])
+        job_id = f"smoke-{uuid.uuid4().hex[:12]}"
+        send_job(config, job_id)
+        view = wait_for_job(http, job_id, timeout, poll)
+    if view["status"] != "succeeded":
+        raise SmokeFailed(f"job {job_id} failed: {view.get('error')}")
+    names = ", ".join(f"images/{item['name']}" for item in view["result"]["data"])
+    print(f"2/2 queued job {job_id}: succeeded, archived as {names}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infra/smoke_test.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outputs", type=Path, help="outputs file: terraform output -json, az deployment outputs, or azd env get-values")
+    parser.add_argument("--url", help="the function app's URL (AZURE_FUNCTION_URL)")
+    parser.add_argument("--deployment", help="the model deployment (AZURE_OPENAI_DEPLOYMENT)")
+    parser.add_argument("--function-key", help="the function key (FUNCTION_KEY); default: fetched with az")
+    parser.add_argument("--queue", help="the job queue (IMAGES_QUEUE, default image-jobs)")
+    parser.add_argument("--queue-endpoint", help="queue service URL (AZURE_STORAGE_QUEUE_ENDPOINT); sent with your Entra ID login")
+    parser.add_argument("--queue-connection-string", help="a connection string instead (the local stack's Azurite)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the queued job (default 600)")
+    parser.add_argument("--poll", type=float, default=5, help="seconds between status polls (default 5)")
+    args = parser.parse_args(argv)
+    try:
+        outputs = read_outputs(args.outputs) if args.outputs else {}
+        run(_config(args, outputs), args.timeout, args.poll)
+    except (SmokeFailed, OSError, httpx.HTTPError) as exc:
+        print(f"smoke test failed: {exc}", file=sys.stderr)
+        return 1
+    print("smoke test passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

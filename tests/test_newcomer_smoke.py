@@ -1,0 +1,92 @@
+"""Issue 15, finding 6: the deployment path ends in a smoke test a person can run, from the deployment's outputs.
+
+infra/smoke_test.py is run here as a person runs it, against the local stack (the API over real HTTP,
+a queue runner with the host's semantics, Azurite, the simulator) from an outputs file written in
+each shape the tools print: `terraform output -json`, `az deployment ... --query properties.outputs`,
+`azd env get-values`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from local.azurite import Azurite
+from local.queue_runner import QueueRunner
+from local.servers import ServerThread, serve_in_thread
+from shared.api import create_app
+from shared.host import host_queue_settings
+from shared.runtime import Runtime
+from shared.settings import Settings
+from tests.conftest import SimControl
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "infra" / "smoke_test.py"
+
+
+@pytest.fixture()
+def deployed(make_settings: Callable[..., Settings], sim: SimControl) -> Iterator[tuple[ServerThread, Settings]]:
+    """A local deployment: the API over HTTP and the queue trigger's stand-in, on a queue of their own."""
+    settings = make_settings(IMAGES_QUEUE=f"smoke-{uuid.uuid4().hex[:12]}")
+    api = serve_in_thread(create_app(Runtime(settings)))
+    worker = Runtime(settings)
+    runner = QueueRunner(
+        settings.storage.connection_string, settings.queue_name, worker.handle_queue_message,
+        host_queues=host_queue_settings(), max_poll_interval=0.2, on_stop=worker.close,
+    ).start_in_thread()  # fmt: skip
+    yield api, settings
+    runner.stop()
+    api.stop()
+
+
+def outputs_file(tmp_path: Path, shape: str, values: dict[str, str]) -> Path:
+    path = tmp_path / f"outputs-{shape}"
+    if shape == "terraform":
+        path.write_text(json.dumps({name: {"sensitive": False, "type": "string", "value": v} for name, v in values.items()}))
+    elif shape == "az":
+        path.write_text(json.dumps({name: {"type": "String", "value": v} for name, v in values.items()}))
+    else:
+        path.write_text("".join(f'{name}="{v}"\n' for name, v in values.items()))
+    return path
+
+
+def smoke_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("smoke_test", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("shape", ["terraform", "az", "azd"])
+def test_outputs_are_read_in_the_shape_each_tool_prints(tmp_path: Path, shape: str) -> None:
+    values = {"AZURE_FUNCTION_URL": "https://func-abc.azurewebsites.net", "AZURE_OPENAI_DEPLOYMENT": "gpt-image-2", "IMAGES_QUEUE": "image-jobs"}
+    assert smoke_module().read_outputs(outputs_file(tmp_path, shape, values)) == values
+
+
+def test_smoke_test_generates_one_image_and_runs_one_queued_job_from_the_outputs(
+    deployed: tuple[ServerThread, Settings], azurite: Azurite, sim: SimControl, tmp_path: Path
+) -> None:
+    api, settings = deployed
+    outputs = {"AZURE_FUNCTION_URL": api.url, "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1-mini", "IMAGES_QUEUE": settings.queue_name}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--outputs", str(outputs_file(tmp_path, "terraform", outputs)),
+         "--queue-connection-string", azurite.connection_string, "--poll", "0.2", "--timeout", "60"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1/2 generated: HTTP 200" in done.stdout and "2/2 queued job smoke-" in done.stdout and "succeeded" in done.stdout
+    assert sim.stats()["generations"] == 2
+
+
+def test_smoke_test_says_what_is_missing(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env={"PATH": ""})
+    assert done.returncode == 1 and "smoke test failed: give the deployment's outputs" in done.stderr
