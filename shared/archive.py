@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 RECORD_NAME = "record.json"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_BLOB_PATH = re.compile(r"^(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:\d{1,2}\.(?:png|jpg)|record\.json)$")
+_BLOB_PATH = re.compile(r"^(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:\d{1,2}\.(?:png|jpg|webp)|record\.json)$")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
