@@ -247,3 +247,13 @@ async def test_more_images_than_asked_are_dropped_and_a_format_mismatch_keeps_th
         await client.http.aclose()
     assert [i.content_type for i in result.images] == ["image/webp"]
     assert result.images[0].data == faults.webp_image()
+
+
+async def test_no_free_connection_within_the_deadline_is_a_transient_error_and_nothing_is_sent(simulator: Any) -> None:
+    env_settings = settings().model_copy(update={"max_concurrent_upstream": 1})
+    client = UpstreamClient(env_settings, KeyAuth(KEY), httpx.AsyncClient(transport=httpx.ASGITransport(app=simulator)))
+    async with client._slots:  # every upstream slot of this instance is taken
+        with pytest.raises(ServiceError) as caught:
+            await client.generate(request(), timeout=0.2, budget=0)
+    assert (caught.value.status, caught.value.code, caught.value.transient) == (503, "UpstreamBusy", True)
+    assert simulator.state.sim.snapshot()["requests"] == 0

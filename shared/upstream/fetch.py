@@ -25,32 +25,34 @@ def _port(parts: SplitResult) -> int | None:
     return parts.port or _DEFAULT_PORTS.get(parts.scheme)
 
 
-def url_allowed(url: str, settings: Settings) -> bool:
-    """True when :mod:`this module's <shared.upstream.fetch>` rules allow fetching ``url``."""
+def url_refusal(url: str, settings: Settings) -> str | None:
+    """Why :mod:`this module's <shared.upstream.fetch>` rules do not fetch ``url``, or None when they do."""
     try:
         parts, endpoint = urlsplit(url), urlsplit(settings.endpoint)
         port, endpoint_port = _port(parts), _port(endpoint)
     except ValueError:  # a port that is not a number
-        return False
+        return "that is malformed"
+    local = settings.allow_http_upstream  # local mode: the simulator, and nothing else on this machine
+    if parts.scheme != "https" and not (local and parts.scheme == "http"):
+        return "that is not https"
     if parts.username is not None or parts.password is not None or not parts.hostname:
-        return False
+        return "with credentials in it, or no host"
     same_upstream = parts.hostname == endpoint.hostname and port == endpoint_port
-    if settings.allow_http_upstream:  # local mode: the simulator, and nothing else on this machine
-        return parts.scheme in _DEFAULT_PORTS and same_upstream
-    blob = parts.hostname.endswith(AZURE_BLOB_SUFFIX) and port == 443
-    return parts.scheme == "https" and (same_upstream or blob)
+    blob = not local and parts.hostname.endswith(AZURE_BLOB_SUFFIX) and port == 443
+    if not (same_upstream or blob):
+        return "on another host or port than the model service" + ("" if local else " or Azure Blob Storage")
+    return None
 
 
 async def fetch_image(http: httpx.AsyncClient, url: str, settings: Settings) -> bytes:
-    """The image at ``url``, once, if :func:`url_allowed`; a final 502 otherwise (the answer it came in is billed)."""
-    if not url_allowed(url, settings):
-        raise upstream_error(
-            "The model service returned an image URL outside the model service and Azure Blob Storage; not fetched. " + NOT_REPEATED
-        )
+    """The image at ``url``, once, unless :func:`url_refusal` objects; a final 502 otherwise (the answer it came in is billed)."""
+    refusal = url_refusal(url, settings)
+    if refusal is not None:
+        raise upstream_error(f"The model service returned an image URL {refusal}; not fetched. {NOT_REPEATED}")
     try:
         async with http.stream("GET", url, follow_redirects=False, timeout=httpx.Timeout(60.0, connect=10.0)) as response:
             if response.is_redirect:
-                raise upstream_error("The image URL redirected elsewhere; not followed. " + NOT_REPEATED)
+                raise upstream_error(f"The image URL redirected to another address; not followed. {NOT_REPEATED}")
             if response.status_code != 200:
                 raise upstream_error(f"Downloading the generated image failed ({response.status_code}). {NOT_REPEATED}")
             return await _read_capped(response, settings.max_image_bytes)
