@@ -47,6 +47,7 @@ Prompt markers (``MARKERS``; the prompt is otherwise ignored)
                                "message": "Generated image was filtered as a result of our safety system."}}
     [[hang]] / [[hang:S]]      the generation takes ``hang_seconds`` (or S) instead of the latency
     [[fail]] / [[fail:STATUS]] this request answers ``fail_status`` (or STATUS: 500, 502, 503, 504)
+    [[nan-created]], [[drip]], [[echo-key]] ...  upstream misbehaviour: see local/faults.py
 Prompt filters answer before any latency; image filters answer after it (the image was made).
 
 Order of checks: api-version, auth (401), deployment (404), JSON body, ``model``, rules (400),
@@ -100,6 +101,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from local import faults
+
 __all__ = [
     "FAMILIES",
     "FILTER_MARKERS",
@@ -143,7 +146,8 @@ FILTER_MARKERS: dict[str, Literal["prompt", "prompt:legacy", "image", "image:leg
 }
 _HANG = re.compile(r"\[\[hang(?::(\d+(?:\.\d+)?))?\]\]")
 _FAIL = re.compile(r"\[\[fail(?::(\d{3}))?\]\]")
-_ALL_MARKERS = re.compile(r"\[\[(?:filter:(?:prompt|image)(?::legacy)?|hang(?::[\d.]+)?|fail(?::\d{3})?)\]\]")
+_ALL_MARKERS = re.compile(r"\[\[(?:filter:(?:prompt|image)(?::legacy)?|hang(?::[\d.]+)?|fail(?::\d{3})?|" + faults.PATTERN + r")\]\]")
+MARKERS.update(faults.MARKERS)
 
 PROMPT_FILTERED = "Your task failed as a result of our safety system."
 IMAGE_FILTERED = "Generated image was filtered as a result of our safety system."
@@ -1444,6 +1448,8 @@ class Simulator:
             raise _azure_error(403, "Forbidden", POLICY_BLOCKED, outcome="blocked")
         headers.update(self._quota(deployment, api_version, flavor))
         self._fault(params.prompt, flavor)
+        if (refused := faults.refusal(params.prompt, request)) is not None:
+            return refused
 
         filters = [kind for marker, kind in FILTER_MARKERS.items() if marker in params.prompt]
         created = int(self.clock.now())
@@ -1525,7 +1531,7 @@ class Simulator:
             payload["usage"] = _usage(params)
         self.stats.succeeded += 1
         self.stats.images += params.n
-        return _spliced_json(payload, splices)
+        return faults.answer(params.prompt, payload, splices, request) or _spliced_json(payload, splices)
 
 
 def _spliced_json(payload: dict[str, Any], splices: Mapping[str, bytes]) -> Response:
@@ -1581,6 +1587,7 @@ def create_simulator(config: SimulatorConfig | None = None, *, clock: SimClock |
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     app.state.sim = sim
+    app.router.routes.extend(faults.routes())
     return app
 
 

@@ -6,6 +6,10 @@ failure is worth another delivery; HTTP callers see Retry-After.
 
 Storage calls say what they were doing with :func:`storage_call`; any
 ``AzureError`` inside becomes the one 503 ``StorageUnavailable`` answer.
+
+``transient`` is the one classification both entries share: True only when nothing
+was accepted upstream (a retry cannot pay twice). :func:`not_repeated` turns any error
+that happened after upstream may have done the work into a final one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from azure.core.exceptions import AzureError
+
+MAX_RETRY_AFTER_SECONDS = 3600.0  # longer asks are capped; non-finite or negative ones are not retry advice at all
+
+
+def sane_retry_after(seconds: float | None) -> float | None:
+    """``seconds`` if it is usable retry advice (finite, >= 0), capped at :data:`MAX_RETRY_AFTER_SECONDS`; else None."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
 class ServiceError(Exception):
@@ -37,7 +50,7 @@ class ServiceError(Exception):
         self.code = code
         self.message = message
         self.param = param
-        self.retry_after = retry_after
+        self.retry_after = sane_retry_after(retry_after)
         self.transient = transient
         self.extra = dict(extra or {})
         self.upstream_request_id: str | None = None  # set when upstream answered: its id for the call, for the record
@@ -61,6 +74,13 @@ class ServiceError(Exception):
 
     def __repr__(self) -> str:
         return f"ServiceError({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"
+
+
+def not_repeated(error: ServiceError, why: str) -> ServiceError:
+    """``error`` as a final failure: the same answer, not transient, its message saying why it is not repeated."""
+    return ServiceError(
+        error.status, error.code, f"{error.message} {why}", param=error.param, retry_after=error.retry_after, extra=error.extra
+    )
 
 
 def invalid(param: str | None, message: str, code: str = "invalid_value") -> ServiceError:

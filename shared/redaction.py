@@ -5,7 +5,9 @@ key, token and SAS signature shape with ``***``. :class:`RedactSecrets` is the l
 filter the app installs on its handlers (:func:`install_log_hygiene`), a second line of
 defence behind code that never logs a secret in the first place. :func:`reason` turns an
 exception (often an SDK's, whose text may quote a URL with a SAS or a header) into a short
-explanation that is safe to put in an error body or a log line.
+explanation that is safe to put in an error body or a log line. :func:`scrub` makes text
+from outside (an upstream error message, which may echo what it was sent) safe to pass on:
+redacted more eagerly than logs (bare key shapes too), without control characters, capped.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)([\"']?(?:access_token|refresh_token|id_token)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,}&]+"), r"\1***"),
 )
 
+# Bare key shapes, for text from outside only (in logs they would eat ordinary ids): an Azure OpenAI
+# key (32 hex characters), the newer 84-character keys and any long token-like run, OpenAI's sk-... keys.
+_BARE_KEYS = re.compile(r"\b[0-9A-Fa-f]{32}\b|\bsk-[A-Za-z0-9_-]{16,}|(?<![A-Za-z0-9+_-])(?=[A-Za-z0-9+_-]*\d)[A-Za-z0-9+_-]{40,}={0,2}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+SCRUB_LIMIT = 400
+
 AZURE_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
 
 
@@ -64,6 +72,15 @@ def redact(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def scrub(text: str, limit: int = SCRUB_LIMIT) -> str:
+    """Text from outside made safe to pass on: :func:`redact`, bare key shapes removed, control
+    characters turned into spaces, whitespace collapsed, at most ``limit`` characters."""
+    text = _CONTROL.sub(" ", text[: limit * 4])  # what is cut off later need not be scanned
+    text = _BARE_KEYS.sub("***", redact(text))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RedactSecrets(logging.Filter):

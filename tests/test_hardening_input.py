@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared import strict_json
+from shared import strictjson
 from shared.archive import is_archive_path, is_safe_id
 from shared.echo import ECHO_LIMIT, capped, shown
 from shared.errors import ServiceError
@@ -118,18 +118,18 @@ def test_text_with_something_to_draw_is_sent_exactly_as_given(prompt: str, famil
 )
 def test_a_key_given_twice_is_refused_wherever_it_is(text: str) -> None:
     with pytest.raises(ServiceError) as caught:
-        strict_json.decode(text)
+        strictjson.decode(text)
     assert (caught.value.status, caught.value.code) == (400, "invalid_json")
     assert "twice" in caught.value.message
 
 
 def test_nesting_is_bounded_before_parsing() -> None:
-    limit = strict_json.MAX_DEPTH
-    assert strict_json.decode("[" * limit + "]" * limit) is not None
-    assert strict_json.decode('{"a":' * limit + "1" + "}" * limit) is not None
+    limit = strictjson.MAX_DEPTH
+    assert strictjson.decode("[" * limit + "]" * limit) is not None
+    assert strictjson.decode('{"a":' * limit + "1" + "}" * limit) is not None
     for text in ("[" * (limit + 1) + "]" * (limit + 1), "[" * 100_000, '{"a": ' * 50_000, '[{"a": [{"b": ' * 9 + "1" + "}]}]" * 9):
         with pytest.raises(ServiceError) as caught:
-            strict_json.decode(text)
+            strictjson.decode(text)
         assert caught.value.code == "invalid_json" and "nested deeper" in caught.value.message
 
 
@@ -142,7 +142,7 @@ def test_nesting_is_bounded_before_parsing() -> None:
     ],
 )
 def test_brackets_inside_strings_do_not_count(text: str) -> None:
-    assert isinstance(strict_json.decode(text), dict)
+    assert isinstance(strictjson.decode(text), dict)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def test_brackets_inside_strings_do_not_count(text: str) -> None:
 )
 def test_other_malformed_bodies_are_400(data: bytes, code: str) -> None:
     with pytest.raises(ServiceError) as caught:
-        strict_json.decode(data)
+        strictjson.decode(data)
     assert (caught.value.status, caught.value.code) == (400, code)
 
 

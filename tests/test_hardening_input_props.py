@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import strict_json
+from shared import strictjson
 from shared.echo import ECHO_LIMIT
 from shared.errors import ServiceError
 from shared.models import FAMILIES, KNOWN_FIELDS, ImageRequest, parse_request, rules_of
@@ -107,7 +107,7 @@ _BRACKETS = st.text(st.sampled_from('[]{}"\\:,1 a'), max_size=400)
 @given(data=st.one_of(st.binary(max_size=300), _BRACKETS.map(str.encode), st.builds(lambda d: b"[" * d + b"]" * d, st.integers(0, 3000))))
 def test_any_bytes_give_a_value_or_a_400(data: bytes) -> None:
     try:
-        strict_json.decode(data)
+        strictjson.decode(data)
     except ServiceError as error:
         assert (error.status, error.code) in ((400, "invalid_json"), (400, "invalid_encoding"))
         _storable(error.body())
@@ -122,8 +122,8 @@ def _depth(value: Any) -> int:
 
 
 @PROPERTY
-@given(value=JSON_VALUES.filter(lambda v: _depth(v) <= strict_json.MAX_DEPTH))
+@given(value=JSON_VALUES.filter(lambda v: _depth(v) <= strictjson.MAX_DEPTH))
 def test_json_written_by_anyone_is_read_back_as_written(value: Any) -> None:
     # Surrogates survive as JSON escapes: the reader's job is the JSON, parse_request's the text in it.
-    assert strict_json.decode(json.dumps(value)) == value
-    assert strict_json.decode(json.dumps(value).encode()) == value
+    assert strictjson.decode(json.dumps(value)) == value
+    assert strictjson.decode(json.dumps(value).encode()) == value

@@ -440,9 +440,12 @@ def test_the_job_record_reads_and_writes_the_stored_json() -> None:
     for image in expected["result"]["images"]:
         del image["link"]  # dead fields: links are made when the job is read
     del expected["result"]["record"]
+    expected["enqueued"] = True  # a record from before the field existed had its message
     assert rewritten == expected
-    running = {**STORED_JOB, "status": "running", "result": None, "lease": {"message": "m-1", "until": "2026-11-20T10:02:31Z"}}
+    running = {**STORED_JOB, "status": "running", "result": None, "lease": {"message": "m-1", "until": "2026-11-20T10:02:31Z"}, "enqueued": True}
     assert json.loads(JobRecord.from_json(json.dumps(running)).to_json()) == running
+    submitted = {**STORED_JOB, "status": "notRunning", "result": None, "enqueued": False}  # recorded, message not sent yet
+    assert JobRecord.from_json(json.dumps(submitted)).enqueued is False
     assert [s.value for s in JobStatus] == ["notRunning", "running", "succeeded", "failed"]
 
 

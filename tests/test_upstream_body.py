@@ -1,4 +1,5 @@
-"""ImageBodyReader (the streaming b64_json decoder) answers exactly what json.loads + b64decode would.
+"""ImageBodyReader (the streaming b64_json decoder) answers exactly what json.loads + b64decode would,
+except that the rest of the document must be strict JSON (text storable as UTF-8).
 
 Random documents with escapes, bad padding, look-alike keys and truncation, fed in random
 chunk splits, compared with the straightforward reference. Seeded, so it is repeatable.
@@ -48,10 +49,31 @@ def b64_values(doc: Any, decode: Callable[[str], Any]) -> list[Any]:
     return out
 
 
+def storable_outside_images(doc: Any) -> bool:
+    """Every key and every string but the b64_json values can be stored as UTF-8 (no lone surrogate):
+    the reader parses the rest of the document as strict JSON, which refuses such text."""
+
+    def ok(text: str) -> bool:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+
+    if isinstance(doc, dict):
+        return all(ok(k) and ((k == "b64_json" and isinstance(v, str)) or storable_outside_images(v)) for k, v in doc.items())
+    if isinstance(doc, list):
+        return all(storable_outside_images(v) for v in doc)
+    return ok(doc) if isinstance(doc, str) else True
+
+
 def reference(body: bytes, limit: int) -> Any:
     try:
         doc = json.loads(body)
     except ValueError:
+        return ("notjson",)
+    # A key spelled with an escape is an ordinary key to the reader: its value stays in the skeleton.
+    if not storable_outside_images(json.loads(body.replace(b"b64\\u005fjson", b"b64_spelled"))):
         return ("notjson",)
     return ("ok", b64_values(doc, lambda v: decoded_plainly(v, limit)))
 

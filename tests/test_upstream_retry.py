@@ -292,10 +292,11 @@ async def test_client_waits_out_the_simulator_s_429_as_its_retry_after_ms_says(s
     sim = simulator.state.sim
     sim.update_config(quota_requests=1, quota_window_seconds=30)
     client = client_for(simulator, time_, max_retries=2)
-    first = await client.generate(image_request(), timeout=30, budget=100)
+    # The waits count against the call's total deadline too: it is longer than both waits here.
+    first = await client.generate(image_request(), timeout=100, budget=100)
     assert first.attempts == 1
     with pytest.raises(ServiceError) as caught:
-        await client.generate(image_request(), timeout=30, budget=100)
+        await client.generate(image_request(), timeout=100, budget=100)
     # The simulator's window does not move with the test's clock: throttled each time, waited each time.
     assert len(time_.slept) == 2 and all(29 < w <= 30 for w in time_.slept), time_.slept
     assert caught.value.status == 429 and caught.value.retry_after is not None and 29 < caught.value.retry_after <= 30
@@ -335,3 +336,14 @@ async def test_client_unreachable_upstream_is_retried_then_502_unavailable(time_
         await client.close()
     assert (caught.value.status, caught.value.code, caught.value.transient) == (502, "UpstreamUnavailable", True)
     assert len(time_.slept) == 2
+
+
+async def test_client_waits_only_what_fits_in_the_call_s_total_deadline(simulator: Any, time_: Time) -> None:
+    sim = simulator.state.sim
+    sim.update_config(quota_requests=1, quota_window_seconds=30)
+    client = client_for(simulator, time_, max_retries=5)
+    await client.generate(image_request(), timeout=100, budget=100)
+    with pytest.raises(ServiceError) as caught:
+        await client.generate(image_request(), timeout=20, budget=100)  # the budget would allow a 30 s wait; the deadline does not
+    assert caught.value.status == 429 and time_.slept == []
+    await client.http.aclose()

@@ -2,7 +2,7 @@
 
 FastAPI's model binding is not used for bodies, so every refusal has the Azure
 error shape, names what is wrong, and happens before anything goes upstream.
-The JSON rules (nesting depth, no key twice, no NaN) are :mod:`shared.strict_json`'s.
+The JSON rules (nesting depth, no key twice, no NaN) are :mod:`shared.strictjson`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from shared import strict_json
+from shared import strictjson
 from shared.echo import shown
 from shared.errors import ServiceError
 
@@ -22,7 +22,7 @@ _CHARSET = re.compile(r"charset=\"?([\w-]+)", re.IGNORECASE)
 async def read_json_body(request: Request, max_bytes: int) -> Any:
     """The request's JSON value, or a ServiceError (415, 413, 400) naming what is wrong."""
     _check_content_type(request.headers.get("content-type", ""))
-    return strict_json.decode(await _read_capped(request, max_bytes))
+    return strictjson.decode(await _read_capped(request, max_bytes))
 
 
 def _check_content_type(content_type: str) -> None:

@@ -4,6 +4,11 @@ A job message is the HTTP generation body plus an optional ``id`` (the job id,
 an idempotency key) and ``deployment``: ``{"id", "deployment", **body}``. It
 arrives as raw JSON or as base64-encoded JSON (what the SDKs' encode policies
 write); the app sends raw JSON, as host.json (``messageEncoding: none``) expects.
+
+Reading is strict (:mod:`shared.strictjson`): a message that is not strict JSON (NaN,
+``1e400``, duplicate keys, a lone surrogate, nesting deeper than 32 levels, bytes that are
+not UTF-8) is refused with a ``ValueError`` saying why, never another exception, so the
+handler can consume it with that reason instead of the host retrying it into poison.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from typing import Any, Protocol
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from shared import strictjson
 from shared.archive import is_safe_id
 from shared.errors import ServiceError, storage_error
+from shared.jobs.record import JobRecord
 
 
 class QueueMessageLike(Protocol):
@@ -40,24 +47,36 @@ class JobMessage:
     deployment: str
     body: dict[str, Any]  # the generation request (the message without id and deployment)
 
+    @classmethod
+    def of(cls, record: JobRecord) -> JobMessage:
+        """The message of a recorded job: what it carries is the record's request, nothing else."""
+        return cls(record.id, record.deployment, record.request)
+
     def encode(self) -> str:
         """The message text: the one place a job message is built (submission, continuation, busy)."""
         return json.dumps({"id": self.job_id, "deployment": self.deployment, **self.body})
 
 
 def decode_message(raw: bytes | str) -> Any:
-    """A queue message as JSON: raw JSON text, or base64-encoded JSON (what the SDK's encode policies write)."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-    text = text.strip()
+    """A queue message as JSON: raw JSON text, or base64-encoded JSON (what the SDK's encode policies write).
+
+    ``ValueError`` (:class:`~shared.strictjson.JSONRefused`) saying why not, and nothing else."""
     try:
-        return json.loads(text)
-    except ValueError:
-        pass
+        text = (raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw).strip()
+    except UnicodeDecodeError as exc:
+        raise strictjson.JSONRefused(f"the message is not UTF-8 (byte {exc.start})") from None
+    try:
+        return strictjson.loads(text)
+    except strictjson.JSONRefused as refused:
+        as_json = refused
     try:
         decoded = base64.b64decode(text, validate=True)
-        return json.loads(decoded.decode("utf-8"))
     except (binascii.Error, ValueError):
-        raise ValueError("the message is neither JSON nor base64-encoded JSON") from None
+        raise strictjson.JSONRefused(f"the message is neither JSON nor base64-encoded JSON ({as_json})") from None
+    try:
+        return strictjson.loads(decoded)
+    except strictjson.JSONRefused as exc:
+        raise strictjson.JSONRefused(f"the base64-encoded message is not usable JSON ({exc})") from None
 
 
 def declared_job_id(message: Any) -> str | None:

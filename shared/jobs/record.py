@@ -96,6 +96,10 @@ class JobRecord(BaseModel):
     deployment: str
     request: dict[str, Any]  # the generation body as received (without id, deployment)
     attempts: int = 0  # deliveries that claimed the job; > 0 means upstream may have been called
+    # False from the moment a submission records the job until its message is sent: a record left so
+    # (the process died in between) is re-enqueued when it is read (see shared.jobs.intake).
+    # Records written before this field existed always had their message.
+    enqueued: bool = True
     lease: Lease | None = None
     error: dict[str, Any] | None = None  # the Azure error body's "error" member
     result: JobResult | None = None
@@ -103,10 +107,19 @@ class JobRecord(BaseModel):
     events: list[JobEvent] = Field(default_factory=list)
 
     @classmethod
-    def new(cls, job_id: str, deployment: str, request: dict[str, Any], source: str, now: dt.datetime) -> JobRecord:
-        """A job just accepted."""
+    def new(
+        cls, job_id: str, deployment: str, request: dict[str, Any], source: str, now: dt.datetime, *, enqueued: bool = True
+    ) -> JobRecord:
+        """A job just accepted (``enqueued``: its message exists already, as for a job that arrived as one)."""
         record = cls(
-            id=job_id, created=int(now.timestamp()), created_at=now, updated=now, source=source, deployment=deployment, request=request
+            id=job_id,
+            created=int(now.timestamp()),
+            created_at=now,
+            updated=now,
+            source=source,
+            deployment=deployment,
+            request=request,
+            enqueued=enqueued,
         )
         record.log(now, "accepted", source)
         return record
@@ -133,9 +146,28 @@ class JobRecord(BaseModel):
             return None
         return (lease.until - now).total_seconds()
 
+    def asks_for(self, deployment: str, request: dict[str, Any]) -> bool:
+        """True when a message asking for ``deployment`` and ``request`` is this job's own."""
+        return self.deployment == deployment and self.request == request
+
+    def message_lost(self, now: dt.datetime, after: float) -> bool:
+        """Recorded ``after`` seconds ago or more and its message never sent (the submission died in between)."""
+        return self.status is JobStatus.NOT_RUNNING and not self.enqueued and (now - self.updated).total_seconds() >= after
+
+    def abandoned(self, now: dt.datetime, after: float) -> bool:
+        """Running, but its lease ended ``after`` seconds ago or more and no delivery took it over."""
+        lease = self.lease
+        return self.status is JobStatus.RUNNING and (lease is None or (now - lease.until).total_seconds() >= after)
+
+    def mark_enqueued(self, now: dt.datetime) -> None:
+        """Its message is on the queue."""
+        self.enqueued = True
+        self.updated = now
+
     def claim(self, message_id: str, until: dt.datetime, now: dt.datetime, dequeue_count: int) -> None:
         """This delivery runs the job until ``until`` (the upstream timeout and a margin)."""
         self.status = JobStatus.RUNNING
+        self.enqueued = True  # a delivery holds its message
         self.attempts += 1
         self.lease = Lease(message=message_id, until=until)
         self.log(now, "running", f"attempt {self.attempts}, dequeue {dequeue_count}")

@@ -84,6 +84,14 @@ class JobStore:
             raise storage_error(exc, "updating a job record") from None
         return True
 
+    async def reload(self, stored: StoredJob) -> bool:
+        """Re-read ``stored`` in place after losing a write to someone else; False if the record is gone."""
+        current = await self.get(stored.record.id)
+        if current is None:
+            return False
+        stored.record, stored.etag = current.record, current.etag
+        return True
+
     async def get_or_create(self, record: JobRecord) -> StoredJob:
         """The existing record of ``record.id``, or ``record`` written as the new one."""
         found = await self.get(record.id) or await self.create(record) or await self.get(record.id)

@@ -82,4 +82,4 @@ async def edit(
 ) -> UpstreamResult:
     """Send the edit upstream (repeating what is safe to repeat within ``budget`` seconds); its images."""
     body = edit_body(client.settings, request, images, mask)
-    return await client.send(edit_url(client.settings, request.deployment), body, body.headers, timeout=timeout, budget=budget)
+    return await client.send(edit_url(client.settings, request.deployment), body, body.headers, request, timeout=timeout, budget=budget)

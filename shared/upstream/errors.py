@@ -2,6 +2,10 @@
 
 Every error is a :class:`~shared.errors.ServiceError` in the Azure shape. Upstream's
 content-filter answers keep the seed's shapes (``contentFilter``, the two safety messages).
+Upstream's own words (message, code, param, a revised prompt) pass through
+:func:`~shared.redaction.scrub` first: an upstream that echoes the key it was sent never
+hands it to a caller or a job record. Retry advice that is not a finite number of seconds
+(``1e400``, ``NaN``, negative) is ignored; longer asks are capped.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from typing import Any
 
 import httpx
 
-from shared.errors import ServiceError
+from shared.errors import ServiceError, sane_retry_after
+from shared.redaction import scrub
 
 PROMPT_FILTERED = "Your task failed as a result of our safety system."
 IMAGE_FILTERED = "Generated image was filtered as a result of our safety system."
-# What a 429 without Retry-After is taken to ask for.
+# What a 429 without (usable) Retry-After is taken to ask for.
 DEFAULT_THROTTLE_SECONDS = 10.0
+NAME_LIMIT = 64  # upstream's error code and param, as passed on
+NOT_REPEATED = "Not repeated: the model service may already have made (and billed) the image."
 
 
 class UpstreamAnswer(Exception):
@@ -59,15 +66,16 @@ def sniff_content_type(data: bytes) -> str | None:
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` (preferred, finer) or ``Retry-After``."""
+    """Seconds to wait, from ``retry-after-ms`` (preferred, finer) or ``Retry-After``; a value that is not
+    a finite number of seconds >= 0 is skipped, a longer one capped (:func:`~shared.errors.sane_retry_after`)."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         raw = headers.get(name)
-        if raw is None:
-            continue
         try:
-            return max(0.0, float(raw) * scale)
+            seconds = sane_retry_after(float(raw) * scale) if raw is not None else None
         except ValueError:
-            continue  # an HTTP date: rare for this API; fall through to the other header
+            seconds = None  # an HTTP date: rare for this API; fall through to the other header
+        if seconds is not None:
+            return seconds
     return None
 
 
@@ -87,7 +95,7 @@ def _content_filter_error(error: dict[str, Any], inner: dict[str, Any], message:
             extra["categories"] = categories
         extra["content_filter_results"] = results
     if isinstance(inner.get("revised_prompt"), str):
-        extra["revised_prompt"] = inner["revised_prompt"]
+        extra["revised_prompt"] = scrub(inner["revised_prompt"], 4000)
     return ServiceError(400, "contentFilter", IMAGE_FILTERED if image_side else PROMPT_FILTERED, extra=extra)
 
 
@@ -95,8 +103,8 @@ def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
     """Turn an upstream error response into the service's error (seed shapes for content filtering)."""
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
-    code = str(error.get("code") or "")
-    message = str(error.get("message") or "")
+    code = _name(error.get("code"))
+    message = scrub(str(error.get("message") or ""))
     inner = error.get("inner_error") or error.get("innererror") or {}
     inner = inner if isinstance(inner, dict) else {}
 
@@ -107,7 +115,7 @@ def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
         return ServiceError(429, "429", message, retry_after=throttle_seconds(headers), transient=True)
     if status == 400:
         # It passed this service's checks, so upstream's own words are the best explanation.
-        param = error.get("param") if isinstance(error.get("param"), str) else None
+        param = _name(error.get("param")) or None
         return ServiceError(400, code or "invalid_request", message or "The model service rejected the request.", param=param)
     if status == 401:
         return ServiceError(
@@ -124,6 +132,28 @@ def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
     if status >= 500:
         return upstream_error(f"The model service failed ({status}): {message or 'no details'}", transient=True)
     return upstream_error(f"Unexpected answer from the model service ({status}): {message}", transient=True)
+
+
+def _name(value: Any) -> str:
+    """Upstream's error code or param as passed on: a short string, redacted."""
+    return scrub(str(value), NAME_LIMIT) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+
+
+def deadline_error(timeout: float, *, sent: bool) -> ServiceError:
+    """The total deadline of an upstream call passed: 504, final if a request had left (it may be billed)."""
+    if not sent:
+        return ServiceError(
+            503, "UpstreamBusy", f"No connection to the model service was free within {timeout:g} s; nothing was sent.", transient=True
+        )
+    return ServiceError(504, "UpstreamTimeout", f"The model service did not answer within {timeout:g} s. {NOT_REPEATED}")
+
+
+def unexpected_error(exc: BaseException, *, sent: bool) -> ServiceError:
+    """An exception nobody expected, as the service reports it: final once a request had left, else retryable."""
+    what = type(exc).__name__
+    if sent:
+        return upstream_error(f"The answer of the model service could not be processed ({what}). {NOT_REPEATED}")
+    return ServiceError(503, "InternalError", f"The service failed before calling the model service ({what}); nothing was sent.", transient=True)
 
 
 def transport_error(exc: httpx.TransportError, timeout: float) -> ServiceError:
