@@ -26,6 +26,7 @@ from openapi_spec_validator import validate
 from local.azurite import Azurite
 from local.identity import IdentityEndpoint, TokenIssuer
 from local.keyvault import KeyVaultStandIn
+from local.simulator import render_image
 from shared.api import create_app
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -46,6 +47,15 @@ SUBMIT = "/openai/deployments/{deployment}/images/generations:submit"
 V1 = "/openai/v1/images/generations"
 OPERATION = "/openai/operations/images/{job_id}"
 IMAGE = "/images/{name}"
+EDITS = "/openai/deployments/{deployment}/images/edits"
+EDITS_SUBMIT = "/openai/deployments/{deployment}/images/edits:submit"
+EDITS_V1 = "/openai/v1/images/edits"
+EDITS_V1_SUBMIT = "/openai/v1/images/edits:submit"
+GALLERY = "/gallery"
+GALLERY_ITEM = "/gallery/{prefix}/{item_id}"
+V1_PATHS = (V1, EDITS_V1, EDITS_V1_SUBMIT)
+SUBMITS = (SUBMIT, EDITS_SUBMIT, EDITS_V1_SUBMIT)
+PNG = render_image(64, 48)
 
 
 def documented() -> list[tuple[str, str, str]]:
@@ -73,7 +83,9 @@ def test_no_status_that_is_never_sent_and_every_operation_needs_the_function_key
         for method, operation in operations.items():
             assert operation["security"] == [{"functionKey": []}, {"functionKeyQuery": []}], (method, path)
             for status, response in operation["responses"].items():
-                if status != "302":
+                if path.startswith(GALLERY) and status == "200":  # pages for people
+                    assert set(response["content"]) == {"text/html"}, (method, path, status)
+                elif status != "302":
                     assert response["content"]["application/json"]["schema"].get("type") == "object", (method, path, status)
                 if status[0] in "45" or status == "default":
                     assert response["content"]["application/json"]["schema"]["required"] == ["error"], (method, path, status)
@@ -145,10 +157,14 @@ def scenario(method: str, path: str, status: int) -> Callable[[Scenario], Scenar
 
 
 async def generate(client: httpx.AsyncClient, path: str, body: dict[str, Any], deployment: str = "gpt-image-1-mini", **kwargs: Any) -> httpx.Response:
-    """POST a generation to ``path`` (the deployment route, :submit or v1) for ``deployment``; ``content=`` sends raw bytes instead."""
-    url = V1 if path == V1 else path.replace("{deployment}", deployment) + "?api-version=2025-04-01-preview"
-    if "content" not in kwargs:
-        kwargs["json"] = {"model": deployment, **body} if path == V1 else body
+    """POST a generation or an edit (multipart, one PNG) to ``path`` for ``deployment``; ``content=`` sends raw bytes instead."""
+    url = path if path in V1_PATHS else path.replace("{deployment}", deployment) + "?api-version=2025-04-01-preview"
+    body = {"model": deployment, **body} if path in V1_PATHS else body
+    if "content" not in kwargs and "/images/edits" in path:  # an upload, as Azure takes edits: the text fields and one PNG
+        kwargs["files"] = [("image", ("image.png", PNG, "image/png"))]
+        kwargs["data"] = {name: str(value) for name, value in body.items()}
+    elif "content" not in kwargs:
+        kwargs["json"] = body
     return await client.post(url, **kwargs)
 
 
@@ -203,12 +219,12 @@ def _generation_scenarios(path: str) -> None:
 
 
 def _refusal_scenarios(path: str) -> None:
-    """What refuses a request before anything is queued or sent: the same on all three generation routes."""
-    queued: dict[str, Any] = {} if path == SUBMIT else {"headers": ASYNC}
+    """What refuses a request before anything is queued or sent: the same on every generation and edit route."""
+    queued: dict[str, Any] = {} if path in SUBMITS else {"headers": ASYNC}
 
     @scenario("POST", path, 400)
     async def invalid(apps: Apps) -> httpx.Response:
-        return await generate(await apps.open(), path, {"prompt": "x", "n": "2"})
+        return await generate(await apps.open(), path, {"prompt": "x", "n": "two"})
 
     @scenario("POST", path, 404)
     async def unknown(apps: Apps) -> httpx.Response:
@@ -236,15 +252,20 @@ def _refusal_scenarios(path: str) -> None:
         return await generate(client, path, {"prompt": "x"}, **queued)
 
 
-for _path in (DEPLOYMENT, V1):
+for _path in (DEPLOYMENT, V1, EDITS, EDITS_V1):
     _generation_scenarios(_path)
-for _path in (DEPLOYMENT, SUBMIT, V1):
+for _path in (DEPLOYMENT, SUBMIT, V1, EDITS, EDITS_SUBMIT, EDITS_V1, EDITS_V1_SUBMIT):
     _refusal_scenarios(_path)
 
 
-@scenario("POST", SUBMIT, 202)
-async def submitted(apps: Apps) -> httpx.Response:
-    return await generate(await apps.open(IMAGES_QUEUE=f"openapi-{uuid.uuid4().hex[:12]}"), SUBMIT, {"prompt": "x"})
+def _submitted(path: str) -> None:
+    @scenario("POST", path, 202)
+    async def submitted(apps: Apps) -> httpx.Response:
+        return await generate(await apps.open(IMAGES_QUEUE=f"openapi-{uuid.uuid4().hex[:12]}"), path, {"prompt": "x"})
+
+
+for _path in SUBMITS:
+    _submitted(_path)
 
 
 @scenario("GET", OPERATION, 200)
@@ -288,6 +309,41 @@ async def health(apps: Apps) -> httpx.Response:
     return await (await apps.open()).get("/healthz")
 
 
+@scenario("GET", GALLERY, 200)
+async def gallery(apps: Apps) -> httpx.Response:
+    return await (await apps.open()).get("/gallery?day=2020-01-01&per_page=5")
+
+
+@scenario("GET", GALLERY, 400)
+async def gallery_bad_filter(apps: Apps) -> httpx.Response:
+    return await (await apps.open()).get("/gallery?day=2020-02-30")
+
+
+@scenario("GET", GALLERY, 503)
+async def gallery_storage_down(apps: Apps) -> httpx.Response:
+    client = await apps.open(storage_options=SHORT_STORAGE_RETRY, AzureWebJobsStorage=DEAD_STORAGE)
+    return await client.get("/gallery?day=2020-01-01")
+
+
+@scenario("GET", GALLERY_ITEM, 200)
+async def gallery_item(apps: Apps) -> httpx.Response:
+    client = await apps.open()
+    url = (await generate(client, DEPLOYMENT, {"prompt": "x", "response_format": "url"})).json()["data"][0]["url"]
+    day, item_id = httpx.URL(url).path.split("/images/", 1)[1].split("/")[:2]
+    return await client.get(f"/gallery/{day}/{item_id}")
+
+
+@scenario("GET", GALLERY_ITEM, 404)
+async def no_gallery_item(apps: Apps) -> httpx.Response:
+    return await (await apps.open()).get(f"/gallery/2020-01-01/{uuid.uuid4().hex}")
+
+
+@scenario("GET", GALLERY_ITEM, 503)
+async def gallery_item_storage_down(apps: Apps) -> httpx.Response:
+    client = await apps.open(storage_options=SHORT_STORAGE_RETRY, AzureWebJobsStorage=DEAD_STORAGE)
+    return await client.get(f"/gallery/2020-01-01/{uuid.uuid4().hex}")
+
+
 def test_every_documented_status_has_a_scenario_and_every_scenario_is_documented() -> None:
     assert set(SCENARIOS) == set(documented()), (
         f"documented without a scenario: {sorted(set(documented()) - set(SCENARIOS))}; "
@@ -311,7 +367,9 @@ async def test_every_documented_status_is_reachable(
         if spec["required"]:
             assert header in response.headers, f"{method} {path} {status} lacks the documented header {header}"
     content = documented_response.get("content")
-    if content:
+    if content and "text/html" in content:
+        assert response.headers["content-type"].startswith("text/html") and "<html" in response.text.lower()
+    elif content:
         errors = sorted(Draft202012Validator(content["application/json"]["schema"]).iter_errors(response.json()), key=str)
         assert not errors, f"{method} {path} {status}: {errors[0].message}"
 

@@ -23,10 +23,11 @@ from fastapi.responses import JSONResponse, Response
 from shared import edits
 from shared.api.body import read_json_body
 from shared.api.deps import RuntimeDep
-from shared.api.edits_schema import EDIT_OPENAPI
+from shared.api.edits_schema import edit_openapi
 from shared.api.generation import _family, _submit, _wants_async
 from shared.api.multipart import Limits, read_form
 from shared.api.public import check_api_version
+from shared.api.schema import FUNCTION_KEY, edit_responses, submit_responses
 from shared.errors import ServiceError, invalid
 from shared.models.edits import FILE_FIELDS, EditRequest, edit_rules, form_values, parse_edit
 from shared.models.families import TABLE
@@ -34,7 +35,7 @@ from shared.pricing import cost_header
 from shared.runtime import Runtime
 from shared.service import new_generation_id, sync_prefix
 
-router = APIRouter()
+router = APIRouter(dependencies=FUNCTION_KEY)
 
 # The most images any family edits at once, and a mask: the most files a form may carry.
 MAX_FILES = max(row.edits.max_images for row in TABLE if row.edits is not None) + 1
@@ -49,7 +50,13 @@ class Incoming:
     uploaded: edits.EditInputs | None
 
 
-@router.post("/openai/deployments/{deployment}/images/edits", summary="Edit images (Azure deployment-scoped path)", openapi_extra=EDIT_OPENAPI)
+@router.post(
+    "/openai/deployments/{deployment}/images/edits",
+    summary="Edit images (Azure deployment-scoped path)",
+    response_description="The edited images, archived",
+    responses=edit_responses(),
+    openapi_extra=edit_openapi("required", prefer=True),
+)
 async def edit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Edit now, or queue with ``Prefer: respond-async``."""
     check_api_version(request.query_params.get("api-version"))
@@ -61,7 +68,9 @@ async def edit_deployment(deployment: str, request: Request, runtime: RuntimeDep
     "/openai/deployments/{deployment}/images/edits:submit",
     summary="Submit a background edit: 202 with Operation-Location",
     status_code=202,
-    openapi_extra=EDIT_OPENAPI,
+    response_description="Queued",
+    responses=submit_responses(edits=True),
+    openapi_extra=edit_openapi("required", prefer=False),
 )
 async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Store the uploaded inputs, record and queue the edit: 202 with ``Operation-Location``."""
@@ -69,7 +78,13 @@ async def submit_deployment(deployment: str, request: Request, runtime: RuntimeD
     return await _submit_edit(runtime, request, await _read_deployment(runtime, request, deployment))
 
 
-@router.post("/openai/v1/images/edits", summary="Edit images (v1 path; model = deployment name)", openapi_extra=EDIT_OPENAPI)
+@router.post(
+    "/openai/v1/images/edits",
+    summary="Edit images (v1 path; model = deployment name)",
+    response_description="The edited images, archived",
+    responses=edit_responses(),
+    openapi_extra=edit_openapi("none", prefer=True),
+)
 async def edit_v1(request: Request, runtime: RuntimeDep) -> Response:
     """The v1 path: ``model`` names the deployment."""
     incoming = await _read(runtime, request, None)
@@ -77,7 +92,12 @@ async def edit_v1(request: Request, runtime: RuntimeDep) -> Response:
 
 
 @router.post(
-    "/openai/v1/images/edits:submit", summary="Submit a background edit (v1 path): 202 with Operation-Location", status_code=202, openapi_extra=EDIT_OPENAPI
+    "/openai/v1/images/edits:submit",
+    summary="Submit a background edit (v1 path): 202 with Operation-Location",
+    status_code=202,
+    response_description="Queued",
+    responses=submit_responses(edits=True),
+    openapi_extra=edit_openapi("none", prefer=False),
 )
 async def submit_v1(request: Request, runtime: RuntimeDep) -> Response:
     """The v1 path's background form."""

@@ -7,7 +7,7 @@ described from ``Family.edits``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from shared.api.schema import generation_openapi, generation_schema
 from shared.models.families import TABLE
@@ -58,5 +58,7 @@ def edit_bodies() -> dict[str, Any]:
     }
 
 
-EDIT_OPENAPI: dict[str, Any] = {**generation_openapi(), "requestBody": {"required": True, "content": edit_bodies()}}
-"""``openapi_extra`` of the edit routes: the two request bodies and the error responses generations document."""
+def edit_openapi(api_version: Literal["required", "none"], *, prefer: bool) -> dict[str, Any]:
+    """``openapi_extra`` of an edit route: the two request bodies, and the parameters the generation routes
+    declare (``api-version`` on the deployment paths, ``Idempotency-Key``, ``Prefer`` where the route reads it)."""
+    return {**generation_openapi(api_version, prefer=prefer), "requestBody": {"required": True, "content": edit_bodies()}}

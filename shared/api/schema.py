@@ -276,21 +276,42 @@ _UPSTREAM = {
 }
 
 
-def generation_responses() -> dict[int | str, dict[str, Any]]:
-    """``responses`` of the generation routes: the answer, the background acceptance, every error status."""
+_EDIT_REFUSED = {
+    **_REFUSED,
+    400: (
+        "The request breaks a rule (param names it): a field, or an image or mask the family does not take; OperationNotSupported: "
+        "the deployment does not edit images; or the content filter refused the prompt or the image (contentFilter)."
+    ),
+    413: "request_too_large: the body, a file or the files together are over IMAGES_MAX_BODY_BYTES, IMAGES_MAX_EDIT_FILE_BYTES or IMAGES_MAX_EDIT_TOTAL_BYTES.",
+    415: "unsupported_media_type: the body is neither multipart/form-data (uploaded images) nor application/json (archived names).",
+}
+
+
+def _answer_responses(refused: dict[int, str], ok: dict[str, Any], what: str) -> dict[int | str, dict[str, Any]]:
+    """The answer now, the background acceptance, and every error status, refusals and upstream's."""
     after_upstream = {status: {"x-request-id": _REQUEST_ID} for status in (400, 403, 429, 500, 502, 503, 504)}
-    for status, headers in _HEADERS.items():
+    for status, headers in {**_HEADERS, 200: ok}.items():
         after_upstream.setdefault(status, {}).update(headers)
     return {
-        200: _json(_GENERATION_BODY, "The images, archived: url always; b64_json from gpt-image deployments by default.", _HEADERS[200]),
+        200: _json(_GENERATION_BODY, f"The {what}, archived: url always; b64_json from gpt-image deployments by default.", ok),
         202: _json(_ACCEPTED_BODY, "Queued (with Prefer: respond-async): poll Operation-Location.", _HEADERS[202]),
-        **_errors({**_REFUSED, **_UPSTREAM}, after_upstream),
+        **_errors({**refused, **_UPSTREAM}, after_upstream),
     }
 
 
-def submit_responses() -> dict[int | str, dict[str, Any]]:
-    """``responses`` of ``:submit``: the acceptance and what refuses it (nothing goes upstream here)."""
-    return {202: _json(_ACCEPTED_BODY, "Queued: poll Operation-Location.", _HEADERS[202]), **_errors(_REFUSED)}
+def generation_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses`` of the generation routes: the answer, the background acceptance, every error status."""
+    return _answer_responses(_REFUSED, _HEADERS[200], "images")
+
+
+def edit_responses() -> dict[int | str, dict[str, Any]]:
+    """``responses`` of the edit routes: as generations', but an edit translates nothing (no x-images-translations)."""
+    return _answer_responses(_EDIT_REFUSED, {"x-request-id": _HEADERS[200]["x-request-id"]}, "edited images")
+
+
+def submit_responses(*, edits: bool = False) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of ``:submit`` (of generations, or with ``edits`` of edits): the acceptance and what refuses it."""
+    return {202: _json(_ACCEPTED_BODY, "Queued: poll Operation-Location.", _HEADERS[202]), **_errors(_EDIT_REFUSED if edits else _REFUSED)}
 
 
 def operation_responses() -> dict[int | str, dict[str, Any]]:
@@ -317,6 +338,11 @@ def image_link_responses() -> dict[int | str, dict[str, Any]]:
 def health_responses() -> dict[int | str, dict[str, Any]]:
     """``responses`` of /healthz."""
     return {200: _json(_HEALTH_BODY, "The process answers; the deployments it serves and their lifecycle."), **_errors({})}
+
+
+def page_responses(what: str, errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a gallery page: HTML for people, errors in the Azure shape as everywhere."""
+    return {200: {"description": what, "content": {"text/html": {"schema": {"type": "string"}}}}, **_errors({**errors, 503: _REFUSED[503]})}
 
 
 def _parameter(name: str, where: str, description: str, *, required: bool = False, pattern: str | None = None) -> dict[str, Any]:

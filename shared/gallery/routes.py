@@ -11,16 +11,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from shared.api.schema import FUNCTION_KEY, page_responses
 from shared.archive import is_safe_id
 from shared.errors import ServiceError
-from shared.gallery.browse import GalleryQuery, build_page
+from shared.gallery.browse import DEFAULT_PER_PAGE, MAX_PER_PAGE, GalleryQuery, build_page
 from shared.gallery.pages import Links, origin, render
 from shared.gallery.reader import DAY, JOB_PREFIX, GalleryReader, day_of
-from shared.gallery.tiles import Tile, image_names, tile_from_job, tile_from_record
+from shared.gallery.tiles import STATUSES, Tile, image_names, tile_from_job, tile_from_record
 from shared.runtime import Runtime
 from shared.service import sync_prefix
 
-router = APIRouter(tags=["gallery"])
+router = APIRouter(tags=["gallery"], dependencies=FUNCTION_KEY)
 
 
 def app_runtime(request: Request) -> Runtime:
@@ -46,7 +47,27 @@ def _links(request: Request) -> Links:
     return Links(root=str(request.scope.get("root_path", "")), code=request.query_params.get("code") or None)
 
 
-@router.get("/gallery", response_class=HTMLResponse, summary="What was generated, for people: a day's images, newest first (HTML)")
+# The filters GalleryQuery.parse reads by hand (so a bad one is a 400 in the Azure shape, never FastAPI's 422).
+GALLERY_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "day", "in": "query", "required": False, "description": "A date like 2026-11-20 (default today, UTC).", "schema": {"type": "string", "format": "date"}},
+    {"name": "deployment", "in": "query", "required": False, "description": "Only this deployment's images.", "schema": {"type": "string"}},
+    {"name": "status", "in": "query", "required": False, "description": "Only this status.", "schema": {"type": "string", "enum": list(STATUSES)}},
+    {
+        "name": "per_page", "in": "query", "required": False, "description": f"Tiles a page (default {DEFAULT_PER_PAGE}).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
+    },
+    {"name": "continuation", "in": "query", "required": False, "description": "The next page's token, as the page links it.", "schema": {"type": "string"}},
+]  # fmt: skip
+
+
+@router.get(
+    "/gallery",
+    response_class=HTMLResponse,
+    summary="What was generated, for people: a day's images, newest first (HTML)",
+    response_description="The day's tiles (HTML)",
+    responses=page_responses("The day's tiles (HTML)", {400: "A filter breaks a rule (param names it): day, deployment, status, per_page or continuation."}),
+    openapi_extra={"parameters": GALLERY_PARAMETERS},
+)
 async def gallery_index(request: Request, runtime: RuntimeDep, day: Annotated[str, Depends(today)]) -> HTMLResponse:
     """Tiles of one day (default today) with prompt, model, size, time, cost and status; filters and paging by query."""
     query = GalleryQuery.parse(request.query_params, day)
@@ -56,7 +77,13 @@ async def gallery_index(request: Request, runtime: RuntimeDep, day: Annotated[st
     return render("index.html", context, storage_origin=origin(reader.images.url))
 
 
-@router.get("/gallery/{prefix}/{item_id}", response_class=HTMLResponse, summary="One generation or job: its record, inputs and images (HTML)")
+@router.get(
+    "/gallery/{prefix}/{item_id}",
+    response_class=HTMLResponse,
+    summary="One generation or job: its record, inputs and images (HTML)",
+    response_description="The record and its images (HTML)",
+    responses=page_responses("The record and its images (HTML)", {404: "NotFound: no generation (prefix: its day) or job (prefix: jobs) has this name."}),
+)
 async def gallery_item(prefix: str, item_id: str, request: Request, runtime: RuntimeDep) -> HTMLResponse:
     """The record of a generation (``prefix`` is its day) or a job (``prefix`` is ``jobs``), images at full size."""
     not_found = ServiceError(404, "NotFound", "No generation or job has this name.", param="id")
