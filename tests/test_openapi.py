@@ -97,7 +97,7 @@ def test_parameters_the_routes_read_by_hand_are_declared() -> None:
 
     deployment, submit, v1 = names(DEPLOYMENT), names(SUBMIT), names(V1)
     assert deployment["api-version"]["in"] == "query" and deployment["api-version"]["required"] is True
-    assert submit["api-version"]["required"] is False and "api-version" not in v1
+    assert submit["api-version"]["required"] is True and "api-version" not in v1  # checked the same way on every deployment route
     for found in (deployment, submit, v1):
         assert found["Idempotency-Key"]["in"] == "header" and found["Idempotency-Key"]["schema"]["pattern"]
     assert "Prefer" in deployment and "Prefer" in v1 and "Prefer" not in submit

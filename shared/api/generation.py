@@ -56,7 +56,7 @@ async def generate_deployment(deployment: str, request: Request, runtime: Runtim
     status_code=202,
     response_description="Queued",
     responses=submit_responses(),
-    openapi_extra=generation_openapi("optional", prefer=False),
+    openapi_extra=generation_openapi("required", prefer=False),
 )
 async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
     """Record and queue the generation: 202 with ``Operation-Location``."""
