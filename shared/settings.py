@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = _setting("IMAGES_MAX_IMAGE_BYTES", 52428800, "Largest image accepted from upstream (base64 decoded or downloaded).", ge=1024)
     max_concurrent_upstream: int = _setting("IMAGES_MAX_CONCURRENT_UPSTREAM", 32, "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each).", ge=1, le=1000)
     allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
+    telemetry_prompts: bool = _setting("IMAGES_TELEMETRY_PROMPTS", False, "Put prompts and revised prompts into spans. Off: telemetry carries no prompt text.")
+    telemetry_exporter: str = _setting("IMAGES_TELEMETRY_EXPORTER", "none", "Where spans and metrics are written locally: console, file:<path> (JSON lines) or none. In Azure the Functions worker sends them to Application Insights.", "local")
 
     # What the settings leave implicit, worked out once by _resolve.
     _api_style: ApiStyle = PrivateAttr("deployment")
@@ -175,6 +177,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("telemetry_exporter")
+    @classmethod
+    def _exporter(cls, value: str) -> str:
+        if value in ("none", "console") or (value.startswith("file:") and value.removeprefix("file:").strip()):
+            return value
+        raise ValueError(f"must be console, file:<path> or none, got {value!r}")
 
     @field_validator("endpoint", "key_vault_url", "storage_blob_uri", "storage_queue_uri")
     @classmethod
