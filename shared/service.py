@@ -18,6 +18,7 @@ import pybase64
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from shared import telemetry
 from shared.archive import Archive, ArchivedImage
 from shared.models import ImageRequest
 from shared.settings import Settings
@@ -92,6 +93,7 @@ class ImageService:
     def upstream(self) -> UpstreamClient:
         return self.clients.upstream
 
+    @telemetry.generation
     async def generate(
         self,
         request: ImageRequest,

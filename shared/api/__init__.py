@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared import gallery
+from shared import gallery, telemetry
 from shared.api import generation, health, images, operations
 from shared.api.body import read_json_body
 from shared.api.errors import EXCEPTION_HANDLERS, error_response
@@ -40,8 +40,10 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
         description="Azure OpenAI images API in front of your deployments; every image archived to your Blob Storage.",
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        telemetry=telemetry.FASTAPI_TELEMETRY,
     )
     app.state.runtime = runtime
     for router in (generation.router, operations.router, images.router, health.router, gallery.router):
         app.include_router(router)
+    telemetry.instrument_app(app)
     return app

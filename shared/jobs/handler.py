@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
+from shared import telemetry
 from shared.archive import is_safe_id
 from shared.errors import ServiceError
 from shared.jobs.messages import JobMessage, QueueMessageLike, declared_job_id, decode_message, parse_job_message, send_message
@@ -266,6 +267,7 @@ class Jobs:
         await send_message(self.service.queues, queue, content, delay)
 
 
+@telemetry.job_delivery
 async def handle_queue_message(jobs: Jobs, msg: QueueMessageLike) -> Outcome:
     """The queue trigger's body: used by function_app in Azure and by local/queue_runner.py."""
     outcome = await jobs.handle(msg.get_body(), msg.id or "", msg.dequeue_count or 1)

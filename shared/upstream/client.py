@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pybase64
 
+from shared import telemetry
 from shared.models import ImageRequest
 from shared.settings import Settings
 from shared.upstream.body import ImageBodyReader
@@ -106,6 +107,7 @@ class UpstreamClient:
             return f"{self.settings.endpoint}/openai/v1/images/generations", body
         return f"{self.settings.endpoint}/v1/images/generations", body
 
+    @telemetry.upstream_call
     async def generate(self, request: ImageRequest, *, timeout: float, budget: float) -> UpstreamResult:
         """Generate the request's images, repeating within ``budget`` seconds what :mod:`~shared.upstream.retry` allows."""
         url, body = self.url_and_body(request)
@@ -128,6 +130,7 @@ class UpstreamClient:
         result.attempts = sent
         return result
 
+    @telemetry.upstream_attempt
     async def _post(self, url: str, payload: bytes, auth_headers: dict[str, str], timeout: float) -> tuple[ImageBodyReader, httpx.Headers]:
         """One request. A 200 body is decoded while it streams in (no copy of the whole body, no giant
         JSON string); any other answer is read and raised as :class:`UpstreamAnswer`."""
