@@ -9,11 +9,14 @@ metrics are handed to providers of the test with ``telemetry.use``.
 
 from __future__ import annotations
 
-import io
 import json
+import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +26,9 @@ from azure.functions.queue import QueueMessage as TriggerMessage
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -33,12 +39,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from local.azurite import Azurite
 from shared import telemetry
 from shared.jobs import JobRetry, Outcome
-from shared.models import parse_request
 from shared.redaction import redact
 from shared.runtime import Runtime
 from shared.settings import Settings, SettingsError
-from tests.conftest import SIM_KEY, SimControl
+from tests.conftest import SIM_KEY, SimControl, base_env
 
+ROOT = Path(__file__).resolve().parent.parent
 SPANS = InMemorySpanExporter()
 PROVIDER = TracerProvider()
 PROVIDER.add_span_processor(SimpleSpanProcessor(SPANS))
@@ -263,6 +269,7 @@ async def test_a_job_failing_on_its_last_delivery_is_recorded_failed_with_its_co
         await app.deliver(dequeue_count=app.trigger.jobs.max_dequeue_count)
     job = capture.one("images.job")
     assert job.status.status_code is StatusCode.ERROR and job.attributes["error.type"] == "JobRetry"
+    assert job.attributes["images.job_id"] == job_id and "images.job.outcome" not in job.attributes
     generate = capture.one("images.generate")
     assert generate.attributes["error.type"] == "UpstreamError" and generate.status.description == "UpstreamError"
     assert capture.one("upstream.attempt").attributes["http.response.status_code"] == 500
@@ -289,20 +296,44 @@ async def test_the_request_span_never_carries_the_query_and_replaces_the_fastapi
     assert not any("function-key" in text for text in capture.texts())
 
 
-def test_the_local_exporter_writes_json_lines() -> None:
-    out = io.StringIO()
-    tracer_provider, meter_provider = telemetry.exporter_pipeline(out)
-    telemetry.use(tracer_provider, meter_provider)
-    try:
-        parse_request({"prompt": PROMPT}, "gpt-image-1", "gpt-image-1")
-    finally:
-        telemetry.use()
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+def test_a_process_with_the_file_exporter_writes_its_spans_there_as_json_lines(tmp_path: Path) -> None:
+    """What `IMAGES_TELEMETRY_EXPORTER=file:spans.jsonl python3 dev.py serve` does, in a process of its own
+    (set-up changes global state): the first runtime sets telemetry up, a second one changes nothing."""
+    target = tmp_path / "spans.jsonl"
+    env = {"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "gpt-image-1", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    program = f"""
+from shared.models import parse_request
+from shared.runtime import Runtime
+from shared.settings import Settings
+Runtime(Settings.from_env({{**{env!r}, "IMAGES_TELEMETRY_EXPORTER": "file:{target}"}}))
+Runtime(Settings.from_env({{**{env!r}, "IMAGES_TELEMETRY_EXPORTER": "console", "IMAGES_TELEMETRY_PROMPTS": "true"}}))
+parse_request({{"prompt": {PROMPT!r}}}, "gpt-image-1", "gpt-image-1")
+"""
+    run = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
     span = next(line for line in lines if line.get("name") == "images.validate")
-    assert span["attributes"]["images.deployment"] == "gpt-image-1" and span["resource"]["attributes"]["service.name"] == telemetry.core.SERVICE_NAME
-    assert PROMPT not in out.getvalue()
+    assert span["attributes"]["images.deployment"] == "gpt-image-1"
+    assert span["resource"]["attributes"]["service.name"] == telemetry.core.SERVICE_NAME
+    assert PROMPT not in target.read_text() and "images.validate" not in run.stdout  # the second runtime's settings did nothing
+
+
+def test_logs_the_worker_exports_pass_through_the_redaction(azurite: Azurite) -> None:
+    """With PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY the worker puts the distro's OpenTelemetry log handler on the
+    root logger before it loads function_app.py; Runtime.from_env then filters it like every other handler."""
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = LoggingHandler(logger_provider=provider)
+    logging.getLogger().addHandler(handler)
+    try:
+        Runtime.from_env(base_env(azurite, "http://127.0.0.1:1"))
+        logging.getLogger("shared.telemetry.test").warning("upstream refused api-key: %s", SIM_KEY)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        provider.shutdown()
+    bodies = [str(log.log_record.body) for log in exporter.get_finished_logs()]
+    assert bodies[-1] == "upstream refused api-key: ***" and not any(SIM_KEY in body for body in bodies)
 
 
 def test_the_cost_hook_reads_what_a_record_carries() -> None:

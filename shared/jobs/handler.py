@@ -112,6 +112,7 @@ class Jobs:
             message = parse_job_message(decoded, message_id, self.settings.default_deployment)
         except ServiceError as error:
             return await self._refuse(decoded, message_id, error)
+        telemetry.annotate({"images.job_id": message.job_id})  # on the delivery's span, even if it fails
         try:
             return await self._run(message, message_id, dequeue_count)
         except ServiceError as error:
