@@ -53,6 +53,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.storage.blob import BlobSasPermissions, ContentSettings, UserDelegationKey, generate_blob_sas
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
+from shared import telemetry
 from shared.errors import storage_call
 from shared.settings import Settings
 
@@ -195,6 +196,7 @@ class Archive:
             )
         return planned
 
+    @telemetry.archive_write
     async def store(
         self,
         prefix: str,

@@ -26,7 +26,7 @@ import httpx
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
-from shared import credentials, redaction
+from shared import credentials, redaction, telemetry
 from shared.archive import Archive
 from shared.jobs import Jobs, Outcome, QueueMessageLike, handle_queue_message
 from shared.models import retired_warnings
@@ -83,6 +83,7 @@ async def open_clients(
     auth = credentials.create_upstream_auth(s, credential, key_vault_options=key_vault_options)
     stack.push_async_callback(auth.close)
     http = await stack.enter_async_context(upstream_http(s))
+    telemetry.instrument_httpx(http)
     upstream = UpstreamClient(s, auth, http)
     pools = await open_pools(s, stack, upstream, http=http, blobs=blobs, credential=credential, key_vault_options=key_vault_options)
     return Clients(upstream=upstream, blobs=blobs, queues=queues, archive=Archive(s, blobs), pools=pools)
@@ -105,6 +106,7 @@ class Runtime:
         to the Key Vault client. ``today`` is the day the models' lifecycle is judged on (tests pass any);
         ``jobs`` builds the Jobs over the service (tests give a job store or a clock of their own)."""
         self.settings = settings
+        telemetry.setup(settings)  # once per process: the first runtime decides
         self.today = today
         for warning in retired_warnings(settings.deployments, today()):
             log.warning(warning)

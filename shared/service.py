@@ -20,7 +20,7 @@ import pybase64
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
-from shared import audit
+from shared import audit, telemetry
 from shared.archive import Archive, ArchivedImage
 from shared.errors import ServiceError
 from shared.models import ImageRequest, rules_of
@@ -102,6 +102,7 @@ class ImageService:
     def upstream(self) -> UpstreamClient:
         return self.clients.upstream
 
+    @telemetry.generation
     async def generate(
         self,
         request: ImageRequest,

@@ -6,24 +6,18 @@ start with ``IMAGES_``.
 
 How it is built:
 
-- :class:`Settings` is a frozen pydantic-settings model with one field per
-  setting: the environment name is the field's alias, then its default, bounds
-  (``ge``/``le``), description, and where infrastructure sets it
-  (``json_schema_extra={"deploy": ...}``: "app" in every deployment, "optional"
-  for some choices, "local" never in Azure).
-- :meth:`Settings.from_env` reads those names from the environment, or from a
-  given mapping and nothing else: the model's only source is what it is handed
-  (no ``os.environ`` behind a mapping's back, no ``.env`` file). A blank value
-  means unset, so the default applies.
-- Field validators check a single value; one model validator, ``_resolve``,
-  applies the rules between settings and works out what they leave implicit
-  (API style, auth mode, the deployments map, where storage is). Those resolved
-  values are read-only properties.
-- pydantic's errors become :class:`SettingsError` with a sentence that names
-  the setting by its environment name.
-- ``SETTINGS`` (the catalogue the README table and the infrastructure tests
-  read) is derived from the fields, so code, docs and Bicep/Terraform cannot
-  drift apart.
+- :class:`Settings` is a frozen pydantic-settings model, one field per setting: its
+  environment name (the alias), default, bounds, description, and where infrastructure
+  sets it (``json_schema_extra={"deploy": "app" | "optional" | "local"}``).
+- :meth:`Settings.from_env` reads those names from the environment, or from a given
+  mapping and nothing else (no ``os.environ`` behind its back, no ``.env`` file).
+  A blank value means unset, so the default applies.
+- Field validators check one value; one model validator, ``_resolve``, applies the rules
+  between settings and works out what they leave implicit (API style, auth mode, the
+  deployments map, where storage is), exposed as read-only properties.
+- pydantic's errors become :class:`SettingsError`, naming the setting by its environment name.
+- ``SETTINGS`` (the catalogue the README table and the infrastructure tests read) is
+  derived from the fields, so code, docs and Bicep/Terraform cannot drift apart.
 
 Nothing here touches the network or a credential: reading settings is pure
 (host.json, read once, is part of the deployed package).
@@ -144,6 +138,8 @@ class Settings(BaseSettings):
     allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
     backends_setting: str = _setting("IMAGES_BACKENDS", "", "Deployment pools as JSON: {logical name: [{endpoint, deployment, rpm, priority, ...}]} (README: Pools and cost). Empty: one backend, the settings above.")
     public_base_url: str = _setting("IMAGES_PUBLIC_BASE_URL", "", "Base of the URLs the app hands out (Operation-Location), e.g. https://images.example.com behind a custom domain or gateway. Empty: https://{WEBSITE_HOSTNAME}, which Azure sets; locally the address the server listens on. Never the request's Host header.")
+    telemetry_prompts: bool = _setting("IMAGES_TELEMETRY_PROMPTS", False, "Put prompts and revised prompts into spans. Off: telemetry carries no prompt text.")
+    telemetry_exporter: str = _setting("IMAGES_TELEMETRY_EXPORTER", "none", "Where spans and metrics are written locally: console, file:<path> (JSON lines) or none. In Azure the Functions worker sends them to Application Insights.", "local")
 
     # What the settings leave implicit, worked out once by _resolve.
     _api_style: ApiStyle = PrivateAttr("deployment")
@@ -184,6 +180,13 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("telemetry_exporter")
+    @classmethod
+    def _exporter(cls, value: str) -> str:
+        if value in ("none", "console") or (value.startswith("file:") and value.removeprefix("file:").strip()):
+            return value
+        raise ValueError(f"must be console, file:<path> or none, got {value!r}")
 
     @field_validator("endpoint", "key_vault_url", "storage_blob_uri", "storage_queue_uri")
     @classmethod

@@ -134,6 +134,8 @@ SAMPLES = {
     "IMAGES_BACKENDS": '{"pool": [{"endpoint": "https://b.openai.azure.com", "deployment": "img", "model": "gpt-image-2", "rpm": 6}]}',
     "IMAGES_PUBLIC_BASE_URL": "https://images.example.com",
     "IMAGES_RETENTION_DAYS": "30",
+    "IMAGES_TELEMETRY_PROMPTS": "true",
+    "IMAGES_TELEMETRY_EXPORTER": "console",
 }
 
 

@@ -61,6 +61,8 @@ param retentionDays int = 0
 var platformSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
+  // The Python worker configures azure-monitor-opentelemetry and streams the app's spans and logs (host.json telemetryMode).
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
 }
 
 // Read by the app (and, for AzureWebJobsStorage__*, by the host and the queue trigger).

@@ -18,6 +18,8 @@ locals {
   platform_settings = {
     APPLICATIONINSIGHTS_CONNECTION_STRING     = azurerm_application_insights.main.connection_string
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "Authorization=AAD;ClientId=${azurerm_user_assigned_identity.app.client_id}"
+    # The Python worker configures azure-monitor-opentelemetry and streams the app's spans and logs (host.json telemetryMode).
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY = "true"
   }
 
   # Read by the app (and, for AzureWebJobsStorage__*, by the host and the queue trigger).

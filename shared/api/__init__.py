@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared import gallery
+from shared import gallery, telemetry
 from shared.api import edits, generation, health, images, operations
 from shared.api.body import read_json_body
 from shared.api.errors import EXCEPTION_HANDLERS, error_response
@@ -42,8 +42,10 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         redirect_slashes=False,  # its redirect is built from the Host header; a trailing slash is a 404 instead
+        telemetry=telemetry.FASTAPI_TELEMETRY,
     )
     app.state.runtime = runtime
     for router in (generation.router, edits.router, operations.router, images.router, health.router, gallery.router):
         app.include_router(router)
+    telemetry.instrument_app(app)
     return app

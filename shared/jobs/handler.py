@@ -41,6 +41,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from shared import telemetry
 from shared.archive import is_safe_id
 from shared.echo import shown
 from shared.edits import edit_from_json, generate_or_edit
@@ -99,6 +100,7 @@ class Jobs(JobIntake):
         except ServiceError as error:
             return await self._refuse(decoded, delivery.message_id, error)
         delivery.job_id = message.job_id
+        telemetry.annotate({"images.job_id": message.job_id})  # on the delivery's span, even if it fails
         return await self._run(message, delivery)
 
     async def _refuse(self, decoded: Any, message_id: str, error: ServiceError) -> Outcome:
@@ -236,6 +238,7 @@ class Jobs(JobIntake):
         return Outcome("deferred", stored.record.id, f"throttled; back in {delay:.1f} s")
 
 
+@telemetry.job_delivery
 async def handle_queue_message(jobs: Jobs, msg: QueueMessageLike) -> Outcome:
     """The queue trigger's body: used by function_app in Azure and by local/queue_runner.py."""
     outcome = await jobs.handle(msg.get_body(), msg.id or "", msg.dequeue_count or 1)

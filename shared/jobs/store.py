@@ -15,6 +15,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
+from shared import telemetry
 from shared.archive import ensure_container
 from shared.errors import ServiceError, storage_error
 from shared.jobs.record import JobRecord
@@ -63,6 +64,7 @@ class JobStore:
             raise storage_error(exc, "reading a job record") from None
         return StoredJob(JobRecord.from_json(data), str(stream.properties.etag))
 
+    @telemetry.job_state
     async def create(self, record: JobRecord) -> StoredJob | None:
         """Write a new record; None if one with this id exists already."""
         try:
@@ -73,6 +75,7 @@ class JobStore:
             raise storage_error(exc, "creating a job record") from None
         return StoredJob(record, etag)
 
+    @telemetry.job_state
     async def replace(self, stored: StoredJob) -> bool:
         """Write ``stored.record`` if the blob is unchanged since ``stored.etag`` (then the ETag moves on);
         False if someone else wrote it first."""

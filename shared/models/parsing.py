@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.echo import capped
 from shared.echo import shown as _show
 from shared.errors import invalid
@@ -55,6 +56,7 @@ class ImageRequest:
         return "png" if self.output_format == "png" else "jpg"
 
 
+@telemetry.validation
 def parse_request(body: object, deployment: str, family: str, *, api_style_v1: bool = False) -> ImageRequest:
     """Check a decoded JSON request body for ``deployment`` (running ``family``) and translate it.
 

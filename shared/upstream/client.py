@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pybase64
 
-from shared import strictjson
+from shared import strictjson, telemetry
 from shared.errors import ServiceError
 from shared.models import ImageRequest
 from shared.settings import Settings
@@ -128,6 +128,7 @@ class UpstreamClient:
         url, body = self.url_and_body(request)
         return await self.send(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, request, timeout=timeout, budget=budget)
 
+    @telemetry.upstream_call
     async def send(
         self, url: str, payload: Payload, request_headers: dict[str, str], request: ImageRequest, *, timeout: float, budget: float
     ) -> UpstreamResult:
@@ -171,6 +172,7 @@ class UpstreamClient:
         calls.answered = True
         return result
 
+    @telemetry.upstream_attempt
     async def _post(
         self, url: str, payload: Payload, headers: dict[str, str], timeout: float, n: int, calls: UpstreamCalls
     ) -> tuple[ImageBodyReader, httpx.Headers]:

@@ -1,0 +1,84 @@
+"""OpenTelemetry traces and metrics of what the app does, and what they may carry.
+
+    core             where spans and metrics go (use, setup), the policy (allowed), traced and Steps
+    steps            the app's traced steps (validation, generation, upstream, archive, jobs) and cost_of
+    instrumentation  the request span (RequestSpans) and the official httpx instrumentation
+
+Where they go:
+
+- In Azure the Functions host runs in OpenTelemetry mode (host.json ``"telemetryMode":
+  "OpenTelemetry"``) and makes the span of every invocation. With the app setting
+  ``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true`` (the templates set it) the Python worker
+  calls azure-monitor-opentelemetry's ``configure_azure_monitor()`` before it loads
+  function_app.py: export to ``APPLICATIONINSIGHTS_CONNECTION_STRING`` (Entra ID from
+  ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING``), httpx and the Azure SDKs instrumented, logs
+  streamed, and each invocation run in the host's trace. The spans made here use those global
+  providers, so they hang under the host's invocation span.
+- Locally ``IMAGES_TELEMETRY_EXPORTER=console`` or ``file:<path>`` has :func:`setup` (called by
+  the Runtime, once per process) install providers that write spans and metrics as JSON lines.
+- Otherwise nothing listens, and every decorator here calls straight through.
+
+Tests give providers of their own to :func:`use` (OpenTelemetry lets the global one be set once).
+
+What telemetry may carry (the policy, enforced by :func:`allowed`): the attributes named in
+:data:`ATTRIBUTES`; prompts (:data:`PROMPT_ATTRIBUTES`) only with ``IMAGES_TELEMETRY_PROMPTS=true``;
+an error as its code or type, never its message (it can quote upstream or a URL) and never as an
+exception event. No header, body or query string becomes an attribute, so no key, token or SAS
+does. The request span is made here (:class:`RequestSpans`); FastAPI's own request span and
+opentelemetry-instrumentation-fastapi's (which the distro turns on) are kept off: both record the
+query string, where Azure callers put the function key (``?code=``), and the host reports the
+request already (a second server span counts it twice).
+"""
+
+from __future__ import annotations
+
+from shared.telemetry.core import (
+    ATTRIBUTES,
+    LABELS,
+    PROMPT_ATTRIBUTES,
+    Steps,
+    allowed,
+    annotate,
+    exporter_pipeline,
+    setup,
+    trace_azure_sdks,
+    traced,
+    use,
+)
+from shared.telemetry.instrumentation import FASTAPI_TELEMETRY, RequestSpans, instrument_app, instrument_httpx
+from shared.telemetry.steps import (
+    archive_write,
+    cost_of,
+    generation,
+    job_delivery,
+    job_state,
+    upstream_attempt,
+    upstream_call,
+    validation,
+)
+
+__all__ = [
+    "ATTRIBUTES",
+    "FASTAPI_TELEMETRY",
+    "LABELS",
+    "PROMPT_ATTRIBUTES",
+    "RequestSpans",
+    "Steps",
+    "allowed",
+    "annotate",
+    "archive_write",
+    "cost_of",
+    "exporter_pipeline",
+    "generation",
+    "instrument_app",
+    "instrument_httpx",
+    "job_delivery",
+    "job_state",
+    "setup",
+    "trace_azure_sdks",
+    "traced",
+    "upstream_attempt",
+    "upstream_call",
+    "use",
+    "validation",
+]
