@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import accumulate
 from typing import Any
 
 from shared.errors import invalid
@@ -22,8 +23,11 @@ from shared.errors import invalid
 MAX_DEPTH = 32  # no document this service reads legitimately nests deeper than a handful of levels
 MAX_INT_DIGITS = 40  # far beyond any count or timestamp; Python itself stops at 4,300 digits
 
-# A JSON string (with its escapes) or one bracket: what the depth scan steps over or counts.
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# A JSON string, closed or not (an unclosed one runs to the end, so the scan stays linear),
+# what is not a bracket, and each bracket as a signed byte: +1 opens a level, -1 closes one.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 
 
 class JSONRefused(ValueError):
@@ -31,18 +35,15 @@ class JSONRefused(ValueError):
 
 
 def depth_of(text: str, limit: int = MAX_DEPTH) -> int:
-    """How deep ``text`` nests arrays and objects (strings skipped); stops counting once past ``limit``."""
-    depth = deepest = 0
-    for match in _TOKENS.finditer(text):
-        piece = match.group()
-        if piece in ("[", "{"):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                break
-        elif piece in ("]", "}"):
-            depth -= 1
-    return deepest
+    """How deep ``text`` nests arrays and objects (brackets inside strings do not count).
+
+    Regular expressions and ``accumulate`` run in C: a 256 KiB body of brackets takes milliseconds.
+    """
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    if not brackets:
+        return 0
+    steps = memoryview(brackets.encode("ascii").translate(_STEPS)).cast("b")
+    return max(0, max(accumulate(steps)))
 
 
 def _refuse_constant(name: str) -> Any:

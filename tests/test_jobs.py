@@ -152,8 +152,9 @@ class JobStack:
         def jobs(service: ImageService) -> Jobs:
             return Jobs(service, MAX_DEQUEUE_COUNT, store=store(service) if store else None, **options)
 
-        # The runner's loop gets this runtime; the API (its own loop) gets another.
-        self.runtime = Runtime(settings, storage_options={"transport": tap} if tap else None, jobs=jobs)
+        # The runner's loop gets this runtime; the API (its own loop) gets another. A tapped storage
+        # fails at once instead of through the SDK's retry backoff: what is tested is what the app does next.
+        self.runtime = Runtime(settings, storage_options={"transport": tap, "retry_total": 0} if tap else None, jobs=jobs)
         self.service, self.jobs = self.runtime.service, self.runtime.jobs
         self._runner: QueueRunner | None = None
         self.api: ServerThread | None = None
