@@ -47,6 +47,8 @@ from shared.host import host_queue_settings
 from shared.runtime import Runtime
 from shared.settings import Settings, SettingsError
 
+DEFAULT_PORT = 7071  # as `func start`
+
 log = logging.getLogger("local.stack")
 
 # The deployments the simulator serves locally, each named like its model family.
@@ -288,7 +290,9 @@ def _links_note(stack: Stack) -> str:
         f"\nThese links answer only while this stack runs: `run` stops its API ({stack.url}) and"
         f"{' its Azurite' if stack.owns_azurite else ' its simulator'} when it ends{kept}.\n"
         "To keep a stack (and its links) up, start `python3 dev.py serve` and leave it running; "
-        "`python3 dev.py run` beside it uses the same Azurite."
+        "`python3 dev.py run` beside it uses the same Azurite.\n"
+        f"Gallery of what was generated (while a stack runs): {stack.url}/gallery"
+        + ("" if stack.url.endswith(f":{DEFAULT_PORT}") else f"; with `serve`: http://127.0.0.1:{DEFAULT_PORT}/gallery")
     )
 
 
@@ -330,6 +334,7 @@ def _serve(args: argparse.Namespace) -> int:
                        command="dev.py serve", die_with_parent=True) as stack:  # fmt: skip
         print(f"API        {stack.url}  (try: curl {stack.url}/healthz)")
         print(f"OpenAPI    {stack.url}/openapi.json")
+        print(f"Gallery    {stack.url}/gallery  (what was generated, newest first)")
         if stack.azurite:
             print(f"Storage    Azurite, data in {stack.azurite.location}")
             print(f"           AzureWebJobsStorage={stack.azurite.connection_string}")
@@ -349,7 +354,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=str(ROOT / "out"), help="folder for the saved image (default: out/)")
     run.add_argument("--latency", type=float, default=0.5, help="simulated model latency in seconds (default 0.5)")
     serve = sub.add_parser("serve", help="serve the stack on 127.0.0.1 until Ctrl-C or SIGTERM")
-    serve.add_argument("--port", type=int, default=7071, help="the API's port (default 7071, as `func start`)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the API's port (default {DEFAULT_PORT}, as `func start`)")
     serve.add_argument("--latency", type=float, default=2.0, help="simulated model latency in seconds (default 2)")
     for command in (run, serve):
         command.add_argument("--data", default=str(ROOT / ".azurite"), help="Azurite's data folder (default: .azurite/); one Azurite per folder")

@@ -151,6 +151,7 @@ def thirty_lines(token: str) -> tuple[list[Any], dict[str, list[int]]]:
     return lines, kinds
 
 
+@pytest.mark.slow  # thirty jobs, twice (about 3 s): CI runs it
 async def test_thirty_lines_interrupted_and_run_again_end_with_every_image_once(stack: Stack, sim: SimControl, tmp_path: Path) -> None:
     lines, kinds = thirty_lines(uuid.uuid4().hex[:8])
     prompts = write_lines(tmp_path / "prompts.jsonl", lines)

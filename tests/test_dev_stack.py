@@ -122,11 +122,13 @@ def test_help_lists_every_command_and_the_options_of_serve() -> None:
         assert option in shown, option
 
 
+@pytest.mark.slow  # a whole `dev.py serve` in a subprocess (about 3 s): CI runs it
 def test_sigterm_to_dev_py_alone_stops_the_whole_serve_stack(dev_py: list[subprocess.Popen[str]], tmp_path: Path) -> None:
     """Finding 2: SIGTERM to `python3 dev.py serve` left the stack and Azurite running, re-parented to init."""
     port = free_port()
     process = start_dev_py(dev_py, "serve", "--port", str(port), "--data", str(tmp_path / "data"), "--azurite-ports", "free", "--latency", "0")
-    read_until(process, READY)
+    banner = read_until(process, READY)
+    assert f"Gallery    http://127.0.0.1:{port}/gallery" in banner
     running = session_processes(process.pid)
     assert len(running) >= 3, "dev.py, the stack and Azurite"  # the simulator and the API are threads of the stack
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
@@ -140,6 +142,7 @@ def test_sigterm_to_dev_py_alone_stops_the_whole_serve_stack(dev_py: list[subpro
     assert not (tmp_path / "data" / "stack.lock").read_text(), "the folder is free again"
 
 
+@pytest.mark.slow  # two stacks and an Azurite (about 2 s): CI runs it
 def test_two_stacks_on_one_folder_share_one_azurite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding 3: a second stack on .azurite/ started a second Azurite; what one wrote was 404 to the other."""
     for name in ("AZURE_OPENAI_ENDPOINT", "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri"):
@@ -205,6 +208,7 @@ def test_dev_py_run_end_to_end_says_its_links_die_with_it(dev_py: list[subproces
     assert process.wait(120) == 0, output
     assert "archived image" in output and "job record" in output
     assert "These links answer only while this stack runs" in output and "python3 dev.py serve" in output
+    assert "/gallery" in output and "http://127.0.0.1:7071/gallery" in output  # where to look at what was generated
     assert len(list((tmp_path / "out").iterdir())) == 1
     assert not session_processes(process.pid)
 

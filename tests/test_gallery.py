@@ -42,6 +42,9 @@ from shared.settings import Settings
 from tests.browser import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
 from tests.conftest import SimControl, base_env
 
+# The gallery end to end, a real browser included (about 14 s): CI runs it (`.ci/run`: `dev.py test -m slow`).
+pytestmark = pytest.mark.slow
+
 API = "/openai/deployments/{}/images/generations?api-version=2025-04-01-preview"
 PAST = "2025-12-31"  # an older day, written through the archive
 MARKUP = '<script>alert("gallery")</script> & <b>bold</b> "quoted"'

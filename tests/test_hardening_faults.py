@@ -29,6 +29,9 @@ from shared.settings import Settings
 from tests.conftest import SIM_KEY, SimControl
 from tests.test_jobs import MAX_DEQUEUE_COUNT, JobStack, drop
 
+# Every fault mode through both entries (about 12 s): CI runs it (`.ci/run`: `dev.py test -m slow`).
+pytestmark = pytest.mark.slow
+
 GENERATE = "/openai/deployments/gpt-image-1-mini/images/generations?api-version=2025-04-01-preview"
 DEADLINE = "4"  # seconds: the total deadline of one upstream call, sync and job
 IMAGE_PATH = "/_sim/faults/image.png"

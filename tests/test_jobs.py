@@ -264,6 +264,7 @@ def test_thirty_messages_reach_the_right_final_state(job_stack: Callable[..., Jo
     assert stack.queue().peek_messages(max_messages=32) == []  # the malformed ones did not block or linger
 
 
+@pytest.mark.slow  # real quota windows (about 6 s): CI runs it
 def test_throttling_storm_ends_with_every_job_succeeded(job_stack: Callable[..., JobStack], sim: SimControl) -> None:
     sim.configure(quota_requests=2, quota_window_seconds=1)
     stack = job_stack(IMAGES_MAX_CONCURRENT_UPSTREAM="4")

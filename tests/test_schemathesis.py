@@ -26,6 +26,9 @@ from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import DEPLOYMENTS, SimControl
 
+# Generated requests against every route (about 6 s): CI runs it (`.ci/run`: `dev.py test -m slow`).
+pytestmark = pytest.mark.slow
+
 SERVED = [item.split("=", 1)[0] for item in DEPLOYMENTS.split(",")]
 API_VERSION = "2025-04-01-preview"
 # What an HTTP client can put in a header value: printable ASCII, no whitespace at either end.
