@@ -91,6 +91,14 @@ DEPENDENCIES = (
     "azure.storage.queue.aio",
     "azure.identity.aio",
     "azure.keyvault.secrets.aio",
+    # requirements.txt's other runtime packages: importing them is the dependencies' cost, not the app's
+    "pydantic_settings",
+    "tenacity",
+    "jinja2",
+    "python_multipart",
+    "pybase64",
+    "opentelemetry.trace",
+    "opentelemetry.metrics",
 )
 
 
@@ -295,7 +303,8 @@ class Calls:
         response = await self.client.post(url or self.service_url, content=self.payload, headers={"Content-Type": "application/json"})
         elapsed = time.perf_counter() - started
         if response.status_code != 200 or not response.json()["data"][0].get("url"):
-            raise RuntimeError(f"service answered {response.status_code}: {response.text[:300]}")
+            log = self.stack.service.log.read_text(errors="replace")[-3000:]  # the API's own account of it
+            raise RuntimeError(f"service answered {response.status_code}: {response.text[:300]}\n--- {self.stack.service.log}:\n{log}")
         if "b64_json" in response.json()["data"][0]:
             raise RuntimeError("the service answered with the image's bytes; the floor returns none, so the comparison would not be fair")
         return elapsed, 0

@@ -20,9 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from azure.storage.blob import ContentSettings
@@ -30,6 +28,7 @@ from azure.storage.blob import ContentSettings
 from shared.archive import Archive
 from shared.errors import ServiceError, storage_call
 from shared.models import ImageRequest
+from shared.models.image_bytes import ImageFacts, sniff
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,71 +88,9 @@ def retention_record(settings: Settings, now: dt.datetime) -> dict[str, Any] | N
 # --- image headers -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ImageFacts:
-    """What an image's own header says about it."""
-
-    format: str  # "png", "jpeg", "webp"
-    width: int
-    height: int
-
-    def as_record(self) -> dict[str, Any]:
-        """The facts as the record holds them, beside the image's name and hash."""
-        return {"format": self.format, "width": self.width, "height": self.height}
-
-
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT (C4), JPG (C8), DAC (CC).
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RSTn: no length field
-
-
 def image_facts(data: bytes) -> ImageFacts | None:
-    """Format and dimensions from the image's header, or None for bytes this reader does not know."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
-        width, height = struct.unpack(">II", data[16:24])
-        return ImageFacts("png", width, height)
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_facts(data)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp_facts(data)
-    return None
-
-
-def _jpeg_facts(data: bytes) -> ImageFacts | None:
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            i += 1
-            continue
-        if marker in _STANDALONE_MARKERS:
-            i += 2
-            continue
-        if marker in _SOF_MARKERS:
-            if i + 9 > len(data):
-                return None
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return ImageFacts("jpeg", width, height)
-        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
-            return None
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        i += 2 + length
-    return None
-
-
-def _webp_facts(data: bytes) -> ImageFacts | None:
-    chunk = data[12:16]
-    if chunk == b"VP8 " and len(data) >= 30:
-        width, height = struct.unpack("<HH", data[26:30])
-        return ImageFacts("webp", width & 0x3FFF, height & 0x3FFF)
-    if chunk == b"VP8L" and len(data) >= 25:
-        b0, b1, b2, b3 = data[21:25]
-        return ImageFacts("webp", 1 + (((b1 & 0x3F) << 8) | b0), 1 + (((b3 & 0x0F) << 10) | (b2 << 2) | ((b1 & 0xC0) >> 6)))
-    if chunk == b"VP8X" and len(data) >= 30:
-        return ImageFacts("webp", 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little"))
-    return None
+    """Format and dimensions from the image's own header (shared/models/image_bytes.py), or None for bytes it does not know."""
+    return sniff(data)
 
 
 # --- failures ----------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ def _storage_name(value: str) -> str:
         and value[0].isalnum()
         and value[-1].isalnum()
         and "--" not in value
+        and value.isascii()
         and all(c.islower() or c.isdigit() or c == "-" for c in value)
     )
     if not ok:

@@ -216,6 +216,7 @@ def test_a_prompt_with_markup_renders_as_text(seeded: Seeded, http: httpx.Client
         ("deployment=a%20b", "deployment"),
         ("per_page=0", "per_page"),
         ("per_page=61", "per_page"),
+        ("per_page=%C2%B2", "per_page"),  # "²" is a digit to str.isdigit, not to int()
         ("continuation=not-a-token", "continuation"),
     ],
 )

@@ -236,3 +236,10 @@ def test_readme_settings_table_is_the_catalogue() -> None:
     section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"(?m)^\| `([^`]+)` \| (.*?) \| (.*) \|$", section)
     assert rows == [(s.name, s.default or "—", s.doc) for s in SETTINGS]
+
+
+@pytest.mark.parametrize("name", ["imagés", "images²", "image\u0665s"])
+def test_storage_names_are_ascii(name: str) -> None:
+    env = {**BASE, "IMAGES_CONTAINER": name}
+    with pytest.raises(SettingsError, match="IMAGES_CONTAINER"):
+        Settings.from_env(env)

@@ -15,6 +15,7 @@ from fastapi import Request
 from shared import strictjson
 from shared.echo import shown
 from shared.errors import ServiceError
+from shared.streams import read_capped
 
 _CHARSET = re.compile(r"charset=\"?([\w-]+)", re.IGNORECASE)
 
@@ -35,15 +36,5 @@ def _check_content_type(content_type: str) -> None:
 
 
 async def _read_capped(request: Request, max_bytes: int) -> bytes:
-    # The declared length refuses early; the count while streaming catches chunked bodies and liars.
     too_large = ServiceError(413, "request_too_large", f"The request body is larger than {max_bytes} bytes.")
-    declared = request.headers.get("content-length")
-    # isascii(): str.isdigit() also takes digits such as '²', which int() refuses.
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise too_large
-    return bytes(raw)
+    return await read_capped(request.stream(), request.headers.get("content-length"), max_bytes, too_large)

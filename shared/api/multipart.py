@@ -20,6 +20,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from shared.errors import ServiceError, invalid
+from shared.streams import declares_more_than
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks  # a TypedDict the package defines for type checkers only
@@ -134,7 +135,7 @@ async def read_form(request: Request, limits: Limits) -> Form:
     """The request's form, or a ServiceError (413 over a limit, 400 malformed or breaking a rule) as soon as it shows."""
     boundary = _boundary(request.headers.get("content-type", ""))
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.total_bytes:
+    if declares_more_than(declared, limits.total_bytes):
         raise too_large("The request body", limits.total_bytes)
     reader = _Reader(limits)
     try:

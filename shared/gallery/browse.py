@@ -44,7 +44,7 @@ class GalleryQuery:
         if status is not None and status not in STATUSES:
             raise invalid("status", f"status must be one of {', '.join(STATUSES)}, got {status!r}.")
         per_page = params.get("per_page") or str(DEFAULT_PER_PAGE)
-        if not per_page.isdigit() or not 1 <= int(per_page) <= MAX_PER_PAGE:
+        if not (per_page.isascii() and per_page.isdigit()) or not 1 <= int(per_page) <= MAX_PER_PAGE:
             raise invalid("per_page", f"per_page must be a whole number from 1 to {MAX_PER_PAGE}, got {per_page!r}.")
         token = params.get("continuation") or None
         return cls(day, deployment, status, decode_continuation(token) if token else None, int(per_page))

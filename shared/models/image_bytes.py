@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 
@@ -39,6 +39,10 @@ class ImageFacts:
     @property
     def extension(self) -> str:
         return EXTENSIONS[self.format]
+
+    def as_record(self) -> dict[str, Any]:
+        """The facts as an archive record holds them, beside the image's name and hash."""
+        return {"format": self.format, "width": self.width, "height": self.height}
 
 
 def sniff(data: bytes) -> ImageFacts | None:

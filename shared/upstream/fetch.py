@@ -15,6 +15,7 @@ from urllib.parse import SplitResult, urlsplit
 import httpx
 
 from shared.settings import Settings
+from shared.streams import read_capped
 from shared.upstream.errors import NOT_REPEATED, upstream_error
 
 AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
@@ -62,12 +63,4 @@ async def fetch_image(http: httpx.AsyncClient, url: str, settings: Settings) -> 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     too_large = upstream_error(f"The generated image is larger than {limit} bytes. {NOT_REPEATED}")
-    declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks = bytearray()
-    async for chunk in response.aiter_bytes():
-        chunks += chunk
-        if len(chunks) > limit:
-            raise too_large
-    return bytes(chunks)
+    return await read_capped(response.aiter_bytes(), response.headers.get("content-length"), limit, too_large)
