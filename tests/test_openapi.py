@@ -351,6 +351,7 @@ def test_every_documented_status_has_a_scenario_and_every_scenario_is_documented
     )
 
 
+@pytest.mark.slow  # every documented status of every route, each answer checked against its schema (about 9 s): CI runs it
 @pytest.mark.parametrize("case", sorted(SCENARIOS), ids=lambda case: " ".join(case))
 async def test_every_documented_status_is_reachable(
     case: tuple[str, str, str], apps: Apps, vault_stand_in: tuple[IdentityEndpoint, KeyVaultStandIn], azurite: Azurite, monkeypatch: pytest.MonkeyPatch
