@@ -209,7 +209,9 @@ def test_dev_py_run_end_to_end_says_its_links_die_with_it(dev_py: list[subproces
     assert "archived image" in output and "job record" in output
     assert "These links answer only while this stack runs" in output and "python3 dev.py serve" in output
     assert "/gallery" in output and "http://127.0.0.1:7071/gallery" in output  # where to look at what was generated
-    assert len(list((tmp_path / "out").iterdir())) == 1
+    saved = sorted(f.name for f in (tmp_path / "out").iterdir())
+    assert len(saved) == 2 and saved[0].endswith("-edit.png") != saved[1].endswith("-edit.png"), saved  # the image and its edit
+    assert "an edit of the image above, read from the archive by name" in output
     assert not session_processes(process.pid)
 
 
