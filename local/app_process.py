@@ -7,8 +7,10 @@ Unlike ``python -m local.stack serve`` it starts no Azurite and no simulator: st
 elsewhere and outlive it. That is what a crash test needs: kill this process with
 SIGKILL, keep storage running, start it again, and see what became of the jobs.
 
-Prints ``ready <url>`` on stdout once the API accepts connections and the runner polls;
-SIGTERM or SIGINT stop it cleanly. ``--lease-seconds`` is how long a message it took stays
+Prints ``ready <url>`` on stdout once the API accepts connections and the runner polls,
+then ``job <id> <action>`` for each delivery it handled (succeeded, failed, deferred, busy,
+duplicate, invalid), so a watcher waits on those lines instead of polling; SIGTERM or SIGINT
+stop it cleanly. ``--lease-seconds`` is how long a message it took stays
 invisible without renewal, so after a kill the next process sees it again that much later.
 """
 
@@ -19,11 +21,13 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 from local.queue_runner import QueueRunner
 from local.servers import serve_in_thread
 from shared.api import create_app
 from shared.host import host_queue_settings
+from shared.jobs import Outcome
 from shared.runtime import Runtime
 
 
@@ -48,10 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     api = serve_in_thread(create_app(api_runtime), host=args.host, port=args.port)
     # The runner's event loop is its own, so it gets a runtime of its own (as in local.stack).
     runner_runtime = Runtime(settings)
+
+    async def handle(msg: Any) -> Outcome:
+        outcome = await runner_runtime.handle_queue_message(msg)
+        print(f"job {outcome.job_id} {outcome.action}", flush=True)
+        return outcome
+
     runner = QueueRunner(
         settings.storage.connection_string,
         settings.queue_name,
-        runner_runtime.handle_queue_message,
+        handle,
         host_queues=host_queue_settings(),
         lease_seconds=args.lease_seconds,
         on_stop=runner_runtime.close,
