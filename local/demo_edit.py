@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from local.archived import fetch_archived
 from shared.models.families import BY_NAME
 
 if TYPE_CHECKING:
@@ -35,16 +36,8 @@ def demo_edit(stack: Stack, generated: dict[str, Any], out_dir: Path) -> dict[st
     response = httpx.post(url, json=body, timeout=300)
     if response.status_code != 200:
         raise SystemExit(f"edit failed: HTTP {response.status_code} {response.text}")
-    link = response.json()["data"][0]["url"]
-    image = httpx.get(link, timeout=60)
-    image.raise_for_status()
-    name = httpx.URL(link).path.split(f"/{stack.settings.images_container}/", 1)[1]
-    record_name = name.rsplit("/", 1)[0] + "/record.json"
-    record = httpx.get(f"{stack.url}/images/{record_name}", follow_redirects=True, timeout=60).json()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    extension = "png" if image.headers.get("content-type") == "image/png" else "jpg"
-    saved = out_dir / f"{record['id']}-edit.{extension}"
-    saved.write_bytes(image.content)
+    found = fetch_archived(stack, response.json()["data"][0]["url"], out_dir, "-edit")
+    name, record_name, record, saved = found.name, found.record_name, found.record, found.saved
     print(f"HTTP 200 in {time.monotonic() - started:.1f} s: an edit of the image above, read from the archive by name")
     print(f"edited image   : container '{stack.settings.images_container}', blob '{name}'")
     print(f"its record     : blob '{record_name}', operation {record['operation']!r}, inputs {record['inputs']['image']}")

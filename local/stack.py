@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import httpx
 
+from local.archived import fetch_archived
 from local.azurite import ROOT, USUAL_PORTS, Azurite, FolderInUse, describe_holder, start_azurite
 from local.demo_edit import demo_edit
 from local.queue_runner import QueueRunner
@@ -230,19 +231,11 @@ def demo(stack: Stack, out_dir: Path) -> dict[str, Any]:
         raise SystemExit(f"generation failed: HTTP {response.status_code} {response.text}")
     item = response.json()["data"][0]
     link = item["url"]
-    image = httpx.get(link, timeout=60)
-    image.raise_for_status()
-    blob_path = httpx.URL(link).path  # /<account>/<container>/<name>
-    name = blob_path.split(f"/{stack.settings.images_container}/", 1)[1]
-    record_name = name.rsplit("/", 1)[0] + "/record.json"
-    record = httpx.get(f"{stack.url}/images/{record_name}", follow_redirects=True, timeout=60).json()
+    found = fetch_archived(stack, link, out_dir)
+    name, record_name, record, saved = found.name, found.record_name, found.record, found.saved
     archived = next(i for i in record["images"] if i["name"] == name)
-    if archived["sha256"] != hashlib.sha256(image.content).hexdigest():
+    if archived["sha256"] != hashlib.sha256(found.data).hexdigest():
         raise SystemExit("archived bytes do not match the record's sha256")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    extension = "png" if image.headers.get("content-type") == "image/png" else "jpg"
-    saved = out_dir / f"{record['id']}.{extension}"
-    saved.write_bytes(image.content)
     print(f"HTTP 200 in {elapsed:.1f} s")
     print(f"archived image : container '{stack.settings.images_container}', blob '{name}' ({archived['bytes']} bytes, sha256 {archived['sha256'][:16]}...)")
     print(f"its record     : container '{stack.settings.images_container}', blob '{record_name}'")
