@@ -5,9 +5,16 @@ record keeps the ``basis`` a cost was computed on. Two ways of pricing:
 
 - token-priced (gpt-image-*): USD per 1M text-input, image-input and image-output tokens.
   ``usage.input_tokens_details`` splits the input into text and image tokens (edits send
-  images); every output token of these models is an image token. Gateways that price the
-  output as text tokens undercount it by 4-8x.
+  images). The output is priced as image tokens (gateways that price it as text tokens
+  undercount it by 4-8x); gpt-image-1.5 alone also publishes a text-output price, and when
+  ``usage.output_tokens_details`` says how many output tokens were text, those cost that.
 - per image (dall-e-3): USD per image by size and quality; its answers carry no usage.
+
+The figures are OpenAI's list prices, which Azure's Global Standard deployments bill too.
+Not modelled: Data Zone (and Regional) deployments bill about 10% more (Azure's image-input
+meters: gpt-image-1 11 against 10, gpt-image-1.5 8.8 against 8), and cached input tokens are
+cheaper (text 1.25, image 2-2.5 per 1M on the full-size models) but the usage this service
+sees does not count them, so a cost is the Global Standard, uncached figure.
 
 A family without a published price (gpt-image-2.5 at the time of writing) costs ``None``
 with a basis that says so, never 0.
@@ -34,6 +41,7 @@ class TokenPrice:
     image_output: float
     source: str
     checked: str  # when the source was read (YYYY-MM)
+    text_output: float | None = None  # only where a text-output price is published (gpt-image-1.5)
 
 
 @dataclass(frozen=True)
@@ -45,15 +53,37 @@ class ImagePrice:
     checked: str
 
 
-_OPENAI_MODEL_PAGE = "developers.openai.com/api/docs/models/{} (Azure's price sheet lists the same per-1M figures for Global Standard)"
-_UPSTREAM_NOTES = "project notes shared/UPSTREAM.md (published per-1M prices, 2026); Azure's price sheet not reachable from here"
+_AZURE_SAME = "Azure Global Standard bills the same"
+_SOURCES = {
+    GPT_IMAGE_1: (
+        "developers.openai.com/api/docs/models/gpt-image-1 (read in its ja-JP copy): text in 5.00 (cached 1.25), "
+        "image in 10.00 (cached 2.50), image out 40.00 per 1M. " + _AZURE_SAME + " (LiteLLM azure/gpt-image-1); "
+        "Data Zone and Regional image in 11 (jamesmcroft/openai-image-token-calculator)"
+    ),
+    GPT_IMAGE_1_MINI: (
+        "developers.openai.com/api/docs/models/gpt-image-1-mini (read in its de-DE copy): text in 2.00 (cached 0.20), "
+        "image in 2.50 (cached 0.25), image out 8.00 per 1M. " + _AZURE_SAME + " (LiteLLM azure/gpt-image-1-mini)"
+    ),
+    GPT_IMAGE_1_5: (
+        "developers.openai.com/api/docs/models/gpt-image-1.5 as quoted by pydantic/genai-prices (checked 2026-07-22) and "
+        "simonw/llm-prices#41 (openai.com/api/pricing): text in 5 (cached 1.25), image in 8 (cached 2), image out 32, "
+        "text out 10 per 1M. " + _AZURE_SAME + " (BerriAI/litellm#18347; text out from Azure's retail price API, "
+        "BerriAI/litellm#37081); Data Zone image in 8.8 (jamesmcroft/openai-image-token-calculator)"
+    ),
+    GPT_IMAGE_2: (
+        "developers.openai.com/api/docs/models/gpt-image-2 as quoted by pydantic/genai-prices (checked 2026-07-22) and "
+        "BerriAI/litellm#26866 (with azure.microsoft.com/pricing/details/cognitive-services/openai-service): text in 5 "
+        "(cached 1.25), image in 8 (cached 2), image out 30 per 1M, no text-output price. " + _AZURE_SAME + "; "
+        "no Data Zone price found"
+    ),
+}
 
 PRICES: Mapping[str, TokenPrice | ImagePrice] = MappingProxyType(
     {
-        GPT_IMAGE_1: TokenPrice(5.0, 10.0, 40.0, _OPENAI_MODEL_PAGE.format(GPT_IMAGE_1), "2026-11"),
-        GPT_IMAGE_1_MINI: TokenPrice(2.0, 2.5, 8.0, _OPENAI_MODEL_PAGE.format(GPT_IMAGE_1_MINI), "2026-11"),
-        GPT_IMAGE_1_5: TokenPrice(5.0, 8.0, 32.0, _UPSTREAM_NOTES, "2026-11"),
-        GPT_IMAGE_2: TokenPrice(5.0, 8.0, 30.0, _UPSTREAM_NOTES, "2026-11"),
+        GPT_IMAGE_1: TokenPrice(5.0, 10.0, 40.0, _SOURCES[GPT_IMAGE_1], "2026-11"),
+        GPT_IMAGE_1_MINI: TokenPrice(2.0, 2.5, 8.0, _SOURCES[GPT_IMAGE_1_MINI], "2026-11"),
+        GPT_IMAGE_1_5: TokenPrice(5.0, 8.0, 32.0, _SOURCES[GPT_IMAGE_1_5], "2026-11", text_output=10.0),
+        GPT_IMAGE_2: TokenPrice(5.0, 8.0, 30.0, _SOURCES[GPT_IMAGE_2], "2026-11"),
         DALL_E_3: ImagePrice(
             MappingProxyType(
                 {
@@ -65,7 +95,8 @@ PRICES: Mapping[str, TokenPrice | ImagePrice] = MappingProxyType(
                     ("1024x1792", "hd"): 0.12,
                 }
             ),
-            "OpenAI's DALL-E 3 price table (per image, by size and quality; Azure bills the same per 100 images)",
+            "OpenAI's DALL-E 3 per-image table (openai.com/pricing; developers.openai.com/api/docs/models/dall-e-3 shows "
+            "no price since the model was retired); Azure the same per image (LiteLLM azure/<quality>/<size>/dall-e-3)",
             "2026-11",
         ),
     }
@@ -80,7 +111,11 @@ def _count(value: Any) -> int:
 
 
 def token_cost(price: TokenPrice, usage: Mapping[str, Any]) -> float:
-    """USD for one answer's ``usage``: input split into text and image tokens, output priced as image tokens."""
+    """USD for one answer's ``usage``: input split into text and image tokens, output priced as image tokens.
+
+    Output tokens that ``output_tokens_details`` says are text cost ``price.text_output`` where
+    one is published; without it every output token is an image token.
+    """
     details = usage.get("input_tokens_details")
     details = details if isinstance(details, dict) else {}
     input_tokens = _count(usage.get("input_tokens"))
@@ -88,7 +123,13 @@ def token_cost(price: TokenPrice, usage: Mapping[str, Any]) -> float:
     # Without the split, everything that is not an image token is text.
     text_in = _count(details.get("text_tokens")) if "text_tokens" in details else max(0, input_tokens - image_in)
     output = _count(usage.get("output_tokens"))
-    return (text_in * price.text_input + image_in * price.image_input + output * price.image_output) / _PER_MILLION
+    text_out = 0
+    if price.text_output is not None:
+        out_details = usage.get("output_tokens_details")
+        text_out = min(output, _count(out_details.get("text_tokens"))) if isinstance(out_details, dict) else 0
+    text_out_usd = text_out * (price.text_output or 0.0)
+    usd = text_in * price.text_input + image_in * price.image_input + (output - text_out) * price.image_output + text_out_usd
+    return usd / _PER_MILLION
 
 
 def cost(family: str, usage: Mapping[str, Any] | None, sent: Mapping[str, Any], images: int) -> dict[str, Any]:
@@ -101,14 +142,21 @@ def cost(family: str, usage: Mapping[str, Any] | None, sent: Mapping[str, Any], 
     if isinstance(price, TokenPrice):
         if not usage:
             return {"usd": None, "basis": f"{family}: upstream sent no usage to price"}
-        basis = f"{family} per 1M tokens: text in {price.text_input:g}, image in {price.image_input:g}, image out {price.image_output:g} USD ({price.checked})"
+        text_out = f", text out {price.text_output:g}" if price.text_output is not None else ""
+        basis = (
+            f"{family} per 1M tokens: text in {price.text_input:g}, image in {price.image_input:g}, "
+            f"image out {price.image_output:g}{text_out} USD ({price.checked})"
+        )
         return {"usd": round(token_cost(price, usage), 6), "basis": basis}
     if isinstance(price, ImagePrice):
         size, quality = str(sent.get("size") or "1024x1024"), str(sent.get("quality") or "standard")
         each = price.per_image.get((size, quality))
         if each is None:
             return {"usd": None, "basis": f"{family}: no price for size {size}, quality {quality}"}
-        return {"usd": round(each * images, 6), "basis": f"{family} per image ({size}, {quality}): {each:g} USD ({price.checked})"}
+        return {
+            "usd": round(each * images, 6),
+            "basis": f"{family} per image ({size}, {quality}): {each:g} USD ({price.checked})",
+        }
     return {"usd": None, "basis": f"{family}: no published price in this service's table"}
 
 

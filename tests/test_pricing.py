@@ -77,6 +77,50 @@ def test_image_input_tokens_are_priced_as_image_tokens_and_output_as_image_outpu
     assert token_cost(price, {"input_tokens": 50, "output_tokens": 272}) == pytest.approx((50 * 5 + 272 * 30) / 1e6)
 
 
+# The published per-1M figures (text in, image in, image out, text out), read 2026-11: OpenAI's model
+# pages, and Azure's Global Standard meters, which bill the same. A change here is a price change.
+PUBLISHED = {
+    "gpt-image-1": (5.0, 10.0, 40.0, None),
+    "gpt-image-1-mini": (2.0, 2.5, 8.0, None),
+    "gpt-image-1.5": (5.0, 8.0, 32.0, 10.0),
+    "gpt-image-2": (5.0, 8.0, 30.0, None),
+}
+
+
+@pytest.mark.parametrize("family", TOKEN_FAMILIES)
+def test_the_table_holds_the_published_prices(family: str) -> None:
+    price = PRICES[family]
+    assert isinstance(price, TokenPrice)
+    assert (price.text_input, price.image_input, price.image_output, price.text_output) == PUBLISHED[family]
+    assert price.checked == "2026-11" and "UPSTREAM.md" not in price.source  # read from public pages, not the notes
+
+
+def test_dall_e_3_holds_the_published_per_image_prices() -> None:
+    price = PRICES["dall-e-3"]
+    assert isinstance(price, ImagePrice)
+    assert dict(price.per_image) == {
+        ("1024x1024", "standard"): 0.04, ("1792x1024", "standard"): 0.08, ("1024x1792", "standard"): 0.08,
+        ("1024x1024", "hd"): 0.08, ("1792x1024", "hd"): 0.12, ("1024x1792", "hd"): 0.12,
+    }
+
+
+def test_gpt_image_1_5_text_output_costs_its_own_price_and_the_rest_is_image_output() -> None:
+    usage = {"input_tokens": 357, "input_tokens_details": {"text_tokens": 34, "image_tokens": 323},
+             "output_tokens": 6543, "output_tokens_details": {"text_tokens": 335, "image_tokens": 6208}}
+    price = PRICES["gpt-image-1.5"]
+    assert isinstance(price, TokenPrice)
+    assert token_cost(price, usage) == pytest.approx((34 * 5 + 323 * 8 + 6208 * 32 + 335 * 10) / 1e6)
+    assert "text out 10" in cost("gpt-image-1.5", usage, {}, 1)["basis"]
+    # A family without a published text-output price prices every output token as an image token.
+    two = PRICES["gpt-image-2"]
+    assert isinstance(two, TokenPrice)
+    assert token_cost(two, usage) == pytest.approx((34 * 5 + 323 * 8 + 6543 * 30) / 1e6)
+    # A text count that is not a count, or more than the output, never makes the cost negative or fails.
+    for text in ("335", -1, 10**9):
+        odd = {**usage, "output_tokens_details": {"text_tokens": text}}
+        assert token_cost(price, odd) >= (34 * 5 + 323 * 8) / 1e6
+
+
 def test_what_is_not_in_the_table_costs_none_with_a_reason_never_zero() -> None:
     unknown = cost("gpt-image-2.5-flare", {"input_tokens": 10, "output_tokens": 10}, {}, 1)
     assert unknown["usd"] is None and "no published price" in unknown["basis"]
