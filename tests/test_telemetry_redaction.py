@@ -2,7 +2,8 @@
 
 Logs: OpenTelemetry's log handler (the one the Functions worker puts on the root logger) builds
 ``exception.message`` and ``exception.stacktrace`` from the live exception and turns ``extra=`` fields
-into attributes, past the log filter that rewrites the message.
+into attributes, past the log filter that rewrites the message. Spans: an instrumentation's span that
+ends in an exception gets an ``exception`` event and the exception's text as its status.
 
 The secrets are made up when the tests run, so no key-shaped literal sits in the repository.
 """
@@ -22,6 +23,10 @@ import pytest
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from shared import telemetry
 from shared.redaction import RedactSecrets
@@ -127,3 +132,45 @@ def test_a_log_without_secrets_is_exported_unchanged(logs: Logs) -> None:
     assert (body, attributes["exception.type"]) == ("refused", "ValueError")
     assert attributes["exception.message"] == "size 999x999 is not one of 1024x1024, 1536x1024, 1024x1536"
     assert attributes["exception.stacktrace"] == unfiltered
+
+
+def test_spans_are_exported_with_their_exception_event_and_status_redacted() -> None:
+    made_up, exporter = Secrets(), InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(telemetry.RedactedSpans(exporter)))
+    tracer = provider.get_tracer("tests")
+    with (
+        pytest.raises(ConnectionError),
+        tracer.start_as_current_span("GET", attributes={"url.full": f"{URL}?{SAS_QUERY}{made_up.signature}"}),
+    ):
+        raise ConnectionError(made_up.text())  # recorded as instrumentations do: an exception event, the text as status
+    with tracer.start_as_current_span("images.validate", attributes={"images.size": "1024x1024", "images.n": 1}):
+        pass
+    provider.shutdown()
+
+    failed, fine = exporter.get_finished_spans()
+    assert failed.status.status_code is StatusCode.ERROR and failed.status.description == f"ConnectionError: {REDACTED}"
+    assert dict(failed.attributes or {}) == {"url.full": f"{URL}?{SAS_QUERY}***"}
+    (event,) = failed.events
+    assert event.name == "exception" and (event.attributes or {})["exception.message"] == REDACTED
+    assert str((event.attributes or {})["exception.stacktrace"]).endswith(f"ConnectionError: {REDACTED}\n")
+    made_up.assert_absent(failed.to_json())
+    assert (fine.name, dict(fine.attributes or {}), fine.status.status_code) == (
+        "images.validate",
+        {"images.size": "1024x1024", "images.n": 1},
+        StatusCode.UNSET,
+    )
+
+
+def test_the_local_exporter_writes_spans_redacted() -> None:
+    """IMAGES_TELEMETRY_EXPORTER=console or file:<path>: the pipeline set-up installs, writing to a buffer."""
+    made_up, out = Secrets(), io.StringIO()
+    tracer_provider, meter_provider = telemetry.exporter_pipeline(out, metrics_every_seconds=3600)
+    with pytest.raises(ConnectionError), tracer_provider.get_tracer("tests").start_as_current_span("GET"):
+        raise ConnectionError(made_up.text())
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+    (span,) = [json.loads(line) for line in out.getvalue().splitlines() if '"span_id"' in line]
+    assert span["status"]["description"] == f"ConnectionError: {REDACTED}"
+    assert span["events"][0]["attributes"]["exception.message"] == REDACTED
+    made_up.assert_absent(out.getvalue())

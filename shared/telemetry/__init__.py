@@ -3,7 +3,7 @@
     core             where spans and metrics go (use, setup), the policy (allowed), traced and Steps
     steps            the app's traced steps (validation, generation, upstream, archive, jobs) and cost_of
     instrumentation  the request span (RequestSpans) and the official httpx instrumentation
-    redacted         what OpenTelemetry exports, redacted: log records (redact_exported_logs)
+    redacted         what OpenTelemetry exports, redacted: log records (redact_exported_logs), spans (RedactedSpans)
 
 Where they go:
 
@@ -33,7 +33,9 @@ request already (a second server span counts it twice).
 What others record can quote an exception: OpenTelemetry's log handler (the one the worker streams logs
 with) exports ``exception.message`` and ``exception.stacktrace`` from the live exception, past every log
 filter. :func:`redact_exported_logs`, called with the log hygiene, passes them through
-:func:`shared.redaction.redact` like the message.
+:func:`shared.redaction.redact` like the message. The instrumentations' spans can quote one too (httpx
+records a failed request's exception as an event, the Azure SDKs put its text in the status): the local
+exporter (:func:`setup`) writes them through :class:`RedactedSpans`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from shared.telemetry.core import (
     use,
 )
 from shared.telemetry.instrumentation import FASTAPI_TELEMETRY, RequestSpans, instrument_app, instrument_httpx
-from shared.telemetry.redacted import RedactExportedLogs, redact_exported_logs
+from shared.telemetry.redacted import RedactedSpans, RedactExportedLogs, redact_exported_logs
 from shared.telemetry.steps import (
     archive_write,
     cost_of,
@@ -70,6 +72,7 @@ __all__ = [
     "LABELS",
     "PROMPT_ATTRIBUTES",
     "RedactExportedLogs",
+    "RedactedSpans",
     "RequestSpans",
     "Steps",
     "allowed",

@@ -7,15 +7,26 @@ exception, and ``extra=`` fields become attributes as they are: no log filter re
 :class:`RedactExportedLogs` writes the exception's attributes itself, redacted, and takes ``exc_info`` off the
 record so the handler cannot format it again. The record is shared by every handler: the ones after keep the
 traceback as standard formatters print it, from ``exc_text`` (redacted).
+
+Spans: :class:`RedactedSpans` wraps a span exporter; every string of a span (status description, attributes,
+event attributes such as an instrumentation's ``exception.message`` and ``exception.stacktrace``) is
+redacted on the way out.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
 
 from shared.redaction import RedactSecrets, redact
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import Attributes
 
 # A LogRecord's own fields; any other field came from extra= and becomes an exported attribute.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -68,3 +79,42 @@ def redact_exported_logs(*loggers: logging.Logger | str) -> None:
     for handler in (h for logger in chosen for h in logger.handlers if is_opentelemetry_handler(h)):
         if not any(isinstance(f, RedactExportedLogs) for f in handler.filters):
             handler.addFilter(RedactExportedLogs())
+
+
+def _redacted_attributes(attributes: Attributes) -> dict[str, Any]:
+    return {key: _redacted(value) for key, value in (attributes or {}).items()}
+
+
+def redacted_span(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` whose status description, attributes and event attributes are redacted."""
+    description = span.status.description
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_redacted_attributes(span.attributes),
+        events=[Event(e.name, _redacted_attributes(e.attributes), e.timestamp) for e in span.events],
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code, redact(description)) if description else span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class RedactedSpans(SpanExporter):
+    """A span exporter that hands ``exporter`` each span redacted (:func:`redacted_span`)."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.exporter.export([redacted_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
