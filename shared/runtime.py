@@ -124,6 +124,7 @@ class Runtime:
         out of every log line, nothing opened yet."""
         settings = Settings.from_env(environ)
         redaction.install_log_hygiene()
+        telemetry.redact_exported_logs()  # OpenTelemetry's log handler exports the exception itself: redact that too
         return cls(settings, **options)
 
     @property

@@ -320,7 +320,8 @@ parse_request({{"prompt": {PROMPT!r}}}, "gpt-image-1", "gpt-image-1")
 
 def test_logs_the_worker_exports_pass_through_the_redaction(azurite: Azurite) -> None:
     """With PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY the worker puts the distro's OpenTelemetry log handler on the
-    root logger before it loads function_app.py; Runtime.from_env then filters it like every other handler."""
+    root logger before it loads function_app.py; Runtime.from_env then filters it like every other handler, and
+    redacts the exception it exports too (tests/test_telemetry_redaction.py has the details)."""
     exporter = InMemoryLogRecordExporter()
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
@@ -329,11 +330,19 @@ def test_logs_the_worker_exports_pass_through_the_redaction(azurite: Azurite) ->
     try:
         Runtime.from_env(base_env(azurite, "http://127.0.0.1:1"))
         logging.getLogger("shared.telemetry.test").warning("upstream refused api-key: %s", SIM_KEY)
+        try:
+            raise ConnectionError(f"sent api-key: {SIM_KEY}")
+        except ConnectionError:
+            logging.getLogger("shared.telemetry.test").exception("upstream failed")
     finally:
         logging.getLogger().removeHandler(handler)
         provider.shutdown()
-    bodies = [str(log.log_record.body) for log in exporter.get_finished_logs()]
-    assert bodies[-1] == "upstream refused api-key: ***" and not any(SIM_KEY in body for body in bodies)
+    records = [log.log_record for log in exporter.get_finished_logs()]
+    assert [str(record.body) for record in records[-2:]] == ["upstream refused api-key: ***", "upstream failed"]
+    attributes = dict(records[-1].attributes or {})
+    assert attributes["exception.message"] == "sent api-key: ***"
+    assert str(attributes["exception.stacktrace"]).endswith("ConnectionError: sent api-key: ***\n")
+    assert not any(SIM_KEY in f"{record.body} {record.attributes}" for record in records)
 
 
 def test_the_cost_hook_reads_what_a_record_carries() -> None:

@@ -3,6 +3,7 @@
     core             where spans and metrics go (use, setup), the policy (allowed), traced and Steps
     steps            the app's traced steps (validation, generation, upstream, archive, jobs) and cost_of
     instrumentation  the request span (RequestSpans) and the official httpx instrumentation
+    redacted         what OpenTelemetry exports, redacted: log records (redact_exported_logs), spans (RedactedSpans)
 
 Where they go:
 
@@ -28,6 +29,13 @@ does. The request span is made here (:class:`RequestSpans`); FastAPI's own reque
 opentelemetry-instrumentation-fastapi's (which the distro turns on) are kept off: both record the
 query string, where Azure callers put the function key (``?code=``), and the host reports the
 request already (a second server span counts it twice).
+
+What others record can quote an exception: OpenTelemetry's log handler (the one the worker streams logs
+with) exports ``exception.message`` and ``exception.stacktrace`` from the live exception, past every log
+filter. :func:`redact_exported_logs`, called with the log hygiene, passes them through
+:func:`shared.redaction.redact` like the message. The instrumentations' spans can quote one too (httpx
+records a failed request's exception as an event, the Azure SDKs put its text in the status): the local
+exporter (:func:`setup`) writes them through :class:`RedactedSpans`.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from shared.telemetry.core import (
     use,
 )
 from shared.telemetry.instrumentation import FASTAPI_TELEMETRY, RequestSpans, instrument_app, instrument_httpx
+from shared.telemetry.redacted import RedactedSpans, RedactExportedLogs, redact_exported_logs
 from shared.telemetry.steps import (
     archive_write,
     cost_of,
@@ -62,6 +71,8 @@ __all__ = [
     "FASTAPI_TELEMETRY",
     "LABELS",
     "PROMPT_ATTRIBUTES",
+    "RedactExportedLogs",
+    "RedactedSpans",
     "RequestSpans",
     "Steps",
     "allowed",
@@ -74,6 +85,7 @@ __all__ = [
     "instrument_httpx",
     "job_delivery",
     "job_state",
+    "redact_exported_logs",
     "setup",
     "trace_azure_sdks",
     "traced",

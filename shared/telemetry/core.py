@@ -99,9 +99,12 @@ def exporter_pipeline(out: IO[str], *, metrics_every_seconds: float = 30) -> tup
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
+    from shared.telemetry.redacted import RedactedSpans
+
     resource = Resource.create({"service.name": SERVICE_NAME})
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")))
+    spans = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
+    tracer_provider.add_span_processor(SimpleSpanProcessor(RedactedSpans(spans)))  # an instrumentation's exception text too
     exporter = ConsoleMetricExporter(out=out, formatter=lambda data: data.to_json(indent=None) + "\n")
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=metrics_every_seconds * 1000)
     return tracer_provider, MeterProvider(metric_readers=[reader], resource=resource)
