@@ -27,6 +27,7 @@ from shared.inputs import InputStore, check_source, input_name
 from shared.models import ImageRequest
 from shared.models.edits import EDIT_OPERATION, EditInput, EditRequest, check_inputs, edit_rules, names_from_json, parse_edit
 from shared.service import Generation, ImageService
+from shared.upstream import UpstreamClient, UpstreamResult
 from shared.upstream.edits import edit as upstream_edit
 
 QUEUE_MESSAGE_BYTES = 64 * 1024  # what a storage queue message holds
@@ -122,12 +123,22 @@ async def run_edit(
     budget: float,
     kind: str = "sync",
 ) -> Generation:
-    """Edit (reading the inputs by name unless given) and archive every output with the record before returning."""
+    """Edit (reading the inputs by name unless given) and archive every output with the record before returning.
+
+    The edit goes through the deployment's pool like a generation (shared/pool/router.py): the
+    same failover rules, waits and record fields (backend, attempts, cost)."""
     await service.archive.ensure_container()  # fail on storage before paying for an image
     if inputs is None:
         inputs = await read_inputs(service, request)
-    result = await upstream_edit(service.upstream, request, inputs.images, inputs.mask, timeout=timeout, budget=budget)
-    return await service.archive_result(request, result, generation_id=generation_id, prefix=prefix, kind=kind)
+    images, mask = inputs.images, inputs.mask
+
+    async def send(client: UpstreamClient, routed: ImageRequest, budget: float) -> UpstreamResult:
+        assert isinstance(routed, EditRequest)  # the pool only renames the deployment
+        return await upstream_edit(client, routed, images, mask, timeout=timeout, budget=budget)
+
+    routed = await service.pools.route(request, send, budget=budget, job=kind == "job")
+    extra = routed.record_fields(request)
+    return await service.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, extra=extra)
 
 
 async def generate_or_edit(service: ImageService, request: ImageRequest, **options: Any) -> Generation:

@@ -102,6 +102,11 @@ class ImageService:
     def upstream(self) -> UpstreamClient:
         return self.clients.upstream
 
+    @property
+    def pools(self) -> Pools:
+        """The deployment pools (every deployment on ``upstream`` when there are none)."""
+        return self.clients.pools or Pools(self.upstream)
+
     @telemetry.generation
     async def generate(
         self,
@@ -121,11 +126,13 @@ class ImageService:
         record as "finished" when a message comes back (see shared/archive.py). A call that
         reached upstream and failed leaves a failure record (shared/audit.py) and raises.
         ``caller``: the platform's identity of the caller (:func:`shared.audit.caller_identity`).
+        A job (``kind="job"``) in a pool waits in process only briefly for a backend with room
+        (:class:`~shared.pool.router.PoolThrottled` otherwise).
         """
         archive = self.archive
         await archive.ensure_container()  # fail on storage before paying for an image
         try:
-            routed = await (self.clients.pools or Pools(self.upstream)).generate(request, timeout=timeout, budget=budget)
+            routed = await self.pools.generate(request, timeout=timeout, budget=budget, job=kind == "job")
         except ServiceError as error:
             if audit.reached_upstream(error):
                 now = dt.datetime.now(dt.UTC)
@@ -169,7 +176,9 @@ class ImageService:
             usage=next((m["usage"] for m in metadata if m.get("usage")), None),
         )
         record = build_record(generation_id, kind, request, result, settings=self.settings)
-        record["recovered"] = "record rebuilt from the archived images after an interrupted delivery"
+        record["cost"] = cost(request.family, result.usage, request.upstream_body, len(result.images))
+        # Which backend made the images was in memory only; the record says it is not known.
+        record["recovered"] = "record rebuilt from the archived images after an interrupted delivery (the serving backend is not known)"
         return await archive.write_record(prefix, generation_id, record, archived)
 
     async def response_body(self, generation: Generation) -> dict[str, Any]:

@@ -112,6 +112,7 @@ async def test_submitted_multipart_edit_survives_a_crash_without_a_second_upstre
     assert view["status"] == "succeeded" and len(view["result"]["data"]) == 2
     record = json.loads(queued.blob(queued.settings.images_container, f"jobs/{job_id}/record.json"))
     assert record["recovered"] and record["operation"] == "edit"
+    assert record["cost"]["usd"] > 0 and "gpt-image-1" in record["cost"]["basis"]  # priced from the usage kept with the images
     assert record["inputs"] == {"image": [input_name(source)], "mask": input_name(mask)}
     out = pixels(httpx.get(view["result"]["data"][0]["url"]).content)
     assert out.getpixel((40, 30)) == GREEN

@@ -7,7 +7,11 @@ the test's own, so tests do not see each other's. Time that matters is injected 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import io
 import json
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -15,14 +19,21 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.storage.blob import BlobServiceClient as SyncBlobServiceClient
+from azure.storage.blob.aio import BlobServiceClient
+from PIL import Image
 
 from local.azurite import Azurite
 from local.servers import ServerThread, free_port, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
+from shared.api import create_app
 from shared.errors import ServiceError
+from shared.host import host_queue_settings
+from shared.jobs.handler import POLL_LEAD_SECONDS, continuation_delay
 from shared.models import parse_request
 from shared.pool.clients import open_pools
-from shared.pool.router import Pools
+from shared.pool.router import JOB_HOLD_SECONDS, Pools, PoolThrottled
+from shared.pool.throttle import SLACK_SECONDS, ThrottleBoard
 from shared.runtime import Runtime
 from shared.service import new_generation_id, sync_prefix
 from shared.settings import Settings
@@ -216,22 +227,22 @@ async def test_when_every_backend_is_at_quota_a_job_hears_the_earliest_moment_an
     clock = FakeTime()
     async with AsyncExitStack() as stack:
         pools = await open_pools(
-            settings, stack, runtime.service.upstream, http=httpx.AsyncClient(), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
+            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
         )
         for _ in range(3):
             await _generate(pools, settings, budget=0)
         clock.now += 4
         with pytest.raises(ServiceError) as throttled:
             await _generate(pools, settings, budget=0)  # a job: deferred, nobody called
-        assert throttled.value.status == 429 and throttled.value.retry_after == pytest.approx(10.25 - 4)
+        assert throttled.value.status == 429 and throttled.value.retry_after == pytest.approx(10 + SLACK_SECONDS - 4)
         assert sum(counts(s)["requests"] for s in sims) == 3
         routed = await _generate(pools, settings, budget=30)  # a sync call waits for exactly that
-        assert clock.slept == [pytest.approx(6.25)] and routed.backend in (_name(first), _name(second))
+        assert clock.slept == [pytest.approx(6 + SLACK_SECONDS)] and routed.backend in (_name(first), _name(second))
     assert sum(counts(s)["throttled"] for s in sims) == 0
 
 
-async def _generate(pools: Pools, settings: Settings, *, budget: float) -> Any:
-    return await pools.generate(parse_request(PROMPT, POOL, "gpt-image-2"), timeout=30, budget=budget)
+async def _generate(pools: Pools, settings: Settings, *, budget: float, **options: Any) -> Any:
+    return await pools.generate(parse_request(PROMPT, POOL, "gpt-image-2"), timeout=30, budget=budget, **options)
 
 
 # ---------------------------------------------------------------- shared across instances
@@ -262,3 +273,144 @@ async def test_a_pooled_answer_says_what_it_cost_and_where_it_was_made(sims: lis
 
 def _name(sim: SimControl) -> str:
     return sim.url.split("//", 1)[1].rstrip("/") + "/gpt-image-2"
+
+
+# ---------------------------------------------------------------- bookings: waiters queue, they do not herd
+
+
+async def test_bookings_take_one_moment_each_and_no_window_ever_holds_more_than_its_quota(azurite: Azurite) -> None:
+    clock = FakeTime()
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as blobs:
+        container = blobs.get_container_client(f"book-{uuid.uuid4().hex[:10]}")
+        boards = [ThrottleBoard(container, clock=clock), ThrottleBoard(container, clock=clock)]  # two instances
+        start = clock.now
+        for i in range(7):  # rpm 12: 2 calls in any 10 s (and the slack); the instances take turns
+            assert await boards[i % 2].reserve("p/0", 12, not_after=clock.now + 60) is not None
+            clock.now += 0.01
+        assert await boards[0].reserve("p/0", 12, not_after=clock.now + 5) is None  # nothing free that soon: nothing written
+        boards[1].forget()
+        calls = sorted((await boards[1].state("p/0")).calls)
+    window = 10 + SLACK_SECONDS
+    assert len(calls) == 7 and len(set(calls)) == 7  # every waiter holds its own moment
+    assert all(sum(1 for t in calls if at - window < t <= at) <= 2 for at in calls)
+    # The first two now, then each one window after the call whose place it takes.
+    assert [round(t - start, 2) for t in calls] == [0.0, 0.01, round(window, 2), round(window + 0.01, 2), round(2 * window, 2), round(2 * window + 0.01, 2), round(3 * window, 2)]
+
+
+async def test_a_job_hears_the_exact_moment_and_back_a_little_early_waits_for_it_in_process(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    first, second, _ = sims
+    settings = pool_settings([entry(first.url, 0, rpm=6), entry(second.url, 1, rpm=6)])  # 1 call per 10 s each
+    runtime = await runtimes(settings)
+    clock = FakeTime()
+    async with AsyncExitStack() as stack:
+        pools = await open_pools(
+            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
+        )
+        await asyncio.gather(*(_generate(pools, settings, budget=0) for _ in range(2)))  # both at their quota
+        window = 10 + SLACK_SECONDS
+        clock.now += 3
+        with pytest.raises(PoolThrottled) as deferred:
+            await _generate(pools, settings, budget=0, job=True)
+        assert deferred.value.status == 429 and deferred.value.retry_after == pytest.approx(window - 3)
+        clock.now += window - 3 - (JOB_HOLD_SECONDS + 0.5)
+        with pytest.raises(PoolThrottled) as too_early:  # back before the hold: deferred again, to the same moment
+            await _generate(pools, settings, budget=0, job=True)
+        assert too_early.value.retry_after == pytest.approx(JOB_HOLD_SECONDS + 0.5)
+        assert sum(counts(s)["requests"] for s in sims) == 2 and clock.slept == []  # nobody called, nobody waited
+
+        clock.now += 1.0  # back a little early, as a continuation is
+        routed = await _generate(pools, settings, budget=0, job=True)
+        assert clock.slept == [pytest.approx(JOB_HOLD_SECONDS - 0.5)] and routed.backend == _name(first)  # the best priority: first
+    assert [counts(s)["requests"] for s in sims] == [2, 1, 0] and sum(counts(s)["throttled"] for s in sims) == 0
+
+
+async def test_waiting_sync_calls_each_hold_a_moment_instead_of_all_waking_for_the_first(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    first, second, _ = sims
+    settings = pool_settings([entry(first.url, 0, rpm=6), entry(second.url, 0, rpm=6)])
+    runtime = await runtimes(settings)
+    clock = FakeTime()
+    woken: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # each caller says when it will send; time stays put
+        woken.append(round(clock.now + seconds - 1_900_000_000.0, 3))
+
+    async with AsyncExitStack() as stack:
+        pools = await open_pools(
+            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=sleep
+        )
+        await asyncio.gather(*(_generate(pools, settings, budget=0) for _ in range(2)))
+        await asyncio.gather(*(_generate(pools, settings, budget=60) for _ in range(4)))
+    window = round(10 + SLACK_SECONDS, 3)
+    assert sorted(woken) == [window, window, 2 * window, 2 * window]
+
+
+async def test_a_throttled_job_is_deferred_to_the_exact_moment_and_sent_then(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    first, second, _ = sims
+    settings = pool_settings([entry(first.url, 0, rpm=6), entry(second.url, 0, rpm=6)], IMAGES_QUEUE=f"pool-{uuid.uuid4().hex[:10]}")
+    runtime = await runtimes(settings)
+    clock = FakeTime()
+    async with AsyncExitStack() as stack:
+        pools = await open_pools(
+            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
+        )
+        runtime.service.attach(dataclasses.replace(runtime.service.clients, pools=pools))
+        await asyncio.gather(*(_generate(pools, settings, budget=0) for _ in range(2)))  # both at their quota
+        message = json.dumps({"id": "pooled-job", "deployment": POOL, **PROMPT})
+        deferred = await runtime.jobs.handle(message, "delivery-1", 1)
+        window = 10 + SLACK_SECONDS
+        assert deferred.action == "deferred" and f"free in {window:.1f} s" in deferred.detail
+        stored = await runtime.jobs.store.get("pooled-job")
+        assert stored is not None and stored.record.status.value == "notRunning" and stored.record.events[-1].event == "throttled"
+
+        clock.now += window - 1.5  # the continuation shows up a little early (continuation_delay)
+        done = await runtime.jobs.handle(message, "delivery-2", 1)
+        assert done.action == "succeeded" and clock.slept == [pytest.approx(1.5)]
+    assert sum(counts(s)["generations"] for s in sims) == 3 and sum(counts(s)["throttled"] for s in sims) == 0
+
+
+@pytest.mark.parametrize(("wait", "delay"), [(10.1, 9.0), (2.99, 1.0), (1.99, 0.0), (0.4, 0.0)])
+def test_a_pooled_continuation_shows_up_before_its_moment_never_after(wait: float, delay: float) -> None:
+    shown, detail = continuation_delay(PoolThrottled(POOL, wait))
+    assert shown == delay and wait - POLL_LEAD_SECONDS - 1 < shown <= max(0.0, wait - POLL_LEAD_SECONDS)
+    assert f"free in {wait:.1f} s" in detail
+    # Shown by then and picked up within the host's polling interval, the job waits the rest in process.
+    hours, minutes, seconds = (float(part) for part in host_queue_settings()["maxPollingInterval"].split(":"))
+    assert hours * 3600 + minutes * 60 + seconds <= POLL_LEAD_SECONDS and POLL_LEAD_SECONDS + 1 < JOB_HOLD_SECONDS
+
+
+def test_any_other_retry_after_is_kept_with_a_little_jitter_never_less() -> None:
+    rng = random.Random(7)
+    delays = [continuation_delay(ServiceError(429, "429", "throttled", retry_after=10, transient=True), rng)[0] for _ in range(50)]
+    assert all(10 <= d <= 11 for d in delays) and len(set(delays)) > 1
+
+
+async def test_an_edit_goes_through_the_pool_and_fails_over_as_a_generation_does(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any, azurite: Azurite
+) -> None:
+    first, second, _ = sims
+    first.configure(quota_requests=1)
+    container = f"pool-edit-{uuid.uuid4().hex[:8]}"
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)], IMAGES_CONTAINER=container))
+    await generate(runtime)  # the first backend's one call in its window
+    source = io.BytesIO()
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(source, "PNG")
+    app = create_app(runtime)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+        edited = await client.post(
+            f"/openai/deployments/{POOL}/images/edits?api-version=2025-04-01-preview",
+            data={"prompt": "a brighter shelf"},
+            files={"image": ("shop.png", source.getvalue(), "image/png")},
+        )
+    assert edited.status_code == 200, edited.text
+    assert counts(first)["throttled"] == 1 and second.stats()["edits"] == 1 and counts(second)["requests"] == 1
+    with SyncBlobServiceClient.from_connection_string(azurite.connection_string) as blobs:  # the edit's archive record
+        records = [b.name for b in blobs.get_container_client(container).list_blobs() if b.name.endswith(".json") and "/" in b.name]
+        edit_record = next(r for r in (json.loads(blobs.get_blob_client(container, n).download_blob().readall()) for n in records) if r.get("operation") == "edit")
+    assert edit_record["backend"] == _name(second) and edit_record["backend_attempts"] == {_name(first): 1, _name(second): 1}
+    assert edit_record["cost"]["usd"] is not None

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -52,12 +53,16 @@ from shared.jobs.messages import JobMessage, QueueMessageLike, declared_job_id, 
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import StoredJob
 from shared.models import ImageRequest, parse_request
+from shared.pool.router import PoolThrottled
 from shared.upstream import track_upstream
 from shared.upstream.errors import NOT_REPEATED, unexpected_error
 
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 120
+# How early a booked job's message shows up: the host polls an empty queue at most this often
+# (host.json maxPollingInterval), so the job is picked up by its moment, and the pool waits the rest.
+POLL_LEAD_SECONDS = 1.0
 _CLAIM_TRIES = 3
 _ECHO = 64  # characters of a caller's value quoted in an error
 
@@ -226,16 +231,32 @@ class Jobs(JobIntake):
         return Outcome("failed", stored.record.id, failure.message)
 
     async def _defer(self, stored: StoredJob, error: ServiceError) -> Outcome:
-        """429: a continuation message after Retry-After (with jitter); this delivery is consumed."""
-        # Never before Retry-After; a little jitter (the queue rounds up to whole seconds anyway)
-        # so deferred jobs do not all wake in the same instant, without wasting the window.
-        retry_after = error.retry_after or 10.0
-        delay = retry_after + random.uniform(0, min(1.0, 0.1 * retry_after))
-        stored.record.release(self.clock(), "throttled", f"retry after {delay:.1f} s")
+        """429: a continuation message after Retry-After; this delivery is consumed.
+
+        The moment a pool's backend is free (:class:`PoolThrottled`) is kept exactly: the message
+        shows up to :data:`POLL_LEAD_SECONDS` + 1 s early (the queue counts whole seconds) and the
+        pool waits out the rest. Any other Retry-After gets a little jitter, never less than it, so
+        deferred jobs do not all wake in the same instant.
+        """
+        delay, detail = continuation_delay(error)
+        stored.record.release(self.clock(), "throttled", detail)
         # Continuation first: if recording fails, the job still runs.
         await self._send(self.settings.queue_name, JobMessage.of(stored.record).encode(), delay=delay)
         await self.store.replace(stored)
-        return Outcome("deferred", stored.record.id, f"throttled; back in {delay:.1f} s")
+        return Outcome("deferred", stored.record.id, f"throttled; {detail}")
+
+
+def continuation_delay(error: ServiceError, rng: random.Random | None = None) -> tuple[float, str]:
+    """How long a throttled job's continuation stays invisible (seconds), and why.
+
+    A pool's exact moment: whole seconds (what the queue counts) that end :data:`POLL_LEAD_SECONDS`
+    to :data:`POLL_LEAD_SECONDS` + 1 s before it, never after it (the pool waits out the rest,
+    :data:`~shared.pool.router.JOB_HOLD_SECONDS`). Otherwise Retry-After plus up to 10% (at most 1 s)."""
+    retry_after = error.retry_after or 10.0
+    if isinstance(error, PoolThrottled):
+        return float(max(0, math.floor(retry_after - POLL_LEAD_SECONDS))), f"a backend of the pool is free in {retry_after:.1f} s"
+    delay = retry_after + (rng or random).uniform(0, min(1.0, 0.1 * retry_after))
+    return delay, f"retry after {delay:.1f} s"
 
 
 @telemetry.job_delivery

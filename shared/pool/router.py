@@ -11,9 +11,12 @@ a connection that failed before the request was sent, a 401 or 403 of that backe
 after the request was sent and the answer is missing or unusable (a timeout, a broken read,
 a 200 that cannot be used): the image may exist and be billed, so the caller hears the error.
 
-When every backend is at its quota: a synchronous call waits for the earliest one if that
-fits in its retry budget, else answers 429 with that Retry-After; a job (budget 0) is
-deferred to exactly then.
+When every backend is at its quota, the call *books* the earliest moment a backend has room
+(shared/pool/throttle.py) if it may wait that long, and waits for it: waiters in the same
+moment form a queue instead of a herd that wakes for the first free slot and goes back to
+sleep. A synchronous call may wait its retry budget, else it answers 429 with the earliest
+Retry-After; a job waits at most :data:`JOB_HOLD_SECONDS`, else it is deferred to exactly that
+moment (:class:`PoolThrottled`) and chooses again when it is back.
 
 A pool of one backend is a plain call to its client (with the client's own retries); so is
 a deployment that is not pooled (the single-endpoint settings).
@@ -40,6 +43,10 @@ from shared.upstream import UpstreamClient, UpstreamResult
 from shared.upstream.errors import DEFAULT_THROTTLE_SECONDS
 
 log = logging.getLogger(__name__)
+
+# One upstream call of a request on a backend's client, repeating what is safe within the budget
+# given (the third argument): a generation, or an edit with its inputs (shared/edits.py).
+Send = Callable[[UpstreamClient, ImageRequest, float], Awaitable[UpstreamResult]]
 
 # Codes of errors raised before upstream accepted any work (shared/upstream/errors.py, shared/credentials).
 _NOT_SENT_CODES = frozenset({"UpstreamUnavailable", "UpstreamAuthenticationFailed", "CredentialUnavailable"})
@@ -85,11 +92,26 @@ class Slot:
         return f"{self.backend.pool}/{self.backend.index}"
 
 
-def all_throttled(pool: str, wait: float) -> ServiceError:
+class PoolThrottled(ServiceError):
+    """429: every backend of the pool is at its quota; Retry-After is the earliest moment one is free.
+
+    That moment is exact, read from the shared state, not a guess: a job is deferred to it
+    without jitter (shared/jobs/handler.py)."""
+
+    def __init__(self, pool: str, wait: float) -> None:
+        message = f"Every deployment of {pool!r} is at its quota; retry after {wait:.1f} seconds."
+        super().__init__(429, "429", message, retry_after=max(0.0, wait), transient=True)
+
+
+def all_throttled(pool: str, wait: float) -> PoolThrottled:
     """429 when every backend of the pool is at its quota: Retry-After is the earliest moment one is free."""
-    return ServiceError(
-        429, "429", f"Every deployment of {pool!r} is at its quota; retry after {wait:.1f} seconds.", retry_after=max(0.0, wait), transient=True
-    )
+    return PoolThrottled(pool, wait)
+
+
+# A job books a moment at most this far ahead and waits for it in process; beyond, it is deferred.
+# The queue shows a continuation only after whole seconds, and the host polls an empty queue at
+# most every second (host.json): a deferred job comes back up to 2 s early and waits out the rest.
+JOB_HOLD_SECONDS = 2.5
 
 
 class Pool:
@@ -112,40 +134,43 @@ class Pool:
         self.sleep = sleep
         self.rng = rng or random.Random()
 
-    async def generate(self, request: ImageRequest, *, timeout: float, budget: float) -> Routed:
-        """Generate on the best backend with headroom; fail over only as :func:`did_no_work` allows."""
+    async def route(self, request: ImageRequest, send: Send, *, budget: float, job: bool = False) -> Routed:
+        """``send`` the request (a generation or an edit) to the best backend with headroom; fail over
+        only as :func:`did_no_work` allows.
+
+        ``budget``: how long a synchronous call may wait for a booked moment. ``job``: a queued
+        job, which waits at most :data:`JOB_HOLD_SECONDS` and otherwise hears :class:`PoolThrottled`.
+        """
         if len(self.slots) == 1:
             slot = self.slots[0]
-            result = await slot.client.generate(_for(request, slot), timeout=timeout, budget=budget)
+            result = await send(slot.client, _for(request, slot), budget)
             return Routed(result, slot.backend.name, {slot.backend.name: result.attempts})
-        deadline = self.board.clock() + budget
+        now = self.board.clock()
+        deadline = now + (JOB_HOLD_SECONDS if job else budget)
         excluded: set[str] = set()
         attempts: Counter[str] = Counter()
         last: ServiceError | None = None
         while sum(attempts.values()) < len(self.slots) * self.max_rounds:
-            candidates = [s for s in self.slots if s.key not in excluded]
-            if not candidates:
+            chosen = await self._choose([s for s in self.slots if s.key not in excluded], deadline)
+            if chosen is None:
                 break
-            chosen = await self._choose(candidates)
             if isinstance(chosen, float):
-                wait = chosen - self.board.clock()
-                if self.board.clock() + wait >= deadline:
-                    raise all_throttled(self.name, wait)
+                raise all_throttled(self.name, chosen - self.board.clock())
+            slot, at = chosen
+            wait = at - self.board.clock()
+            if wait > 0:
                 await self.sleep(wait)
-                self.board.forget()
-                continue
-            name = chosen.backend.name
             try:
-                result = await chosen.client.generate(_for(request, chosen), timeout=timeout, budget=0)
+                result = await send(slot.client, _for(request, slot), 0)
             except ServiceError as error:
-                attempts[name] += 2 if error.code == "UpstreamAuthenticationFailed" else 1  # a 401 is repeated once after a refresh
+                attempts[slot.backend.name] += 2 if error.code == "UpstreamAuthenticationFailed" else 1  # a 401 is repeated once after a refresh
                 if not did_no_work(error):
                     raise
-                await self._failed(chosen, error, excluded)
+                await self._failed(slot, error, excluded)
                 last = error
                 continue
-            attempts[name] += result.attempts
-            return Routed(result, name, dict(attempts))
+            attempts[slot.backend.name] += result.attempts
+            return Routed(result, slot.backend.name, dict(attempts))
         raise last or all_throttled(self.name, 0.0)
 
     async def _failed(self, slot: Slot, error: ServiceError, excluded: set[str]) -> None:
@@ -158,21 +183,39 @@ class Pool:
             log.warning("pool %s: %s failed before doing work (%s); trying another backend", self.name, slot.backend.name, error.code)
             excluded.add(slot.key)
 
-    async def _choose(self, candidates: list[Slot]) -> Slot | float:
-        """A reserved backend, or the moment the earliest one will have headroom."""
-        while True:
+    async def _choose(self, candidates: list[Slot], horizon: float) -> tuple[Slot, float] | float | None:
+        """A backend and the moment reserved on it (now, or booked no later than ``horizon``); else
+        the earliest moment one will have room; None when no backend is left to try."""
+        while candidates:
             now = self.board.clock()
             states = {s.key: await self.board.state(s.key) for s in candidates}
             room = {s.key: states[s.key].headroom(s.backend.rpm, now) for s in candidates}
             ready = [s for s in candidates if room[s.key] > 0]
-            if not ready:
-                return min(states[s.key].available_at(s.backend.rpm, now) for s in candidates)
-            best = min(s.backend.priority for s in ready)
-            group = [s for s in ready if s.backend.priority == best]
-            slot = self.rng.choices(group, weights=[s.backend.weight * room[s.key] for s in group])[0]
-            if await self.board.reserve(slot.key, slot.backend.rpm):
-                return slot
-            # Another instance took the last slot first: the fresh state decides again.
+            if ready:
+                best = min(s.backend.priority for s in ready)
+                group = [s for s in ready if s.backend.priority == best]
+                slot = self.rng.choices(group, weights=[s.backend.weight * room[s.key] for s in group])[0]
+                at = await self.board.reserve(slot.key, slot.backend.rpm)
+            else:
+                # Nobody has room now: book the backend free first (the best priority among those free first).
+                free = {s.key: states[s.key].available_at(s.backend.rpm, now) for s in candidates}
+                first = min(free.values())
+                if first > horizon:
+                    return first
+                soon = [s for s in candidates if free[s.key] <= first + _SAME_MOMENT]
+                best = min(s.backend.priority for s in soon)
+                group = [s for s in soon if s.backend.priority == best]
+                slot = self.rng.choices(group, weights=[s.backend.weight for s in group])[0]
+                # Only that moment: if it went meanwhile, another backend may be free first.
+                at = await self.board.reserve(slot.key, slot.backend.rpm, not_after=min(horizon, first + _SAME_MOMENT))
+            if at is not None:
+                return slot, at
+            # Another instance took that moment first: the fresh state decides again.
+        return None
+
+
+# Moments this close count as one when choosing whom to book (priority and weight decide among them).
+_SAME_MOMENT = 0.05
 
 
 def _for(request: ImageRequest, slot: Slot) -> ImageRequest:
@@ -189,12 +232,20 @@ class Pools:
         self.default = default
         self.pools = dict(pools or {})
 
-    async def generate(self, request: ImageRequest, *, timeout: float, budget: float) -> Routed:
-        """Generate ``request`` on its deployment's pool, or on the single endpoint."""
+    async def generate(self, request: ImageRequest, *, timeout: float, budget: float, job: bool = False) -> Routed:
+        """Generate ``request`` on its deployment's pool (see :meth:`Pool.route`), or on the single endpoint."""
+
+        async def send(client: UpstreamClient, request: ImageRequest, budget: float) -> UpstreamResult:
+            return await client.generate(request, timeout=timeout, budget=budget)
+
+        return await self.route(request, send, budget=budget, job=job)
+
+    async def route(self, request: ImageRequest, send: Send, *, budget: float, job: bool = False) -> Routed:
+        """``send`` ``request`` through its deployment's pool, or to the single endpoint."""
         pool = self.pools.get(request.deployment)
         if pool is not None:
-            return await pool.generate(request, timeout=timeout, budget=budget)
-        result = await self.default.generate(request, timeout=timeout, budget=budget)
+            return await pool.route(request, send, budget=budget, job=job)
+        result = await send(self.default, request, budget)
         name = f"{urlsplit(self.default.settings.endpoint).netloc}/{request.deployment}"
         return Routed(result, name, {name: result.attempts})
 

@@ -7,6 +7,11 @@ its own. Each backend has one small blob, ``_throttle/<pool>/<index>`` in the jo
 
 - A call is *reserved* before it is sent: the reservation is an ETag-guarded write, so two
   instances never both take the last slot of a window (the loser re-reads and decides again).
+- A call that cannot go now may *book* the earliest moment with room: the booking is a call
+  stamped in the future. Counting every recorded call after ``t - window`` (future ones too)
+  before adding one at ``t`` keeps each window under its quota whatever the order of bookings,
+  and makes waiters a queue: each holds its own moment instead of all waking for the first
+  free one and all but one going back to sleep.
 - A 429 writes ``retry_until``; every instance skips the backend until then.
 - Reads are cached for :data:`CACHE_SECONDS` (what others learn is seen within about a
   second); a failed reservation always re-reads.
@@ -38,7 +43,7 @@ MINUTE = 60.0
 SHORT_WINDOW = 10.0
 # Our clock stamps a call before it is sent; upstream counts it when it arrives. A little slack
 # keeps a call that left late in one window from landing early in upstream's next.
-SLACK_SECONDS = 0.25
+SLACK_SECONDS = 0.1
 PREFIX = "_throttle"
 _CONFLICT_ROUNDS = 20
 
@@ -105,22 +110,29 @@ class ThrottleBoard:
         """The backend's state, from the cache when it is fresh enough."""
         return (await self._entry(key)).state
 
-    async def reserve(self, key: str, rpm: int) -> bool:
-        """Take one call of the backend's quota now; False when it has no headroom (after a fresh read)."""
+    async def reserve(self, key: str, rpm: int, *, not_after: float | None = None) -> float | None:
+        """Take one call of the backend's quota at the earliest moment it has room, and return that moment.
+
+        Without ``not_after`` only now will do; with it, a moment to come no later than
+        ``not_after`` is *booked*: the call counts from then on, so every instance plans around
+        it and whoever holds the booking sends at that moment without competing for it. None
+        when there is no room by then (decided on a fresh read).
+        """
         async with self._lock(key):
             entry, fresh = await self._entry(key), False
             for _ in range(_CONFLICT_ROUNDS):
                 now = self.clock()
-                if entry.state.headroom(rpm, now) <= 0:
+                at = entry.state.available_at(rpm, now)
+                if at > max(now, not_after if not_after is not None else now):
                     if fresh:
-                        return False
+                        return None
                 else:
-                    state = BackendState(entry.state.retry_until, [*entry.state.calls, now])
+                    state = BackendState(entry.state.retry_until, [*entry.state.calls, at])
                     if await self._write(key, state, entry.etag):
-                        return True
+                        return at
                 # Full, or another instance wrote first: decide again on what storage says now.
                 entry, fresh = await self._read(key), True
-            return False
+            return None
 
     async def throttled(self, key: str, seconds: float) -> None:
         """Record a 429: nobody calls the backend for ``seconds``."""
