@@ -10,7 +10,8 @@ and quota); Azurite holds the archive, the queue and the shared throttle state.
 2. sync      N simultaneous requests to the app in process: errors (0) and the makespan against
              what the summed quota allows (within 10%).
 3. overhead  sequential requests (latency 0): a one-backend pool against the same deployment
-             without a pool; median of the interleaved ratios (within 2%).
+             without a pool; median of the interleaved ratios (within 2%), beside a second
+             runtime without a pool as the control (the machine's noise floor).
 
 The machine is shared and noisy: figures vary between runs.
 """
@@ -54,7 +55,7 @@ class PoolSize:
     window: float = 10.0
     latency: float = 0.5
     sync_requests: int = 48
-    overhead_requests: int = 40
+    overhead_requests: int = 200
     timeout: float = 240.0
 
 
@@ -160,29 +161,39 @@ async def measure_sync(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
 
 
 async def measure_overhead(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
-    """A one-backend pool against no pool, same simulator and storage, requests interleaved."""
+    """A one-backend pool against no pool, same simulator and storage, requests interleaved.
+
+    A second runtime without a pool runs in the same rounds as a control: its ratio to the first
+    is the noise floor of this machine, which a difference between pool and no pool must exceed
+    to mean anything. Each round sends one request through each runtime, in an order that rotates."""
     servers = serve_backends([BackendSpec()], KEY, prewarm=False)
     try:
         env = _env(azurite, servers[0].url)
         plain = Settings.from_env(env)
         pooled = Settings.from_env({**env, "IMAGES_BACKENDS": pool_setting(servers, [BackendSpec()])})
         url = f"/openai/deployments/{POOL_NAME}/images/generations{API}"
-        async with Runtime(plain) as a, Runtime(pooled) as b:
-            clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(r)), base_url="http://api", timeout=60) for r in (a, b)]
-            ratios = []
-            for i in range(size.overhead_requests + 2):
-                times = []
-                for client in clients if i % 2 else reversed(clients):
+        async with Runtime(plain) as a, Runtime(plain) as control, Runtime(pooled) as b:
+            clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(r)), base_url="http://api", timeout=60) for r in (a, control, b)]
+            pool_ratios, control_ratios = [], []
+            for i in range(size.overhead_requests + 3):
+                times = [0.0, 0.0, 0.0]
+                for k in range(3):
+                    which = (i + k) % 3
                     t = time.perf_counter()
-                    (await client.post(url, json=BODY)).raise_for_status()
-                    times.append(time.perf_counter() - t)
-                if i >= 2:  # warmup
-                    ratios.append((times[1] / times[0]) if i % 2 else (times[0] / times[1]))
+                    (await clients[which].post(url, json=BODY)).raise_for_status()
+                    times[which] = time.perf_counter() - t
+                if i >= 3:  # warmup
+                    pool_ratios.append(times[2] / times[0])
+                    control_ratios.append(times[1] / times[0])
             for client in clients:
                 await client.aclose()
     finally:
         servers[0].stop()
-    return {"requests": size.overhead_requests, "pool_over_plain_median": round(statistics.median(ratios), 4)}
+    return {
+        "requests": size.overhead_requests,
+        "pool_over_plain_median": round(statistics.median(pool_ratios), 4),
+        "control_plain_over_plain_median": round(statistics.median(control_ratios), 4),
+    }
 
 
 def measure_pool(azurite: Azurite, size: PoolSize = FULL) -> dict[str, Any]:

@@ -161,6 +161,13 @@ TARGETS = (
     Target("queue_poisoned", "3. queue: poison messages", "==", 0),
     Target("queue_generations_per_job", "3. queue: upstream generations per job", "==", 1),
     Target("cold_start_ratio", "4. cold start: import function_app / deps", "<=", 1.15),
+    Target("pool_queue_vs_allowance", "6. pool queue: completed / summed quota allowance", ">=", 0.9),
+    Target("pool_queue_429_per_job", "6. pool queue: upstream 429s per completed job", "<=", 0.5),
+    Target("pool_queue_failures", "6. pool queue: failed jobs", "==", 0),
+    Target("pool_queue_generations_per_job", "6. pool queue: upstream generations per job", "==", 1),
+    Target("pool_sync_errors", "6. pool sync: errors", "==", 0),
+    Target("pool_sync_makespan_vs_ideal", "6. pool sync: makespan / what the summed quota allows", "<=", 1.1),
+    Target("pool_overhead_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median", "<=", 0.02),
 )
 METRICS = tuple(t.key for t in TARGETS)
 
@@ -722,6 +729,17 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     concurrency = results.get("concurrency", {})
     queue = results.get("queue", {})
     cold = results.get("cold_start", {})
+    pool = results.get("pool", {})
+    pq, ps, po = pool.get("queue", {}), pool.get("sync", {}), pool.get("overhead", {})
+    pooled = {
+        "pool_queue_vs_allowance": pq.get("completed_over_allowance"),
+        "pool_queue_429_per_job": pq.get("upstream_429_per_job"),
+        "pool_queue_failures": pq.get("failed"),
+        "pool_queue_generations_per_job": pq.get("generations_per_job"),
+        "pool_sync_errors": ps.get("errors"),
+        "pool_sync_makespan_vs_ideal": ps.get("makespan_over_ideal"),
+        "pool_overhead_deviation": round(abs(po["pool_over_plain_median"] - 1), 4) if "pool_over_plain_median" in po else None,
+    }
 
     def pick(impl: str) -> dict[str, Any]:
         conc = concurrency.get(impl, {})
@@ -738,7 +756,7 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "queue_poisoned": q.get("poisoned"),
             "queue_generations_per_job": q.get("generations_per_job"),
             "cold_start_ratio": cold.get("cold_start_ratio") if impl == "service" else None,
-        }
+        } | {key: value if impl == "service" else None for key, value in pooled.items()}
 
     service, naive = pick("service"), pick("naive")
     return {
@@ -795,7 +813,22 @@ def table(summary: dict[str, dict[str, Any]], results: dict[str, Any]) -> str:
     cs = results.get("cold_start")
     if cs:
         details.append(f"4. import function_app {cs['function_app_ms_median']} ms vs dependencies {cs['deps_ms_median']} ms (median of {cs['runs']})")
+    details.extend(_pool_details(results.get("pool")))
     return "\n".join(rows) + ("\n\n" + "\n".join(f"- {d}" for d in details) if details else "")
+
+
+def _pool_details(pool: dict[str, Any] | None) -> list[str]:
+    """The deployment-pool figures behind the 6. rows."""
+    if not pool:
+        return []
+    q, sy, o = pool["queue"], pool["sync"], pool["overhead"]
+    return [
+        f"6. pool queue: {q['jobs']} jobs, two queue runners, quotas {q['quotas']} per {q['window_s']:g} s: {q['outcomes']} in {q['elapsed_s']} s; "
+        f"per backend {q['per_backend']}",
+        f"6. pool sync: {sy['requests']} at once, makespan {sy['makespan_s']} s against {sy['ideal_s']} s, upstream 429s {sy['upstream_429']}",
+        f"6. pool overhead: one-backend pool / no pool {o['pool_over_plain_median']} (median of {o['requests']} rounds); "
+        f"a second runtime without a pool / the first, the machine's noise: {o['control_plain_over_plain_median']}",
+    ]
 
 
 def write_markdown(text: str, data: dict[str, Any]) -> None:
