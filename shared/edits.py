@@ -122,6 +122,7 @@ async def run_edit(
     timeout: float,
     budget: float,
     kind: str = "sync",
+    caller: Mapping[str, str] | None = None,
 ) -> Generation:
     """Edit (reading the inputs by name unless given) and archive every output with the record before returning.
 
@@ -138,7 +139,7 @@ async def run_edit(
 
     routed = await service.pools.route(request, send, budget=budget, job=kind == "job")
     extra = routed.record_fields(request)
-    return await service.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, extra=extra)
+    return await service.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, extra=extra)
 
 
 async def generate_or_edit(service: ImageService, request: ImageRequest, **options: Any) -> Generation:

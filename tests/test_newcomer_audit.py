@@ -150,3 +150,29 @@ async def test_a_failed_job_attempt_leaves_a_record_that_is_never_read_as_finish
     view = (await client.get(accepted.headers["Operation-Location"])).json()
     assert view["status"] == "succeeded" and len(view["result"]["data"]) == 1
     queue.delete_message(message)
+
+
+async def test_a_submitted_job_and_a_synchronous_edit_name_their_caller_as_a_generation_does(
+    runtime_client: tuple[Runtime, httpx.AsyncClient], azurite: Azurite, sim: SimControl
+) -> None:
+    runtime, client = runtime_client
+    accepted = await client.post(SUBMIT_PATH.format("gpt-image-1"), json={"prompt": "a kite", "user": "user-42"}, headers=CALLER)
+    assert accepted.status_code == 202, accepted.text
+    stored = await runtime.jobs.store.get(accepted.json()["id"])
+    assert stored is not None and stored.record.caller == {k: v for k, v in EXPECTED_CALLER.items() if k != "user"}
+    queue = QueueClient.from_connection_string(azurite.connection_string, runtime.settings.queue_name)
+    message = queue.receive_message()
+    assert message is not None
+    assert (await runtime.jobs.handle(message.content, message.id, 1)).action == "succeeded"
+    queue.delete_message(message)
+    view = (await client.get(accepted.headers["Operation-Location"])).json()
+    assert record_for(azurite, view["result"]["data"][0]["name"])["caller"] == EXPECTED_CALLER
+
+    edited = await client.post(
+        "/openai/deployments/gpt-image-1/images/edits?api-version=2025-04-01-preview",
+        data={"prompt": "a brighter kite", "user": "user-42"},
+        files={"image": ("kite.png", _encoded("PNG", (64, 48)), "image/png")},
+        headers=CALLER,
+    )
+    assert edited.status_code == 200, edited.text
+    assert record_for(azurite, blob_name_from_url(edited.json()["data"][0]["url"]))["caller"] == EXPECTED_CALLER

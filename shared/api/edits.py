@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from shared import edits
+from shared import audit, edits
 from shared.api.body import read_json_body
 from shared.api.deps import RuntimeDep
 from shared.api.edits_schema import edit_openapi
@@ -175,6 +175,7 @@ async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> J
     generation = await edits.run_edit(
         service, incoming.request, inputs=incoming.uploaded, generation_id=generation_id, prefix=sync_prefix(),
         timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds,
+        caller=audit.caller_identity(request.headers),
     )  # fmt: skip
     return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id, **cost_header(generation.record)})
 

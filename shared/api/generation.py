@@ -138,9 +138,10 @@ async def _submit(runtime: Runtime, request: Request, image_request: ImageReques
     key = request.headers.get("idempotency-key")
     if key is not None and not is_safe_id(key):
         raise invalid("Idempotency-Key", "Idempotency-Key must be 1-64 letters, digits, '-' or '_'.")
-    job_id = scoped_job_id(image_request.deployment, audit.caller_identity(request.headers), key) if key else new_job_id()
+    caller = audit.caller_identity(request.headers)
+    job_id = scoped_job_id(image_request.deployment, caller, key) if key else new_job_id()
     queued = {k: v for k, v in body.items() if k != "model"}
-    job, created = await runtime.jobs.submit(job_id, image_request.deployment, queued)
+    job, created = await runtime.jobs.submit(job_id, image_request.deployment, queued, caller=caller)
     if not created and (job.request != queued or job.deployment != image_request.deployment):
         raise ServiceError(409, "IdempotencyKeyReused", "This Idempotency-Key was used for a different request; use a new key.", param="Idempotency-Key")
     location = operation_location(request, runtime.settings, job_id)

@@ -198,6 +198,7 @@ class Jobs(JobIntake):
                     timeout=self.settings.upstream_timeout_seconds,
                     budget=0,  # waiting belongs to the queue, not to a worker slot
                     kind="job",
+                    caller=stored.record.caller,
                 )
             except ServiceError as error:
                 failure = error

@@ -20,6 +20,7 @@ Reading also ends jobs nobody will finish: a job ``running`` whose lease ended
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import ServiceError
@@ -46,11 +47,15 @@ ABANDONED = ServiceError(
 class JobIntake(JobsBase):
     """Submission and status: the HTTP side of the jobs."""
 
-    async def submit(self, job_id: str, deployment: str, body: dict[str, Any]) -> tuple[JobRecord, bool]:
+    async def submit(self, job_id: str, deployment: str, body: dict[str, Any], *, caller: Mapping[str, str] | None = None) -> tuple[JobRecord, bool]:
         """Record a checked request, then enqueue it: (the record, True). An id recorded before gives
-        (that record, False) and sends nothing (the caller compares the request)."""
+        (that record, False) and sends nothing (the caller compares the request). ``caller``: the
+        platform's identity of whoever submitted it (:func:`shared.audit.caller_identity`), kept on
+        the job record and written into the archive record as a synchronous call's is."""
         await self.store.ensure_container()
-        created = await self.store.create(self._new_record(job_id, deployment, body, "http", enqueued=False))
+        record = self._new_record(job_id, deployment, body, "http", enqueued=False)
+        record.caller = dict(caller) if caller else None
+        created = await self.store.create(record)
         if created is None:
             existing = await self.store.get(job_id)
             if existing is None:  # created and deleted again in between: nothing to build on

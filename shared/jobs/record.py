@@ -95,6 +95,8 @@ class JobRecord(BaseModel):
     source: str  # "http" (submitted) or "queue" (a message dropped on the queue)
     deployment: str
     request: dict[str, Any]  # the generation body as received (without id, deployment)
+    # Who submitted it, as the platform names them ({"name", "id", "idp"}); None for queue messages.
+    caller: dict[str, str] | None = Field(default=None, exclude_if=lambda value: value is None)
     attempts: int = 0  # deliveries that claimed the job; > 0 means upstream may have been called
     # False from the moment a submission records the job until its message is sent: a record left so
     # (the process died in between) is re-enqueued when it is read (see shared.jobs.intake).
