@@ -825,9 +825,11 @@ def _pool_details(pool: dict[str, Any] | None) -> list[str]:
     return [
         f"6. pool queue: {q['jobs']} jobs, two queue runners, quotas {q['quotas']} per {q['window_s']:g} s: {q['outcomes']} in {q['elapsed_s']} s; "
         f"per backend {q['per_backend']}",
-        f"6. pool sync: {sy['requests']} at once, makespan {sy['makespan_s']} s against {sy['ideal_s']} s, upstream 429s {sy['upstream_429']}",
-        f"6. pool overhead: one-backend pool / no pool {o['pool_over_plain_median']} (median of {o['requests']} rounds); "
-        f"a second runtime without a pool / the first, the machine's noise: {o['control_plain_over_plain_median']}",
+        f"6. pool sync: {sy['requests']} at once, makespan {sy['makespan_s']} s against {sy['ideal_s']} s (one window, then a round as long as "
+        f"the first, {sy['first_round_s']} s); against the window plus the model's latency alone {sy['makespan_over_windows_plus_latency']}; "
+        f"upstream 429s {sy['upstream_429']}",
+        f"6. pool overhead: one-backend pool / the mean of two runtimes without a pool {o['pool_over_plain_median']} (median of "
+        f"{o['requests']} rounds); one runtime without a pool / the other, the machine's noise: {o['control_plain_over_plain_median']}",
     ]
 
 
