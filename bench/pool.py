@@ -177,10 +177,10 @@ async def measure_sync(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
 async def measure_overhead(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
     """A one-backend pool against no pool, same simulator and storage, requests interleaved.
 
-    Two runtimes without a pool run in the same rounds: the pool is measured against their mean,
-    and the ratio of one to the other is the noise floor of this machine, which a difference between
-    pool and no pool must exceed to mean anything. Each round sends one request through each runtime,
-    in an order that rotates."""
+    Two runtimes without a pool run in the same rounds: the pool's median latency is measured against
+    the median of both, and the ratio of one's median to the other's is the noise floor of this
+    machine, which a difference between pool and no pool must exceed to mean anything. Each round
+    sends one request through each runtime, in an order that rotates."""
     servers = serve_backends([BackendSpec()], KEY, prewarm=False)
     try:
         env = _env(azurite, servers[0].url)
@@ -189,25 +189,25 @@ async def measure_overhead(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
         url = f"/openai/deployments/{POOL_NAME}/images/generations{API}"
         async with Runtime(plain) as a, Runtime(plain) as control, Runtime(pooled) as b:
             clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(r)), base_url="http://api", timeout=60) for r in (a, control, b)]
-            pool_ratios, control_ratios = [], []
+            latencies: list[list[float]] = [[], [], []]
             for i in range(size.overhead_requests + 3):
-                times = [0.0, 0.0, 0.0]
                 for k in range(3):
                     which = (i + k) % 3
                     t = time.perf_counter()
                     (await clients[which].post(url, json=BODY)).raise_for_status()
-                    times[which] = time.perf_counter() - t
-                if i >= 3:  # warmup
-                    pool_ratios.append(times[2] / ((times[0] + times[1]) / 2))  # against both runtimes without a pool
-                    control_ratios.append(times[1] / times[0])
+                    if i >= 3:  # warmup
+                        latencies[which].append(time.perf_counter() - t)
             for client in clients:
                 await client.aclose()
     finally:
         servers[0].stop()
+    plain_ms = statistics.median(latencies[0] + latencies[1])
     return {
         "requests": size.overhead_requests,
-        "pool_over_plain_median": round(statistics.median(pool_ratios), 4),
-        "control_plain_over_plain_median": round(statistics.median(control_ratios), 4),
+        "plain_ms_median": round(plain_ms * 1000, 2),
+        "pool_ms_median": round(statistics.median(latencies[2]) * 1000, 2),
+        "pool_over_plain_median": round(statistics.median(latencies[2]) / plain_ms, 4),
+        "control_plain_over_plain_median": round(statistics.median(latencies[1]) / statistics.median(latencies[0]), 4),
     }
 
 
