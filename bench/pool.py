@@ -190,13 +190,15 @@ async def measure_overhead(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
         async with Runtime(plain) as a, Runtime(plain) as control, Runtime(pooled) as b:
             clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(r)), base_url="http://api", timeout=60) for r in (a, control, b)]
             latencies: list[list[float]] = [[], [], []]
+            cpu: list[list[float]] = [[], [], []]  # this process's CPU per request (the app, and the simulator's thread)
             for i in range(size.overhead_requests + 3):
                 for k in range(3):
                     which = (i + k) % 3
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     (await clients[which].post(url, json=BODY)).raise_for_status()
                     if i >= 3:  # warmup
                         latencies[which].append(time.perf_counter() - t)
+                        cpu[which].append(time.process_time() - c)
             for client in clients:
                 await client.aclose()
     finally:
@@ -208,6 +210,8 @@ async def measure_overhead(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
         "pool_ms_median": round(statistics.median(latencies[2]) * 1000, 2),
         "pool_over_plain_median": round(statistics.median(latencies[2]) / plain_ms, 4),
         "control_plain_over_plain_median": round(statistics.median(latencies[1]) / statistics.median(latencies[0]), 4),
+        "pool_over_plain_cpu_median": round(statistics.median(cpu[2]) / statistics.median(cpu[0] + cpu[1]), 4),
+        "control_plain_over_plain_cpu_median": round(statistics.median(cpu[1]) / statistics.median(cpu[0]), 4),
     }
 
 

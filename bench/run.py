@@ -830,7 +830,8 @@ def _pool_details(pool: dict[str, Any] | None) -> list[str]:
         f"upstream 429s {sy['upstream_429']}",
         f"6. pool overhead: median latency of {o['requests']} rounds, one-backend pool {o['pool_ms_median']} ms, two runtimes without a "
         f"pool {o['plain_ms_median']} ms: {o['pool_over_plain_median']}; one runtime without a pool / the other, the machine's noise: "
-        f"{o['control_plain_over_plain_median']}",
+        f"{o['control_plain_over_plain_median']}. CPU of this process per request (medians): pool / no pool "
+        f"{o['pool_over_plain_cpu_median']}, control {o['control_plain_over_plain_cpu_median']}",
     ]
 
 
