@@ -168,6 +168,7 @@ TARGETS = (
     Target("pool_sync_errors", "6. pool sync: errors", "==", 0),
     Target("pool_sync_makespan_vs_ideal", "6. pool sync: makespan / what the summed quota allows", "<=", 1.1),
     Target("pool_overhead_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median latency", "<=", 0.02),
+    Target("pool_overhead_cpu_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median CPU per request", "<=", 0.02),
 )
 METRICS = tuple(t.key for t in TARGETS)
 
@@ -739,6 +740,7 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "pool_sync_errors": ps.get("errors"),
         "pool_sync_makespan_vs_ideal": ps.get("makespan_over_ideal"),
         "pool_overhead_deviation": round(abs(po["pool_over_plain_median"] - 1), 4) if "pool_over_plain_median" in po else None,
+        "pool_overhead_cpu_deviation": round(abs(po["pool_over_plain_cpu_median"] - 1), 4) if "pool_over_plain_cpu_median" in po else None,
     }
 
     def pick(impl: str) -> dict[str, Any]:

@@ -288,8 +288,7 @@ async def test_bookings_take_one_moment_each_and_no_window_ever_holds_more_than_
             assert await boards[i % 2].reserve("p/0", 12, not_after=clock.now + 60) is not None
             clock.now += 0.01
         assert await boards[0].reserve("p/0", 12, not_after=clock.now + 5) is None  # nothing free that soon: nothing written
-        boards[1].forget()
-        calls = sorted((await boards[1].state("p/0")).calls)
+        calls = sorted((await ThrottleBoard(container, clock=clock).state("p/0")).calls)  # a third instance reads storage
     window = 10 + SLACK_SECONDS
     assert len(calls) == 7 and len(set(calls)) == 7  # every waiter holds its own moment
     assert all(sum(1 for t in calls if at - window < t <= at) <= 2 for at in calls)

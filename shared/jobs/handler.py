@@ -60,8 +60,9 @@ from shared.upstream.errors import NOT_REPEATED, unexpected_error
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 120
-# How early a booked job's message shows up: the host polls an empty queue at most this often
-# (host.json maxPollingInterval), so the job is picked up by its moment, and the pool waits the rest.
+# How early a pooled job's continuation shows up before its moment: the host polls an empty queue
+# at most this often (host.json maxPollingInterval), so the job is picked up by then, and the pool
+# waits out the rest (shared/pool/router.py JOB_HOLD_SECONDS).
 POLL_LEAD_SECONDS = 1.0
 _CLAIM_TRIES = 3
 _ECHO = 64  # characters of a caller's value quoted in an error
@@ -196,7 +197,7 @@ class Jobs(JobIntake):
                     generation_id=stored.record.id,
                     prefix=JOB_PREFIX,
                     timeout=self.settings.upstream_timeout_seconds,
-                    budget=0,  # waiting belongs to the queue, not to a worker slot
+                    budget=0,  # waiting belongs to the queue, not to a worker slot (a pool holds a job 2.5 s at most)
                     kind="job",
                     caller=stored.record.caller,
                 )

@@ -123,7 +123,7 @@ class ThrottleBoard:
             for _ in range(_CONFLICT_ROUNDS):
                 now = self.clock()
                 at = entry.state.available_at(rpm, now)
-                if at > max(now, not_after if not_after is not None else now):
+                if at > (now if not_after is None else max(now, not_after)):
                     if fresh:
                         return None
                 else:
@@ -145,10 +145,6 @@ class ThrottleBoard:
                 if await self._write(key, BackendState(until, list(entry.state.calls)), entry.etag):
                     return
                 entry = await self._read(key)
-
-    def forget(self) -> None:
-        """Drop the cache: the next reads go to storage (after a wait, what others did matters)."""
-        self._cache.clear()
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
