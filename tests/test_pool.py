@@ -13,7 +13,7 @@ import io
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -117,6 +117,15 @@ async def generate(runtime: Runtime, body: dict[str, Any] | None = None, *, time
     request = parse_request(body or PROMPT, POOL, family)
     generation = await runtime.service.generate(request, generation_id=new_generation_id(), prefix=sync_prefix(), timeout=timeout, budget=budget)
     return generation.record
+
+
+async def timed_pools(
+    stack: AsyncExitStack, settings: Settings, runtime: Runtime, clock: FakeTime, sleep: Callable[[float], Awaitable[None]] | None = None
+) -> Pools:
+    """The runtime's pools opened again on ``clock`` (and ``sleep``, the clock's own by default): time moved, not waited."""
+    http = await stack.enter_async_context(httpx.AsyncClient())
+    blobs = runtime.service.blobs
+    return await open_pools(settings, stack, runtime.service.upstream, http=http, blobs=blobs, credential=None, clock=clock, sleep=sleep or clock.sleep)
 
 
 def counts(sim: SimControl) -> dict[str, int]:
@@ -226,9 +235,7 @@ async def test_when_every_backend_is_at_quota_a_job_hears_the_earliest_moment_an
     runtime = await runtimes(settings)
     clock = FakeTime()
     async with AsyncExitStack() as stack:
-        pools = await open_pools(
-            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
-        )
+        pools = await timed_pools(stack, settings, runtime, clock)
         for _ in range(3):
             await _generate(pools, settings, budget=0)
         clock.now += 4
@@ -304,9 +311,7 @@ async def test_a_job_hears_the_exact_moment_and_back_a_little_early_waits_for_it
     runtime = await runtimes(settings)
     clock = FakeTime()
     async with AsyncExitStack() as stack:
-        pools = await open_pools(
-            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
-        )
+        pools = await timed_pools(stack, settings, runtime, clock)
         await asyncio.gather(*(_generate(pools, settings, budget=0) for _ in range(2)))  # both at their quota
         window = 10 + SLACK_SECONDS
         clock.now += 3
@@ -338,9 +343,7 @@ async def test_waiting_sync_calls_each_hold_a_moment_instead_of_all_waking_for_t
         woken.append(round(clock.now + seconds - 1_900_000_000.0, 3))
 
     async with AsyncExitStack() as stack:
-        pools = await open_pools(
-            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=sleep
-        )
+        pools = await timed_pools(stack, settings, runtime, clock, sleep)
         await asyncio.gather(*(_generate(pools, settings, budget=0) for _ in range(2)))
         await asyncio.gather(*(_generate(pools, settings, budget=60) for _ in range(4)))
     window = round(10 + SLACK_SECONDS, 3)
@@ -355,9 +358,7 @@ async def test_a_throttled_job_is_deferred_to_the_exact_moment_and_sent_then(
     runtime = await runtimes(settings)
     clock = FakeTime()
     async with AsyncExitStack() as stack:
-        pools = await open_pools(
-            settings, stack, runtime.service.upstream, http=await stack.enter_async_context(httpx.AsyncClient()), blobs=runtime.service.blobs, credential=None, clock=clock, sleep=clock.sleep
-        )
+        pools = await timed_pools(stack, settings, runtime, clock)
         runtime.service.attach(dataclasses.replace(runtime.service.clients, pools=pools))
         await asyncio.gather(*(_generate(pools, settings, budget=0) for _ in range(2)))  # both at their quota
         message = json.dumps({"id": "pooled-job", "deployment": POOL, **PROMPT})
