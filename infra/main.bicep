@@ -22,6 +22,10 @@ param location string
 @description('Resource group to create; empty: rg-<environmentName>.')
 param resourceGroupName string = ''
 
+@description('Suffix of every resource name (AZURE_RESOURCE_TOKEN); empty: derived from the subscription, environmentName and location. Set it to keep the names of an environment created under another naming scheme (infra/README.md: Names).')
+@maxLength(16)
+param resourceToken string = ''
+
 // The app's AZURE_OPENAI_AUTH ways by the same names. Its third way, key (the model key in an app
 // setting), is not offered: the templates never write a key where whoever reads the site's
 // configuration reads it too; keyvault serves a model that needs a key, from Key Vault.
@@ -128,7 +132,12 @@ param callerPrincipalType string = 'ServicePrincipal'
 param retentionDays int = 0
 
 var abbrs = loadJsonContent('abbreviations.json')
-var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// One naming scheme that Bicep and Terraform compute alike: ARM's guid() is a version-5 UUID over a
+// fixed namespace, which Terraform's uuidv5() computes too, while uniqueString() has no exact
+// Terraform twin (azapi's unique_string differs from it for some inputs, the README's example
+// among them). The first 16 hex digits (60 bits of the hash; the 13th digit is the UUID version).
+// tests/test_infra_parity.py evaluates both templates and checks them against ARM's algorithms.
+var token = empty(resourceToken) ? take(replace(guid(subscription().id, environmentName, location), '-', ''), 16) : resourceToken
 var tags = {
   'azd-env-name': environmentName
 }
@@ -144,11 +153,11 @@ var modelVersion = empty(imageModelVersion) ? imageModelVersions[imageModelName]
 var createAiAccount = empty(existingOpenAiEndpoint)
 var useKeyVault = authMode == 'keyvault'
 var deploymentName = empty(imageDeploymentName) ? imageModelName : imageDeploymentName
-var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
-var storageAccountName = '${abbrs.storageStorageAccounts}${resourceToken}'
+var functionAppName = '${abbrs.webSitesFunctions}${token}'
+var storageAccountName = '${abbrs.storageStorageAccounts}${token}'
 // Always computed (never empty), even when the resource is not created.
-var aiAccountName = '${abbrs.cognitiveServicesAccounts}${resourceToken}'
-var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
+var aiAccountName = '${abbrs.cognitiveServicesAccounts}${token}'
+var keyVaultName = '${abbrs.keyVaultVaults}${token}'
 var apiKeySecretName = 'azure-openai-api-key'
 // Names that follow from other names, so outputs need no conditional module outputs.
 var openAiEndpoint = createAiAccount ? 'https://${aiAccountName}.openai.azure.com/' : existingOpenAiEndpoint
@@ -162,7 +171,7 @@ var imagesBackends = empty(fallbackDeploymentName) ? '' : string({
 })
 var keyVaultEndpoint = useKeyVault ? 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/' : ''
 
-var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(token, 7)}'
 var appContainerNames = [
   imagesContainerName
   jobsContainerName
@@ -190,7 +199,7 @@ module identity 'core/identity.bicep' = {
   name: 'identity'
   scope: rg
   params: {
-    name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    name: '${abbrs.managedIdentityUserAssignedIdentities}${token}'
     location: location
     tags: tags
   }
@@ -200,8 +209,8 @@ module monitoring 'core/monitoring.bicep' = {
   name: 'monitoring'
   scope: rg
   params: {
-    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
-    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${token}'
+    applicationInsightsName: '${abbrs.insightsComponents}${token}'
     location: location
     tags: tags
   }
@@ -296,7 +305,7 @@ module api 'app/function.bicep' = {
   scope: rg
   params: {
     name: functionAppName
-    planName: '${abbrs.webServerFarms}${resourceToken}'
+    planName: '${abbrs.webServerFarms}${token}'
     location: location
     tags: tags
     identityId: identity.outputs.id

@@ -6,10 +6,14 @@ data "azurerm_client_config" "current" {}
 data "azurerm_subscription" "current" {}
 
 locals {
-  # The Bicep resourceToken exactly: toLower(uniqueString(subscription().id, environmentName,
-  # location)). azapi's unique_string is ARM's uniqueString, so both templates name every
-  # resource alike for the same environment (tests/test_infra_parity.py evaluates both).
-  resource_token = lower(provider::azapi::unique_string(["/subscriptions/${data.azurerm_subscription.current.subscription_id}", var.environment_name, var.location]))
+  # ARM's guid(a, b, ...) is a version-5 UUID over this namespace of "a-b-...", so uuidv5() gives
+  # Bicep's guid() exactly: the resource token and every role assignment name come from it.
+  arm_guid_namespace = "11fb06fb-712d-4ddd-98c7-e71bbd588830"
+  subscription_id    = "/subscriptions/${data.azurerm_subscription.current.subscription_id}"
+  # Bicep's token exactly: take(replace(guid(subscription().id, environmentName, location), '-', ''), 16).
+  # Not azapi's unique_string: it differs from ARM's uniqueString for some inputs, the README's
+  # example among them (tests/test_infra_parity.py shows where; infra/README.md: Names).
+  resource_token = var.resource_token != "" ? var.resource_token : substr(replace(uuidv5(local.arm_guid_namespace, join("-", [local.subscription_id, var.environment_name, var.location])), "-", ""), 0, 16)
   tags           = { "azd-env-name" = var.environment_name }
 
   # Azure's model version of each model var.image_model_name allows: the rows of
@@ -22,14 +26,17 @@ locals {
   }
   image_model_version = var.image_model_version == "" ? local.image_model_versions[var.image_model_name] : var.image_model_version
 
-  create_ai_account   = var.existing_openai_endpoint == ""
-  use_key_vault       = var.auth_mode == "keyvault"
-  deployment_name     = var.image_deployment_name == "" ? var.image_model_name : var.image_deployment_name
-  function_app_name   = "func-${local.resource_token}"
-  ai_account_name     = "cog-${local.resource_token}"
-  key_vault_name      = "kv-${local.resource_token}"
-  api_key_secret_name = "azure-openai-api-key"
-  openai_endpoint     = local.create_ai_account ? "https://${local.ai_account_name}.openai.azure.com/" : var.existing_openai_endpoint
+  create_ai_account         = var.existing_openai_endpoint == ""
+  use_key_vault             = var.auth_mode == "keyvault"
+  deployment_name           = var.image_deployment_name == "" ? var.image_model_name : var.image_deployment_name
+  resource_group_name       = var.resource_group_name == "" ? "rg-${var.environment_name}" : var.resource_group_name
+  storage_account_name      = "st${local.resource_token}"
+  application_insights_name = "appi-${local.resource_token}"
+  function_app_name         = "func-${local.resource_token}"
+  ai_account_name           = "cog-${local.resource_token}"
+  key_vault_name            = "kv-${local.resource_token}"
+  api_key_secret_name       = "azure-openai-api-key"
+  openai_endpoint           = local.create_ai_account ? "https://${local.ai_account_name}.openai.azure.com/" : var.existing_openai_endpoint
 
   deployment_container_name = "app-package-${substr(local.function_app_name, 0, 32)}-${substr(local.resource_token, 0, 7)}"
   app_container_names       = [var.images_container_name, var.jobs_container_name]
@@ -41,7 +48,7 @@ locals {
 }
 
 resource "azurerm_resource_group" "main" {
-  name     = var.resource_group_name == "" ? "rg-${var.environment_name}" : var.resource_group_name
+  name     = local.resource_group_name
   location = var.location
   tags     = local.tags
 }
@@ -67,7 +74,7 @@ resource "azurerm_log_analytics_workspace" "main" {
 }
 
 resource "azurerm_application_insights" "main" {
-  name                         = "appi-${local.resource_token}"
+  name                         = local.application_insights_name
   location                     = azurerm_resource_group.main.location
   resource_group_name          = azurerm_resource_group.main.name
   application_type             = "web"
@@ -79,7 +86,7 @@ resource "azurerm_application_insights" "main" {
 # ---- storage: host, deployment package, images, job records, queues; no shared keys ----
 
 resource "azurerm_storage_account" "main" {
-  name                              = "st${local.resource_token}"
+  name                              = local.storage_account_name
   location                          = azurerm_resource_group.main.location
   resource_group_name               = azurerm_resource_group.main.name
   account_kind                      = "StorageV2"

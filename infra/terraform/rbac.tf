@@ -1,8 +1,9 @@
 # Every role the app's identity (and, optionally, the deploying developer and the calling services) holds, each at
 # the narrowest scope the service allows; the same set as infra/app/rbac.bicep, whose
 # header says why each is needed. Role GUIDs rather than names: one lookup less, and the
-# same values as the Bicep twin. Like Bicep's guid(scope, principal, role), each name is a
-# UUID derived from scope, principal and role, so re-creating an assignment is idempotent.
+# same values as the Bicep twin. Each name is Bicep's guid(scope id, principal, role GUID),
+# computed with uuidv5() over ARM's guid namespace (main.tf), so both templates give every
+# assignment the same name and re-creating one is idempotent.
 
 locals {
   roles = {
@@ -25,6 +26,16 @@ locals {
   # is the platform's business.
   developer_containers = concat(local.app_container_names, local.host_container_names)
   secret_scope         = local.use_key_vault ? "${azurerm_key_vault.main[0].id}/secrets/${local.api_key_secret_name}" : ""
+
+  # The scope ids Bicep's guid() hashes: resourceId() of the same names, spelled as Bicep spells
+  # the types (guid() is case-sensitive), known before anything exists.
+  resource_group_id = "${local.subscription_id}/resourceGroups/${local.resource_group_name}"
+  arm_id = {
+    storage_account      = "${local.resource_group_id}/providers/Microsoft.Storage/storageAccounts/${local.storage_account_name}"
+    application_insights = "${local.resource_group_id}/providers/Microsoft.Insights/components/${local.application_insights_name}"
+    ai_account           = "${local.resource_group_id}/providers/Microsoft.CognitiveServices/accounts/${local.ai_account_name}"
+    secret               = "${local.resource_group_id}/providers/Microsoft.KeyVault/vaults/${local.key_vault_name}/secrets/${local.api_key_secret_name}"
+  }
 }
 
 # ---- the app's identity ----
@@ -32,7 +43,7 @@ locals {
 resource "azurerm_role_assignment" "app_container_writer" {
   for_each = toset(local.container_names)
 
-  name               = uuidv5("url", "${azurerm_storage_container.main[each.value].id}|${local.app_principal_id}|${local.role_id.storage_blob_data_contributor}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", ["${local.arm_id.storage_account}/blobServices/default/containers/${each.value}", local.app_principal_id, local.roles.storage_blob_data_contributor]))
   scope              = azurerm_storage_container.main[each.value].id
   role_definition_id = local.role_id.storage_blob_data_contributor
   principal_id       = local.app_principal_id
@@ -41,7 +52,7 @@ resource "azurerm_role_assignment" "app_container_writer" {
 
 # The host's AzureWebJobsStorage health probe lists containers: an account-level read.
 resource "azurerm_role_assignment" "app_account_reader" {
-  name               = uuidv5("url", "${azurerm_storage_account.main.id}|${local.app_principal_id}|${local.role_id.storage_blob_data_reader}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.storage_account, local.app_principal_id, local.roles.storage_blob_data_reader]))
   scope              = azurerm_storage_account.main.id
   role_definition_id = local.role_id.storage_blob_data_reader
   principal_id       = local.app_principal_id
@@ -50,7 +61,7 @@ resource "azurerm_role_assignment" "app_account_reader" {
 
 # A user delegation key (for the read-only SAS links) can only be requested at account scope.
 resource "azurerm_role_assignment" "app_delegator" {
-  name               = uuidv5("url", "${azurerm_storage_account.main.id}|${local.app_principal_id}|${local.role_id.storage_blob_delegator}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.storage_account, local.app_principal_id, local.roles.storage_blob_delegator]))
   scope              = azurerm_storage_account.main.id
   role_definition_id = local.role_id.storage_blob_delegator
   principal_id       = local.app_principal_id
@@ -60,7 +71,7 @@ resource "azurerm_role_assignment" "app_delegator" {
 resource "azurerm_role_assignment" "app_queue_contributor" {
   for_each = toset(local.queue_names)
 
-  name               = uuidv5("url", "${azurerm_storage_queue.main[each.value].id}|${local.app_principal_id}|${local.role_id.storage_queue_data_contributor}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", ["${local.arm_id.storage_account}/queueServices/default/queues/${each.value}", local.app_principal_id, local.roles.storage_queue_data_contributor]))
   scope              = azurerm_storage_queue.main[each.value].id
   role_definition_id = local.role_id.storage_queue_data_contributor
   principal_id       = local.app_principal_id
@@ -68,7 +79,7 @@ resource "azurerm_role_assignment" "app_queue_contributor" {
 }
 
 resource "azurerm_role_assignment" "app_metrics_publisher" {
-  name               = uuidv5("url", "${azurerm_application_insights.main.id}|${local.app_principal_id}|${local.role_id.monitoring_metrics_publisher}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.application_insights, local.app_principal_id, local.roles.monitoring_metrics_publisher]))
   scope              = azurerm_application_insights.main.id
   role_definition_id = local.role_id.monitoring_metrics_publisher
   principal_id       = local.app_principal_id
@@ -78,7 +89,7 @@ resource "azurerm_role_assignment" "app_metrics_publisher" {
 resource "azurerm_role_assignment" "app_secrets_user" {
   count = local.use_key_vault ? 1 : 0
 
-  name               = uuidv5("url", "${local.secret_scope}|${local.app_principal_id}|${local.role_id.key_vault_secrets_user}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.secret, local.app_principal_id, local.roles.key_vault_secrets_user]))
   scope              = local.secret_scope
   role_definition_id = local.role_id.key_vault_secrets_user
   principal_id       = local.app_principal_id
@@ -89,7 +100,7 @@ resource "azurerm_role_assignment" "app_secrets_user" {
 resource "azurerm_role_assignment" "app_openai_user" {
   count = local.with_openai_user ? 1 : 0
 
-  name               = uuidv5("url", "${azurerm_cognitive_account.main[0].id}|${local.app_principal_id}|${local.role_id.cognitive_services_openai_user}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.ai_account, local.app_principal_id, local.roles.cognitive_services_openai_user]))
   scope              = azurerm_cognitive_account.main[0].id
   role_definition_id = local.role_id.cognitive_services_openai_user
   principal_id       = local.app_principal_id
@@ -101,7 +112,7 @@ resource "azurerm_role_assignment" "app_openai_user" {
 resource "azurerm_role_assignment" "developer_container_writer" {
   for_each = local.with_developer ? toset(local.developer_containers) : toset([])
 
-  name               = uuidv5("url", "${azurerm_storage_container.main[each.value].id}|${var.principal_id}|${local.role_id.storage_blob_data_contributor}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", ["${local.arm_id.storage_account}/blobServices/default/containers/${each.value}", var.principal_id, local.roles.storage_blob_data_contributor]))
   scope              = azurerm_storage_container.main[each.value].id
   role_definition_id = local.role_id.storage_blob_data_contributor
   principal_id       = var.principal_id
@@ -111,7 +122,7 @@ resource "azurerm_role_assignment" "developer_container_writer" {
 resource "azurerm_role_assignment" "developer_account_reader" {
   count = local.with_developer ? 1 : 0
 
-  name               = uuidv5("url", "${azurerm_storage_account.main.id}|${var.principal_id}|${local.role_id.storage_blob_data_reader}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.storage_account, var.principal_id, local.roles.storage_blob_data_reader]))
   scope              = azurerm_storage_account.main.id
   role_definition_id = local.role_id.storage_blob_data_reader
   principal_id       = var.principal_id
@@ -121,7 +132,7 @@ resource "azurerm_role_assignment" "developer_account_reader" {
 resource "azurerm_role_assignment" "developer_delegator" {
   count = local.with_developer ? 1 : 0
 
-  name               = uuidv5("url", "${azurerm_storage_account.main.id}|${var.principal_id}|${local.role_id.storage_blob_delegator}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.storage_account, var.principal_id, local.roles.storage_blob_delegator]))
   scope              = azurerm_storage_account.main.id
   role_definition_id = local.role_id.storage_blob_delegator
   principal_id       = var.principal_id
@@ -131,7 +142,7 @@ resource "azurerm_role_assignment" "developer_delegator" {
 resource "azurerm_role_assignment" "developer_queue_contributor" {
   for_each = local.with_developer ? toset(local.queue_names) : toset([])
 
-  name               = uuidv5("url", "${azurerm_storage_queue.main[each.value].id}|${var.principal_id}|${local.role_id.storage_queue_data_contributor}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", ["${local.arm_id.storage_account}/queueServices/default/queues/${each.value}", var.principal_id, local.roles.storage_queue_data_contributor]))
   scope              = azurerm_storage_queue.main[each.value].id
   role_definition_id = local.role_id.storage_queue_data_contributor
   principal_id       = var.principal_id
@@ -141,7 +152,7 @@ resource "azurerm_role_assignment" "developer_queue_contributor" {
 resource "azurerm_role_assignment" "developer_secrets_user" {
   count = local.with_developer && local.use_key_vault ? 1 : 0
 
-  name               = uuidv5("url", "${local.secret_scope}|${var.principal_id}|${local.role_id.key_vault_secrets_user}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.secret, var.principal_id, local.roles.key_vault_secrets_user]))
   scope              = local.secret_scope
   role_definition_id = local.role_id.key_vault_secrets_user
   principal_id       = var.principal_id
@@ -152,7 +163,7 @@ resource "azurerm_role_assignment" "developer_secrets_user" {
 resource "azurerm_role_assignment" "developer_openai_user" {
   count = local.with_developer && local.with_openai_user ? 1 : 0
 
-  name               = uuidv5("url", "${azurerm_cognitive_account.main[0].id}|${var.principal_id}|${local.role_id.cognitive_services_openai_user}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.ai_account, var.principal_id, local.roles.cognitive_services_openai_user]))
   scope              = azurerm_cognitive_account.main[0].id
   role_definition_id = local.role_id.cognitive_services_openai_user
   principal_id       = var.principal_id
@@ -164,7 +175,7 @@ resource "azurerm_role_assignment" "developer_openai_user" {
 resource "azurerm_role_assignment" "caller_queue_sender" {
   for_each = toset(var.caller_principal_ids)
 
-  name               = uuidv5("url", "${azurerm_storage_queue.main[var.queue_name].id}|${each.value}|${local.role_id.storage_queue_data_message_sender}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", ["${local.arm_id.storage_account}/queueServices/default/queues/${var.queue_name}", each.value, local.roles.storage_queue_data_message_sender]))
   scope              = azurerm_storage_queue.main[var.queue_name].id
   role_definition_id = local.role_id.storage_queue_data_message_sender
   principal_id       = each.value
@@ -174,7 +185,7 @@ resource "azurerm_role_assignment" "caller_queue_sender" {
 resource "azurerm_role_assignment" "caller_job_reader" {
   for_each = toset(var.caller_principal_ids)
 
-  name               = uuidv5("url", "${azurerm_storage_container.main[var.jobs_container_name].id}|${each.value}|${local.role_id.storage_blob_data_reader}")
+  name               = uuidv5(local.arm_guid_namespace, join("-", ["${local.arm_id.storage_account}/blobServices/default/containers/${var.jobs_container_name}", each.value, local.roles.storage_blob_data_reader]))
   scope              = azurerm_storage_container.main[var.jobs_container_name].id
   role_definition_id = local.role_id.storage_blob_data_reader
   principal_id       = each.value

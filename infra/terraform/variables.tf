@@ -27,6 +27,17 @@ variable "resource_group_name" {
   default     = ""
 }
 
+variable "resource_token" {
+  description = "Suffix of every resource name (AZURE_RESOURCE_TOKEN); empty: derived from the subscription, environment_name and location. Set it to keep the names of an environment created under another naming scheme (infra/README.md: Names)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[a-z0-9]{0,16}$", var.resource_token))
+    error_message = "resource_token must be up to 16 lowercase letters and digits."
+  }
+}
+
 # The app's AZURE_OPENAI_AUTH ways by the same names. Its third way, key (the model key in an app
 # setting), is not offered: the templates never write a key where whoever reads the site's
 # configuration reads it too; keyvault serves a model that needs a key, from Key Vault.
