@@ -41,7 +41,11 @@ class SmokeFailed(Exception):
 
 
 def read_outputs(path: Path) -> dict[str, str]:
-    """Deployment outputs from ``terraform output -json``, ``az deployment ... --query properties.outputs`` or ``azd env get-values``."""
+    """Deployment outputs from ``terraform output -json``, ``az deployment ... --query properties.outputs`` or ``azd env get-values``.
+
+    Names are read case-insensitively (returned in upper case, as declared): ARM does not keep the
+    case of output names and returns e.g. ``azurE_FUNCTION_APP_NAME`` (Azure/azure-dev#512, Azure/bicep#9360).
+    """
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
@@ -50,9 +54,9 @@ def read_outputs(path: Path) -> dict[str, str]:
         for line in text.splitlines():  # azd: NAME="value"
             name, sep, value = line.partition("=")
             if sep and name.strip():
-                found[name.strip()] = value.strip().strip('"')
+                found[name.strip().upper()] = value.strip().strip('"')
         return found
-    return {name: str(entry["value"]) if isinstance(entry, dict) else str(entry) for name, entry in data.items()}
+    return {name.upper(): str(entry["value"]) if isinstance(entry, dict) else str(entry) for name, entry in data.items()}
 
 
 def _config(args: argparse.Namespace, outputs: Mapping[str, str]) -> dict[str, str]:

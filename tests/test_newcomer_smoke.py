@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -47,12 +48,18 @@ def deployed(make_settings: Callable[..., Settings], sim: SimControl) -> Iterato
     api.stop()
 
 
+def arm_case(name: str) -> str:
+    """An output name as ARM returns it: the case of its first word changed (AZURE_X -> azurE_X; Azure/azure-dev#512)."""
+    first, sep, rest = name.partition("_")
+    return first[:-1].lower() + first[-1] + sep + rest
+
+
 def outputs_file(tmp_path: Path, shape: str, values: dict[str, str]) -> Path:
     path = tmp_path / f"outputs-{shape}"
     if shape == "terraform":
         path.write_text(json.dumps({name: {"sensitive": False, "type": "string", "value": v} for name, v in values.items()}))
-    elif shape == "az":
-        path.write_text(json.dumps({name: {"type": "String", "value": v} for name, v in values.items()}))
+    elif shape == "az":  # `az deployment sub show --query properties.outputs`, names as ARM returns them
+        path.write_text(json.dumps({arm_case(name): {"type": "String", "value": v} for name, v in values.items()}))
     else:
         path.write_text("".join(f'{name}="{v}"\n' for name, v in values.items()))
     return path
@@ -66,10 +73,42 @@ def smoke_module() -> ModuleType:
     return module
 
 
+OUTPUTS = {"AZURE_FUNCTION_URL": "https://func-abc.azurewebsites.net", "AZURE_FUNCTION_APP_NAME": "func-abc",
+           "AZURE_OPENAI_DEPLOYMENT": "gpt-image-2", "IMAGES_QUEUE": "image-jobs"}  # fmt: skip
+
+
 @pytest.mark.parametrize("shape", ["terraform", "az", "azd"])
 def test_outputs_are_read_in_the_shape_each_tool_prints(tmp_path: Path, shape: str) -> None:
-    values = {"AZURE_FUNCTION_URL": "https://func-abc.azurewebsites.net", "AZURE_OPENAI_DEPLOYMENT": "gpt-image-2", "IMAGES_QUEUE": "image-jobs"}
-    assert smoke_module().read_outputs(outputs_file(tmp_path, shape, values)) == values
+    path = outputs_file(tmp_path, shape, OUTPUTS)
+    if shape == "az":
+        assert "azurE_FUNCTION_APP_NAME" in path.read_text(), "the names as ARM returns them"
+    assert smoke_module().read_outputs(path) == OUTPUTS
+
+
+def _readme_out_helpers() -> list[str]:
+    helpers = []
+    for readme in (ROOT / "README.md", ROOT / "infra" / "README.md"):
+        helpers += re.findall(r"(?m)^out\(\) \{.*; \}", readme.read_text(encoding="utf-8"))
+    return helpers
+
+
+@pytest.mark.parametrize("shape", ["terraform", "az"])
+def test_the_readmes_out_helper_reads_output_names_in_any_case(tmp_path: Path, shape: str) -> None:
+    """The `out NAME` helper both READMEs define, run by bash on outputs as each tool writes them."""
+    helpers = _readme_out_helpers()
+    assert len(helpers) >= 3 and len(set(helpers)) == 1, f"one out() helper, the same in every place: {helpers}"
+    (tmp_path / "outputs.json").write_text(outputs_file(tmp_path, shape, OUTPUTS).read_text())
+    script = f"{helpers[0]}\nout AZURE_FUNCTION_APP_NAME\nout IMAGES_QUEUE\n"
+    run = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["func-abc", "image-jobs"]
+
+
+def test_no_readme_reads_an_output_by_its_exact_name() -> None:
+    """`--query properties.outputs.NAME` (JMESPath) is case-sensitive and finds nothing where ARM changed the case."""
+    for readme in (ROOT / "README.md", ROOT / "infra" / "README.md"):
+        text = readme.read_text(encoding="utf-8")
+        assert not re.search(r"properties\.outputs\.[A-Z$]", text), f"{readme.name} reads an output by its exact name"
 
 
 def test_smoke_test_generates_one_image_and_runs_one_queued_job_from_the_outputs(
