@@ -646,3 +646,21 @@ def test_skip_reasons_and_comments_state_what_azure_does() -> None:
         comment = text[: text.index(marker)].rsplit("\n\n", 1)[-1]
         assert "user delegation" in comment and "account key" in comment, f"{_rel(path)}: {comment}"
         assert "log longer ones" not in comment
+
+
+def test_the_tfvars_example_suggests_only_values_the_variables_accept(terraform: dict[str, dict[str, Any]]) -> None:
+    """Finding: terraform.tfvars.example suggested auth_mode = "keyless", which the validation refuses."""
+    allowed: dict[str, list[str]] = {}
+    for block in _tf_blocks(terraform, "variable"):
+        for name, body in _fields(block).items():
+            for validation in body.get("validation", []):
+                found = re.search(r"contains\(\[(.*?)\], var\.(\w+)\)", validation["condition"])
+                if found and found.group(2) == name:
+                    allowed[name] = json.loads(f"[{found.group(1)}]")
+    assert {"auth_mode", "image_model_name", "storage_replication_type"} <= set(allowed)
+    example = (TERRAFORM / "terraform.tfvars.example").read_text(encoding="utf-8")
+    suggested = re.findall(r'(?m)^#?\s*(\w+)\s*=\s*"([^"]*)"', example)
+    assert ("auth_mode", "entra") in suggested
+    for name, value in suggested:
+        if name in allowed:
+            assert value in allowed[name], f"terraform.tfvars.example suggests {name} = {value!r}; allowed: {allowed[name]}"

@@ -71,6 +71,8 @@ AZURERM_LATER = {
     ("azurerm_key_vault", "rbac_authorization_enabled"): ("4.42.0", "docs r/key_vault at v4.42.0"),
     ("azurerm_storage_queue", "storage_account_id"): ("4.46.0", "CHANGELOG-v4 4.46.0 (#28752)"),
     ("azurerm_application_insights", "local_authentication_enabled"): ("4.78.0", "docs r/application_insights at v4.78.0 (#32634)"),
+    ("provider azurerm", "features.storage"): ("4.9.0", "CHANGELOG-v4 4.9.0 (#27818)"),
+    ("provider azurerm", "features.storage.data_plane_available"): ("4.9.0", "CHANGELOG-v4 4.9.0 (#27818)"),
 }
 # Argument values that a release must know too: {(resource, argument, value): (first release, source)}.
 AZURERM_VALUES = {
@@ -180,3 +182,25 @@ def test_azapi_pin_admits_what_is_used() -> None:
     too_new = [feature for feature, version in used.items() if _version(version)[:2] > pin]
     assert not too_new, f"azapi pin admits releases without {too_new}"
 
+
+
+# Resources and blocks that only the storage data plane serves: with data_plane_available = false
+# azurerm refuses queue_properties and static_website, and these would need a data role.
+DATA_PLANE_ONLY = {"azurerm_storage_blob", "azurerm_storage_share", "azurerm_storage_table", "azurerm_storage_data_lake_gen2_filesystem",
+                   "azurerm_storage_account_queue_properties", "azurerm_storage_account_static_website"}  # fmt: skip
+
+
+def test_every_storage_call_of_terraform_stays_on_arm() -> None:
+    """Finding 1: azurerm read the account's queue properties with the deployer's token, which an Owner lacks."""
+    terraform = parse_terraform()
+    [provider] = [_fields(block)["azurerm"] for block in _tf_blocks(terraform, "provider") if "azurerm" in _fields(block)]
+    [features] = provider["features"]
+    [storage] = features["storage"]
+    assert storage["data_plane_available"] is False
+    resources = _tf_resources(terraform)
+    assert not {name.split(".")[0] for name in resources} & DATA_PLANE_ONLY
+    account = resources["azurerm_storage_account.main"]
+    assert "queue_properties" not in account and "static_website" not in account
+    for name, body in resources.items():
+        if name.startswith(("azurerm_storage_container.", "azurerm_storage_queue.")):
+            assert "storage_account_id" in body and "storage_account_name" not in body, f"{name}: the ARM form"

@@ -90,7 +90,6 @@ OUTSIDE_THE_TEMPLATES: list[Row] = [
     (CALLER, "none: the function key", "the function app", "calling the HTTP API", YOU, "header `x-functions-key`, from `az functionapp keys list`"),
     (CALLER, "Storage Queue Data Message Processor", "the results queue", "`IMAGES_RESULTS_QUEUE` set", YOU, "reads and deletes result notifications"),
     (DEPLOYER, "Contributor and Role Based Access Control Administrator (or Owner)", "subscription", "always", YOU, "creates the resource group, the resources and the role assignments"),
-    (DEPLOYER, "Storage Blob Data Reader and Storage Queue Data Reader", "storage account", "Terraform, if `apply` fails with 403", YOU, "azurerm reads the data plane with your login (shared keys are off)"),
 ]
 IDENTITIES = {
     APP: "**app**: the app's user-assigned managed identity (`id-<token>`), which the app, the Functions host and the platform all use",

@@ -21,11 +21,21 @@ provider "azurerm" {
   # Empty: taken from ARM_SUBSCRIPTION_ID (azd and `az login` users set it, see infra/README.md).
   subscription_id = var.subscription_id == "" ? null : var.subscription_id
 
-  # Shared keys are disabled on the storage account, so any data-plane call the provider
-  # makes (container and queue availability polls) must use Entra ID.
+  # Shared keys are disabled on the storage account, so a data-plane call, should the provider
+  # make one, uses Entra ID rather than a key.
   storage_use_azuread = true
 
   features {
+    storage {
+      # Every storage call stays on ARM, where the deployer's Contributor role suffices. With the
+      # data plane "available" (the 4.x default), azurerm reads the account's queue properties with
+      # the deployer's Entra token, which needs a data role an Owner or Contributor lacks: the
+      # first apply fails at the storage account, which is then tainted and recreated, losing the
+      # role just granted (hashicorp/terraform-provider-azurerm#29984, #33454). The containers and
+      # queues here are ARM resources (storage_account_id) and no queue_properties or
+      # static_website block is used, which this setting would refuse.
+      data_plane_available = false
+    }
     key_vault {
       # Purge protection is on; a purge would fail anyway.
       purge_soft_delete_on_destroy = false
