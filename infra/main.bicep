@@ -60,21 +60,25 @@ param imageModelVersion string = ''
 @description('Deployment name; empty: the model name.')
 param imageDeploymentName string = ''
 
-@description('Deployment type (SKU) of the model deployment.')
+@description('Deployment type (SKU) of the model deployment: one Azure offers the model in (GlobalStandard; DataZoneStandard for gpt-image-1.5 and gpt-image-2).')
 param imageDeploymentSku string = 'GlobalStandard'
 
-@description('Capacity of the model deployment (image models are metered in small units).')
+@description('Capacity of the model deployment in units of 3 requests per minute.')
 @minValue(1)
 param imageDeploymentCapacity int = 1
 
 @description('Deployment type (SKU) of a second deployment of the same model, which the app fails over to (e.g. DataZoneStandard); empty: none. README: Pools and cost.')
 param fallbackDeploymentSku string = ''
 
-@description('Requests per minute of the model deployment and of the fallback (their quotas): the pool never calls one beyond it.')
+@description('Capacity of the fallback deployment, its own (a DataZone allowance is smaller than the Global Standard one).')
 @minValue(1)
-param imageDeploymentRpm int = 6
-@minValue(1)
-param fallbackDeploymentRpm int = 2
+param fallbackDeploymentCapacity int = 1
+
+@description('Requests per minute the pool sends the model deployment and the fallback at most; 0: the capacity times 3.')
+@minValue(0)
+param imageDeploymentRpm int = 0
+@minValue(0)
+param fallbackDeploymentRpm int = 0
 
 param imagesContainerName string = 'images'
 param jobsContainerName string = 'image-jobs'
@@ -150,6 +154,25 @@ var imageModelVersions = {
   'gpt-image-2': '2026-04-21'
 }
 var modelVersion = empty(imageModelVersion) ? imageModelVersions[imageModelName] : imageModelVersion
+// The deployment types Azure offers each model in, as '<model> <type>' (the rows' quota tables;
+// tests/test_infra_models.py keeps this table, Terraform's and the rows equal). Looking a pair up
+// here stops a deployment that asks for one Azure does not offer before anything is created, with
+// ARM naming the pairs that exist ("The language expression property '...' doesn't exist,
+// available properties are ..."), instead of a half-finished deployment.
+var offeredDeployments = {
+  'gpt-image-1-mini GlobalStandard': 'GlobalStandard'
+  'gpt-image-1.5 GlobalStandard': 'GlobalStandard'
+  'gpt-image-1.5 DataZoneStandard': 'DataZoneStandard'
+  'gpt-image-2 GlobalStandard': 'GlobalStandard'
+  'gpt-image-2 DataZoneStandard': 'DataZoneStandard'
+}
+var deploymentSku = offeredDeployments['${imageModelName} ${imageDeploymentSku}']
+var fallbackSku = empty(fallbackDeploymentSku) ? '' : offeredDeployments['${imageModelName} ${fallbackDeploymentSku}']
+// An image deployment's capacity unit is 3 requests per minute (Learn, quotas and limits: "2
+// capacity units (6 requests per minute)"): the pool never sends a deployment more than that.
+var rpmPerCapacityUnit = 3
+var primaryRpm = imageDeploymentRpm > 0 ? imageDeploymentRpm : imageDeploymentCapacity * rpmPerCapacityUnit
+var fallbackRpm = fallbackDeploymentRpm > 0 ? fallbackDeploymentRpm : fallbackDeploymentCapacity * rpmPerCapacityUnit
 var createAiAccount = empty(existingOpenAiEndpoint)
 var useKeyVault = authMode == 'keyvault'
 var deploymentName = empty(imageDeploymentName) ? imageModelName : imageDeploymentName
@@ -165,8 +188,8 @@ var openAiEndpoint = createAiAccount ? 'https://${aiAccountName}.openai.azure.co
 var fallbackDeploymentName = createAiAccount && !empty(fallbackDeploymentSku) ? '${deploymentName}-fallback' : ''
 var imagesBackends = empty(fallbackDeploymentName) ? '' : string({
   '${deploymentName}': [
-    { endpoint: openAiEndpoint, deployment: deploymentName, rpm: imageDeploymentRpm, priority: 0 }
-    { endpoint: openAiEndpoint, deployment: fallbackDeploymentName, rpm: fallbackDeploymentRpm, priority: 1 }
+    { endpoint: openAiEndpoint, deployment: deploymentName, rpm: primaryRpm, priority: 0 }
+    { endpoint: openAiEndpoint, deployment: fallbackDeploymentName, rpm: fallbackRpm, priority: 1 }
   ]
 })
 var keyVaultEndpoint = useKeyVault ? 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/' : ''
@@ -245,10 +268,12 @@ module ai 'core/ai.bicep' = if (createAiAccount) {
     deploymentName: deploymentName
     modelName: imageModelName
     modelVersion: modelVersion
-    skuName: imageDeploymentSku
+    skuName: deploymentSku
     capacity: imageDeploymentCapacity
     fallbackDeploymentName: fallbackDeploymentName
-    fallbackSkuName: fallbackDeploymentSku
+    fallbackSkuName: fallbackSku
+    fallbackCapacity: fallbackDeploymentCapacity
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 
-from test_infra import INFRA, TERRAFORM, _fields, _tf_locals, parse_bicep, parse_terraform
+from test_infra import INFRA, TERRAFORM, _fields, _tf_locals, _tf_resources, parse_bicep, parse_terraform
+from test_infra_flex import _plain
 
-from shared.models import BY_NAME, IAC_DEFAULT_MODEL, iac_versions
+from shared.models import BY_NAME, IAC_DEFAULT_MODEL, iac_skus, iac_versions
 
 
 def _bicep_main() -> tuple[str, dict]:
@@ -73,3 +74,88 @@ def test_the_default_model_needs_no_registration_and_takes_new_customers() -> No
     assert not default.registration and default.no_new_customers is None
     readme = (INFRA / "README.md").read_text(encoding="utf-8")
     assert f"`{IAC_DEFAULT_MODEL}`" in readme and default.version and default.version in readme
+
+
+# --- deployment types, capacity, upgrades ---------------------------------------------------------
+
+
+def test_both_accept_each_model_only_in_the_deployment_types_its_row_lists() -> None:
+    """Finding 3: gpt-image-1-mini has no DataZone offering, and nothing checked the (model, SKU) pair."""
+    assert iac_skus()["gpt-image-1-mini"] == ("GlobalStandard",)
+    _, ast = _bicep_main()
+    offered = {key.strip("'"): value for key, value in ast["variables"]["offeredDeployments"]["value"].items()}
+    assert offered == {f"{model} {sku}": sku for model, skus in iac_skus().items() for sku in skus}
+    text = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert "var deploymentSku = offeredDeployments['${imageModelName} ${imageDeploymentSku}']" in text
+    assert "offeredDeployments['${imageModelName} ${fallbackDeploymentSku}']" in text
+    assert re.search(r"(?m)^    skuName: deploymentSku$", text) and re.search(r"(?m)^    fallbackSkuName: fallbackSku$", text)
+
+    table = {key.strip('"'): [sku.strip('"') for sku in skus] for key, skus in _fields(_tf_locals(parse_terraform())["image_model_skus"]).items()}
+    assert {model: tuple(skus) for model, skus in table.items()} == iac_skus()
+    resources = _tf_resources(parse_terraform())
+    for name, sku in (("image", "var.image_deployment_sku"), ("fallback", "var.fallback_deployment_sku")):
+        [lifecycle] = resources[f"azurerm_cognitive_deployment.{name}"]["lifecycle"]
+        [precondition] = lifecycle["precondition"]
+        assert precondition["condition"] == f"${{contains(local.image_model_skus[var.image_model_name], {sku})}}", name
+
+
+def test_the_fallback_has_a_capacity_of_its_own_and_the_pool_follows_the_capacities() -> None:
+    """Finding 3: the fallback reused the primary's capacity; the pool's RPM ignored both."""
+    text = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    ai = (INFRA / "core" / "ai.bicep").read_text(encoding="utf-8")
+    assert re.search(r"(?m)^    fallbackCapacity: fallbackDeploymentCapacity$", text)
+    fallback = re.search(r"(?ms)^resource fallback .*?^}", ai)
+    assert fallback and "capacity: fallbackCapacity" in fallback.group()
+    assert "var primaryRpm = imageDeploymentRpm > 0 ? imageDeploymentRpm : imageDeploymentCapacity * rpmPerCapacityUnit" in text
+    assert "var fallbackRpm = fallbackDeploymentRpm > 0 ? fallbackDeploymentRpm : fallbackDeploymentCapacity * rpmPerCapacityUnit" in text
+    assert "rpm: primaryRpm" in text and "rpm: fallbackRpm" in text and "var rpmPerCapacityUnit = 3" in text
+
+    resources = _tf_resources(parse_terraform())
+    [sku] = resources["azurerm_cognitive_deployment.fallback"]["sku"]
+    assert sku["capacity"] == "${var.fallback_deployment_capacity}"
+    locals_ = _tf_locals(parse_terraform())
+    assert locals_["rpm_per_capacity_unit"] == 3
+    assert locals_["fallback_rpm"] == "${var.fallback_deployment_rpm > 0 ? var.fallback_deployment_rpm : var.fallback_deployment_capacity * local.rpm_per_capacity_unit}"
+    assert "rpm = local.image_deployment_rpm" in locals_["images_backends"] and "rpm = local.fallback_rpm" in locals_["images_backends"]
+
+
+def test_deployments_keep_their_version_until_it_retires_in_both() -> None:
+    """Rules are per family: a deployment that upgraded itself within two weeks of a new default could outrun them."""
+    ai = (INFRA / "core" / "ai.bicep").read_text(encoding="utf-8")
+    assert "var versionUpgradeOption = 'OnceCurrentVersionExpired'" in ai
+    assert ai.count("versionUpgradeOption: versionUpgradeOption") == 2
+    resources = _tf_resources(parse_terraform())
+    for name in ("image", "fallback"):
+        assert resources[f"azurerm_cognitive_deployment.{name}"]["version_upgrade_option"] == '"OnceCurrentVersionExpired"'
+
+
+# --- the AI account, and its key out of the Terraform state ------------------------------------------
+
+
+def test_the_ai_account_is_the_same_in_both() -> None:
+    """Terraform's account is an azapi resource (so azurerm cannot read its keys into the state): the Bicep body exactly."""
+    bicep = parse_bicep()[INFRA / "core" / "ai.bicep"]["resources"]["account"]["config"]
+    azapi = _tf_resources(parse_terraform())["azapi_resource.ai_account"]
+    body = _plain(azapi["body"])
+    assert body["kind"] == bicep["kind"] == "AIServices" and body["sku"] == bicep["sku"]
+    assert set(body["properties"]) == set(bicep["properties"])
+    assert body["properties"]["customSubDomainName"] == "${local.ai_account_name}"
+    assert body["properties"]["disableLocalAuth"] == "${!local.use_key_vault}"
+    assert body["properties"]["networkAcls"] == bicep["properties"]["networkAcls"]
+    assert _plain(azapi["type"]).split("@")[0] == "Microsoft.CognitiveServices/accounts"
+
+
+def test_no_model_key_reaches_the_terraform_state() -> None:
+    """Finding: primary_access_key put the key in the state, and azurerm_cognitive_account reads keys on every refresh."""
+    text = "\n".join(path.read_text(encoding="utf-8") for path in sorted(TERRAFORM.glob("*.tf")))
+    code = re.sub(r"(?m)#.*$", "", text)
+    assert "primary_access_key" not in code and "secondary_access_key" not in code
+    assert not re.search(r'resource "azurerm_cognitive_account"', code), "azurerm stores the keys of an account with local auth"
+    resources = _tf_resources(parse_terraform())
+    secret = resources["azapi_resource.api_key_secret"]
+    assert "value" not in str(secret["body"]), "the key goes in sensitive_body (write-only), never in body"
+    value = secret["sensitive_body"]["properties"]["value"]
+    assert value == "${local.create_ai_account ? ephemeral.azapi_resource_action.ai_keys[0].output.key1 : var.existing_openai_api_key}"
+    assert re.search(r'(?ms)^ephemeral "azapi_resource_action" "ai_keys" \{.*?action\s+= "listKeys"', code)
+    variable = re.search(r'(?ms)^variable "existing_openai_api_key" \{.*?^\}', code)
+    assert variable and re.search(r"ephemeral\s+= true", variable.group()), "the pasted key stays out of the plan and the state"

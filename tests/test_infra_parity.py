@@ -31,7 +31,7 @@ from test_infra import INFRA, TERRAFORM, _fields, _tf_locals, _tf_resources, par
 
 # ---------------------------------------------------------------- ARM's naming functions
 
-AI_ACCOUNT = "azurerm_cognitive_account.main"  # the Terraform resource of the AI account
+AI_ACCOUNT = "azapi_resource.ai_account"  # the Terraform resource of the AI account
 
 # The issue's example and a few subscriptions, all in the same environment and region.
 SUBSCRIPTIONS = [
@@ -478,7 +478,6 @@ TERRAFORM_TO_ARM = {
     "azurerm_storage_queue": {"Microsoft.Storage/storageAccounts/queueServices/queues"},
     "azurerm_storage_management_policy": {"Microsoft.Storage/storageAccounts/managementPolicies"},
     "azurerm_monitor_diagnostic_setting": {"Microsoft.Insights/diagnosticSettings"},
-    "azurerm_cognitive_account": {"Microsoft.CognitiveServices/accounts"},
     "azurerm_cognitive_deployment": {"Microsoft.CognitiveServices/accounts/deployments"},
     "azurerm_key_vault": {"Microsoft.KeyVault/vaults"},
     "azurerm_service_plan": {"Microsoft.Web/serverfarms"},
@@ -523,6 +522,8 @@ def test_bicep_and_terraform_create_the_same_kinds_of_resources() -> None:
     terraform = set()
     for name, body in _tf_resources(parse_terraform()).items():
         kind = name.split(".")[0]
+        if kind == "azapi_resource_action":  # an action (the purge after destroy), no resource
+            continue
         if kind == "azapi_resource":
             terraform.add(_unquote_type(body["type"]))
         else:
@@ -536,7 +537,7 @@ def _unquote_type(value: str) -> str:
 
 
 def test_audit_and_access_logs_go_to_log_analytics_for_the_same_things_in_both() -> None:
-    """Storage blob and queue access, and the vault's AuditEvent (PSRule Azure.KeyVault.Logs), in both templates."""
+    """Storage blob and queue access, the vault's AuditEvent (PSRule Azure.KeyVault.Logs) and the AI account's Audit, in both."""
     bicep = {}
     for resource in _bicep_resources().values():
         if resource["type"] == "Microsoft.Insights/diagnosticSettings":
@@ -550,12 +551,14 @@ def test_audit_and_access_logs_go_to_log_analytics_for_the_same_things_in_both()
             targets = re.findall(r'"(\w+Services)"', str(body.get("for_each", ""))) or [_scope_kind(body["target_resource_id"])]
             terraform.update(dict.fromkeys(targets, categories))
     assert bicep.get("vault") == ["AuditEvent"], "Key Vault audit logs (PSRule Azure.KeyVault.Logs)"
+    assert bicep.get("ai account") == ["Audit", "RequestResponse"], "the AI account's audit and request logs"
     assert bicep == terraform
     assert bicep["blobServices"] == bicep["queueServices"] == ["StorageDelete", "StorageRead", "StorageWrite"]
 
 
 def _scope_kind(scope: str) -> str:
-    for needle, kind in (("blobService", "blobServices"), ("queueService", "queueServices"), ("vault", "vault"), ("key_vault", "vault")):
+    for needle, kind in (("blobService", "blobServices"), ("queueService", "queueServices"), ("vault", "vault"), ("key_vault", "vault"),
+                         ("ai_account", "ai account"), ('"account"', "ai account")):  # fmt: skip
         if needle in scope:
             return kind
     raise AssertionError(f"unknown diagnostic target {scope}")
@@ -570,7 +573,7 @@ BICEP_SCOPES = {"containers": "container", "storageAccount": "account", "queues"
 # The first needle found names the scope, so the particular ones (one queue, one container) come first.
 TERRAFORM_SCOPES = {"azurerm_storage_queue.main[var.queue_name]": "job queue", "azurerm_storage_container.main[var.jobs_container_name]": "jobs container",
                     "azurerm_storage_container": "container", "azurerm_storage_account": "account", "azurerm_storage_queue": "queue",
-                    "azurerm_application_insights": "app insights", "local.secret_scope": "secret", "azurerm_cognitive_account": "ai account"}  # fmt: skip
+                    "azurerm_application_insights": "app insights", "local.secret_scope": "secret", "azapi_resource.ai_account": "ai account"}  # fmt: skip
 BICEP_LOOPS = {"writableContainers": "every container", "developerContainers": "app and host containers", "queueNames": "every queue",
                "callerPrincipalIds": "every caller"}  # fmt: skip
 TERRAFORM_LOOPS = {"local.container_names": "every container", "local.developer_containers": "app and host containers",

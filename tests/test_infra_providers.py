@@ -90,6 +90,7 @@ AZURERM_DEPRECATED = {
 # azapi: what these files use beyond azapi_resource's 2.0 schema.
 AZAPI_LATER = {
     "sensitive_body": ("2.4.0", "Azure/terraform-provider-azapi CHANGELOG v2.4.0"),
+    'ephemeral "azapi_resource_action"': ("2.3.0", "Azure/terraform-provider-azapi CHANGELOG v2.3.0 (New Ephemeral Resource)"),
 }
 
 
@@ -176,6 +177,7 @@ def test_azapi_pin_admits_what_is_used() -> None:
     pin = _pin("azapi")
     used = {feature: version for feature, (version, _) in AZAPI_LATER.items() if re.search(rf"(?m)^[^#]*{re.escape(feature)}", text)}
     assert "sensitive_body" in used, "the vault secret is written through sensitive_body"
+    assert 'ephemeral "azapi_resource_action"' in used, "the new account's key is read without storing it"
     assert not re.search(r"(?m)^[^#]*provider::azapi::unique_string", text), (
         "azapi's unique_string is not ARM's uniqueString for every input (tests/test_infra_parity.py): names come from uuidv5"
     )

@@ -1,5 +1,5 @@
-// An Azure AI Services account with one gpt-image deployment. Created only when no
-// existing endpoint is given. Keyless (the default) turns local auth off, so the only
+// An Azure AI Services account with one gpt-image deployment (and an optional fallback of
+// another deployment type). Created only when no existing endpoint is given. Keyless (the default) turns local auth off, so the only
 // way in is Entra ID (Cognitive Services OpenAI User); the keyvault way keeps keys on
 // because the key is what the vault holds.
 
@@ -21,6 +21,21 @@ param capacity int = 1
 @description('A second deployment of the same model (another SKU), the fallback of the pool; empty: none.')
 param fallbackDeploymentName string = ''
 param fallbackSkuName string = ''
+
+@description('Capacity of the fallback, its own: a DataZone allowance is smaller than the Global Standard one.')
+@minValue(1)
+param fallbackCapacity int = 1
+
+@description('Log Analytics workspace receiving the account\'s audit and request logs.')
+param logAnalyticsWorkspaceId string
+
+// OnceCurrentVersionExpired: the deployment keeps the version the app's rules were written for
+// (rules are per family, and a new default version may change what the model accepts), and moves
+// to the model's default version only when that version retires, instead of stopping
+// (NoAutoUpgrade) or changing under the app within two weeks of a new default
+// (OnceNewDefaultVersionAvailable). Learn: Azure OpenAI model versions, "How model versions work".
+// The app warns before a family retires (shared/models/lifecycle.py).
+var versionUpgradeOption = 'OnceCurrentVersionExpired'
 
 resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
   name: name
@@ -57,7 +72,7 @@ resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01
       name: modelName
       version: modelVersion
     }
-    versionUpgradeOption: 'OnceNewDefaultVersionAvailable'
+    versionUpgradeOption: versionUpgradeOption
   }
 }
 
@@ -67,7 +82,7 @@ resource fallback 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' 
   name: empty(fallbackDeploymentName) ? 'none' : fallbackDeploymentName
   sku: {
     name: empty(fallbackSkuName) ? skuName : fallbackSkuName
-    capacity: capacity
+    capacity: fallbackCapacity
   }
   properties: {
     model: {
@@ -75,11 +90,30 @@ resource fallback 'Microsoft.CognitiveServices/accounts/deployments@2024-10-01' 
       name: modelName
       version: modelVersion
     }
-    versionUpgradeOption: 'OnceNewDefaultVersionAvailable'
+    versionUpgradeOption: versionUpgradeOption
   }
   dependsOn: [
     deployment
   ]
+}
+
+// Who managed the account, who called the model and how it answered (no prompts, no images).
+resource auditLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-logs'
+  scope: account
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'Audit'
+        enabled: true
+      }
+      {
+        category: 'RequestResponse'
+        enabled: true
+      }
+    ]
+  }
 }
 
 output name string = account.name

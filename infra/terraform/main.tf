@@ -189,43 +189,91 @@ resource "azurerm_storage_management_policy" "main" {
 
 # ---- the model: a new AI Services account with one gpt-image deployment ----
 
-resource "azurerm_cognitive_account" "main" {
+# An azapi resource, like infra/core/ai.bicep, rather than azurerm_cognitive_account: azurerm reads
+# the account's keys into the state on every refresh whenever local auth is on (the keyvault
+# way), so the model key would sit in the state file. Here nothing in the state holds it: the
+# vault secret gets it from an ephemeral listKeys (below) through a write-only argument.
+resource "azapi_resource" "ai_account" {
   count = local.create_ai_account ? 1 : 0
 
-  name                = local.ai_account_name
-  location            = var.ai_location == "" ? azurerm_resource_group.main.location : var.ai_location
-  resource_group_name = azurerm_resource_group.main.name
-  kind                = "AIServices"
-  sku_name            = "S0"
-  # Entra ID tokens need a custom subdomain.
-  custom_subdomain_name = local.ai_account_name
-  # Keyless: Entra ID only. The keyvault way keeps keys on: the key is what the vault holds.
-  local_auth_enabled            = local.use_key_vault
-  public_network_access_enabled = true
-  tags                          = local.tags
+  type      = "Microsoft.CognitiveServices/accounts@2024-10-01"
+  name      = local.ai_account_name
+  parent_id = azurerm_resource_group.main.id
+  location  = var.ai_location == "" ? azurerm_resource_group.main.location : var.ai_location
+  tags      = local.tags
 
   identity {
     type = "SystemAssigned"
   }
+
+  body = {
+    kind = "AIServices"
+    sku = {
+      name = "S0"
+    }
+    properties = {
+      # Entra ID tokens need a custom subdomain.
+      customSubDomainName = local.ai_account_name
+      # Keyless: Entra ID only. The keyvault way keeps keys on: the key is what the vault holds.
+      disableLocalAuth    = !local.use_key_vault
+      publicNetworkAccess = "Enabled"
+      networkAcls = {
+        defaultAction = "Allow"
+      }
+    }
+  }
+
+  # Destroyed first, then purged (below): a soft-deleted account holds its name for 48 hours,
+  # and the next apply of the same environment would fail on it.
+  depends_on = [azapi_resource_action.purge_ai_account]
 }
 
-# A fallback deployment makes the deployment name a pool of two (shared/pool/config.py).
+# After `terraform destroy` deletes the account, purge its soft-deleted copy, as azurerm's
+# cognitive_account.purge_soft_delete_on_destroy did, so the environment can be applied again.
+resource "azapi_resource_action" "purge_ai_account" {
+  count = local.create_ai_account ? 1 : 0
+
+  type        = "Microsoft.CognitiveServices/locations/resourceGroups/deletedAccounts@2024-10-01"
+  resource_id = "${local.subscription_id}/providers/Microsoft.CognitiveServices/locations/${var.ai_location == "" ? var.location : var.ai_location}/resourceGroups/${local.resource_group_name}/deletedAccounts/${local.ai_account_name}"
+  method      = "DELETE"
+  when        = "destroy"
+}
+
 locals {
+  # The deployment types Azure offers each model in (the rows of shared/models/families.py;
+  # tests/test_infra_models.py keeps this table, Bicep's and the rows equal).
+  image_model_skus = {
+    "gpt-image-1-mini" = ["GlobalStandard"]
+    "gpt-image-1.5"    = ["GlobalStandard", "DataZoneStandard"]
+    "gpt-image-2"      = ["GlobalStandard", "DataZoneStandard"]
+  }
+  # An image deployment's capacity unit is 3 requests per minute (Learn, quotas and limits: "2
+  # capacity units (6 requests per minute)"): the pool never sends a deployment more than that.
+  rpm_per_capacity_unit = 3
+  image_deployment_rpm  = var.image_deployment_rpm > 0 ? var.image_deployment_rpm : var.image_deployment_capacity * local.rpm_per_capacity_unit
+  fallback_rpm          = var.fallback_deployment_rpm > 0 ? var.fallback_deployment_rpm : var.fallback_deployment_capacity * local.rpm_per_capacity_unit
+  # A fallback deployment makes the deployment name a pool of two (shared/pool/config.py).
   fallback_deployment_name = local.create_ai_account && var.fallback_deployment_sku != "" ? "${local.deployment_name}-fallback" : ""
   images_backends = local.fallback_deployment_name == "" ? "" : jsonencode({
     (local.deployment_name) = [
-      { endpoint = local.openai_endpoint, deployment = local.deployment_name, rpm = var.image_deployment_rpm, priority = 0 },
-      { endpoint = local.openai_endpoint, deployment = local.fallback_deployment_name, rpm = var.fallback_deployment_rpm, priority = 1 },
+      { endpoint = local.openai_endpoint, deployment = local.deployment_name, rpm = local.image_deployment_rpm, priority = 0 },
+      { endpoint = local.openai_endpoint, deployment = local.fallback_deployment_name, rpm = local.fallback_rpm, priority = 1 },
     ]
   })
 }
 
+# versionUpgradeOption OnceCurrentVersionExpired: the deployment keeps the version the app's
+# rules were written for (rules are per family, and a new default version may change what the
+# model accepts), and moves to the model's default version only when that version retires,
+# instead of stopping (NoAutoUpgrade) or changing under the app within two weeks of a new
+# default (OnceNewDefaultVersionAvailable). Learn: Azure OpenAI model versions, "How model
+# versions work". The app warns before a family retires (shared/models/lifecycle.py).
 resource "azurerm_cognitive_deployment" "image" {
   count = local.create_ai_account ? 1 : 0
 
   name                   = local.deployment_name
-  cognitive_account_id   = azurerm_cognitive_account.main[0].id
-  version_upgrade_option = "OnceNewDefaultVersionAvailable"
+  cognitive_account_id   = azapi_resource.ai_account[0].id
+  version_upgrade_option = "OnceCurrentVersionExpired"
 
   model {
     format  = "OpenAI"
@@ -237,14 +285,21 @@ resource "azurerm_cognitive_deployment" "image" {
     name     = var.image_deployment_sku
     capacity = var.image_deployment_capacity
   }
+
+  lifecycle {
+    precondition {
+      condition     = contains(local.image_model_skus[var.image_model_name], var.image_deployment_sku)
+      error_message = "${var.image_model_name} is not offered as ${var.image_deployment_sku}; its deployment types: ${join(", ", local.image_model_skus[var.image_model_name])}."
+    }
+  }
 }
 
 resource "azurerm_cognitive_deployment" "fallback" {
   count = local.fallback_deployment_name == "" ? 0 : 1
 
   name                   = local.fallback_deployment_name
-  cognitive_account_id   = azurerm_cognitive_account.main[0].id
-  version_upgrade_option = "OnceNewDefaultVersionAvailable"
+  cognitive_account_id   = azapi_resource.ai_account[0].id
+  version_upgrade_option = "OnceCurrentVersionExpired"
 
   model {
     format  = "OpenAI"
@@ -252,13 +307,39 @@ resource "azurerm_cognitive_deployment" "fallback" {
     version = local.image_model_version
   }
 
+  # Its own capacity: a DataZone allowance is smaller than the Global Standard one, so the
+  # primary's capacity could exceed it.
   sku {
     name     = var.fallback_deployment_sku
-    capacity = var.image_deployment_capacity
+    capacity = var.fallback_deployment_capacity
+  }
+
+  lifecycle {
+    precondition {
+      condition     = contains(local.image_model_skus[var.image_model_name], var.fallback_deployment_sku)
+      error_message = "${var.image_model_name} is not offered as ${var.fallback_deployment_sku}; its deployment types: ${join(", ", local.image_model_skus[var.image_model_name])}."
+    }
   }
 
   # Deployments of one account are created one at a time.
   depends_on = [azurerm_cognitive_deployment.image]
+}
+
+# Who managed the account, who called the model and how it answered (no prompts, no images).
+resource "azurerm_monitor_diagnostic_setting" "ai_account" {
+  count = local.create_ai_account ? 1 : 0
+
+  name                       = "audit-logs"
+  target_resource_id         = azapi_resource.ai_account[0].id
+  log_analytics_workspace_id = azurerm_log_analytics_workspace.main.id
+
+  enabled_log {
+    category = "Audit"
+  }
+
+  enabled_log {
+    category = "RequestResponse"
+  }
 }
 
 # ---- the keyvault way: the model key in a vault (RBAC mode, purge protection) ----
@@ -287,7 +368,7 @@ resource "azurerm_key_vault" "main" {
 # Written through ARM (control plane), like the Bicep template: Terraform needs neither a
 # data-plane role on the vault nor a network path to it. The value is write-only
 # (sensitive_body); after regenerating the model key, re-run with
-# -replace=azapi_resource.api_key_secret[0].
+# -replace='azapi_resource.api_key_secret[0]'.
 resource "azapi_resource" "api_key_secret" {
   count = local.use_key_vault ? 1 : 0
 
@@ -307,11 +388,24 @@ resource "azapi_resource" "api_key_secret" {
     }
   }
 
+  # Write-only (never in the state or the plan): the new account's key from an ephemeral
+  # listKeys, or the existing endpoint's key from an ephemeral variable.
   sensitive_body = {
     properties = {
-      value = local.create_ai_account ? azurerm_cognitive_account.main[0].primary_access_key : var.existing_openai_api_key
+      value = local.create_ai_account ? ephemeral.azapi_resource_action.ai_keys[0].output.key1 : var.existing_openai_api_key
     }
   }
+}
+
+# The account's keys, read when the secret is written and never stored.
+ephemeral "azapi_resource_action" "ai_keys" {
+  count = local.use_key_vault && local.create_ai_account ? 1 : 0
+
+  type                   = "Microsoft.CognitiveServices/accounts@2024-10-01"
+  resource_id            = azapi_resource.ai_account[0].id
+  action                 = "listKeys"
+  method                 = "POST"
+  response_export_values = ["key1"]
 }
 
 # Who read, wrote or deleted what, through Azure Monitor (classic Storage Analytics logging

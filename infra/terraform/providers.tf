@@ -40,9 +40,6 @@ provider "azurerm" {
       # Purge protection is on; a purge would fail anyway.
       purge_soft_delete_on_destroy = false
     }
-    cognitive_account {
-      purge_soft_delete_on_destroy = true
-    }
   }
 }
 

@@ -101,7 +101,7 @@ resource "azurerm_role_assignment" "app_openai_user" {
   count = local.with_openai_user ? 1 : 0
 
   name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.ai_account, local.app_principal_id, local.roles.cognitive_services_openai_user]))
-  scope              = azurerm_cognitive_account.main[0].id
+  scope              = azapi_resource.ai_account[0].id
   role_definition_id = local.role_id.cognitive_services_openai_user
   principal_id       = local.app_principal_id
   principal_type     = "ServicePrincipal"
@@ -164,7 +164,7 @@ resource "azurerm_role_assignment" "developer_openai_user" {
   count = local.with_developer && local.with_openai_user ? 1 : 0
 
   name               = uuidv5(local.arm_guid_namespace, join("-", [local.arm_id.ai_account, var.principal_id, local.roles.cognitive_services_openai_user]))
-  scope              = azurerm_cognitive_account.main[0].id
+  scope              = azapi_resource.ai_account[0].id
   role_definition_id = local.role_id.cognitive_services_openai_user
   principal_id       = var.principal_id
   principal_type     = var.principal_type

@@ -59,10 +59,11 @@ variable "existing_openai_endpoint" {
 }
 
 variable "existing_openai_api_key" {
-  description = "The key of the existing endpoint, stored in Key Vault (keyvault way with existing_openai_endpoint only)."
+  description = "The key of the existing endpoint, stored in Key Vault (keyvault way with existing_openai_endpoint only). Ephemeral: kept out of the state and the plan."
   type        = string
   default     = ""
   sensitive   = true
+  ephemeral   = true
 }
 
 variable "ai_location" {
@@ -95,13 +96,13 @@ variable "image_deployment_name" {
 }
 
 variable "image_deployment_sku" {
-  description = "Deployment type (SKU) of the model deployment."
+  description = "Deployment type (SKU) of the model deployment: one Azure offers the model in (GlobalStandard; DataZoneStandard for gpt-image-1.5 and gpt-image-2)."
   type        = string
   default     = "GlobalStandard"
 }
 
 variable "image_deployment_capacity" {
-  description = "Capacity of the model deployment (image models are metered in small units)."
+  description = "Capacity of the model deployment in units of 3 requests per minute."
   type        = number
   default     = 1
 
@@ -117,16 +118,37 @@ variable "fallback_deployment_sku" {
   default     = ""
 }
 
-variable "image_deployment_rpm" {
-  description = "Requests per minute of the model deployment (its quota): the pool never calls it beyond that."
+variable "fallback_deployment_capacity" {
+  description = "Capacity of the fallback deployment, its own (a DataZone allowance is smaller than the Global Standard one)."
   type        = number
-  default     = 6
+  default     = 1
+
+  validation {
+    condition     = var.fallback_deployment_capacity >= 1
+    error_message = "fallback_deployment_capacity must be at least 1."
+  }
+}
+
+variable "image_deployment_rpm" {
+  description = "Requests per minute the pool sends the model deployment at most; 0: its capacity times 3."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.image_deployment_rpm >= 0
+    error_message = "image_deployment_rpm must be 0 (from the capacity) or more."
+  }
 }
 
 variable "fallback_deployment_rpm" {
-  description = "Requests per minute of the fallback deployment (its quota)."
+  description = "Requests per minute the pool sends the fallback deployment at most; 0: its capacity times 3."
   type        = number
-  default     = 2
+  default     = 0
+
+  validation {
+    condition     = var.fallback_deployment_rpm >= 0
+    error_message = "fallback_deployment_rpm must be 0 (from the capacity) or more."
+  }
 }
 
 variable "images_container_name" {

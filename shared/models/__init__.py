@@ -21,6 +21,7 @@ from shared.models.families import (
     Rules,
     SizeRule,
     family_for_name,
+    iac_skus,
     iac_versions,
     rules_of,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "Rules",
     "SizeRule",
     "family_for_name",
+    "iac_skus",
     "iac_versions",
     "lifecycle_state",
     "lifecycle_view",

@@ -281,3 +281,8 @@ def family_for_name(name: str) -> str | None:
 def iac_versions() -> dict[str, str]:
     """{model: version} the templates offer; infra/ keeps the same table (tests/test_infra_models.py)."""
     return {row.name: row.version for row in TABLE if row.in_templates and row.version is not None}
+
+
+def iac_skus() -> dict[str, tuple[str, ...]]:
+    """{model: deployment types} the templates accept for it: the types its quota table lists (tests/test_infra_models.py)."""
+    return {row.name: tuple(row.requests_per_minute) for row in TABLE if row.in_templates}
