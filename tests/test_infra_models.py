@@ -159,3 +159,58 @@ def test_no_model_key_reaches_the_terraform_state() -> None:
     assert re.search(r'(?ms)^ephemeral "azapi_resource_action" "ai_keys" \{.*?action\s+= "listKeys"', code)
     variable = re.search(r'(?ms)^variable "existing_openai_api_key" \{.*?^\}', code)
     assert variable and re.search(r"ephemeral\s+= true", variable.group()), "the pasted key stays out of the plan and the state"
+
+
+# --- azd: every parameter a user may need, by an environment variable --------------------------------
+
+# Terraform variables azd cannot pass through main.tfvars.json, each with the way it is passed instead.
+TERRAFORM_NOT_IN_TFVARS = {
+    "existing_openai_api_key": "a secret: TF_VAR_existing_openai_api_key, never a file azd writes",
+    "caller_principal_ids": "a list: TF_VAR_caller_principal_ids='[\"<object id>\"]' (azd substitutes strings only)",
+}
+# The same setting under different values in the two tools, so under different azd variables.
+DIFFERENT_VALUES = {"storageSkuName": "Standard_LRS", "storage_replication_type": "LRS"}
+
+
+def _mapped(value: str) -> tuple[str, str | None]:
+    found = re.fullmatch(r"\$\{(\w+)(?:=(.*))?\}", value)
+    assert found, f"{value!r}: map a parameter to one ${{NAME}} or ${{NAME=default}}"
+    return found.group(1), found.group(2)
+
+
+def test_azd_maps_every_bicep_parameter_to_an_environment_variable() -> None:
+    """Finding 4: 10 of 27 parameters were mapped, so azd could not pass the existing endpoint's key or the callers."""
+    _, ast = _bicep_main()
+    mapped = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert set(mapped) == set(ast["parameters"]), "every parameter of main.bicep, and nothing else"
+    names = {param: _mapped(entry["value"])[0] for param, entry in mapped.items()}
+    assert len(set(names.values())) == len(names), "one variable per parameter"
+    assert names["existingOpenAiApiKey"] == "AZURE_OPENAI_EXISTING_API_KEY"
+    assert "@secure()" in (INFRA / "main.bicep").read_text(encoding="utf-8").split("param existingOpenAiApiKey")[0][-200:], (
+        "azd resolves an `azd env set-secret` reference only for a @secure() parameter"
+    )
+    assert names["callerPrincipalIds"] == "IMAGES_CALLER_PRINCIPAL_IDS" and ast["parameters"]["callerPrincipalIds"]["type"] == "array"
+
+
+def test_azd_maps_the_terraform_variables_to_the_same_environment_variables() -> None:
+    bicep = {param: _mapped(entry["value"]) for param, entry in
+             json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"].items()}  # fmt: skip
+    terraform = {name: _mapped(value) for name, value in json.loads((TERRAFORM / "main.tfvars.json").read_text(encoding="utf-8")).items()}
+    variables = dict(re.findall(r'(?ms)^variable "(\w+)" \{(.*?)^\}', (TERRAFORM / "variables.tf").read_text(encoding="utf-8")))
+    assert set(terraform) | set(TERRAFORM_NOT_IN_TFVARS) == set(variables)
+    assert not set(terraform) & set(TERRAFORM_NOT_IN_TFVARS)
+    by_variable = {name: param for param, (name, _) in bicep.items()}
+    for variable, (env, default) in terraform.items():
+        body = variables[variable]
+        declared = re.search(r"(?m)^  default\s+= (.+)$", body)
+        if declared and default is not None:
+            assert default == json.loads(declared.group(1)) if declared.group(1).startswith('"') else default == declared.group(1), variable
+        if variable not in DIFFERENT_VALUES and env not in ("AZURE_SUBSCRIPTION_ID", "IMAGES_ROLE_WAIT_SECONDS"):
+            assert env in by_variable, f"{variable}: {env} maps no Bicep parameter; use the Bicep side's variable"
+    assert terraform["storage_replication_type"][0] != bicep["storageSkuName"][0], "different values, different variables"
+
+
+def test_azd_version_admits_arrays_and_secrets() -> None:
+    """Arrays from environment variables: azd 1.23.4 (Azure/azure-dev#6694); env set-secret: 1.12."""
+    text = (INFRA.parent / "azure.yaml").read_text(encoding="utf-8")
+    assert re.search(r'(?m)^requiredVersions:\n  azd: ">= 1\.23\.4"$', text)

@@ -20,6 +20,17 @@ output "AZURE_FUNCTION_URL" {
   value = "https://${azapi_resource.function_app.output.properties.defaultHostName}"
 }
 
+# The app's identity: grant it roles of your own (an existing AI account) by this id.
+output "AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID" {
+  value = azurerm_user_assigned_identity.app.principal_id
+}
+
+# The identity whose new roles time_sleep.app_roles gave time to take effect: azd's postprovision
+# hook (infra/hooks/wait-for-app-roles.sh) then need not wait again. Bicep has no such output.
+output "IMAGES_ROLES_SETTLED_FOR" {
+  value = time_sleep.app_roles.triggers.principal_id
+}
+
 output "AZURE_STORAGE_ACCOUNT_NAME" {
   value = azurerm_storage_account.main.name
 }

@@ -14,6 +14,11 @@ terraform {
       source  = "Azure/azapi"
       version = "~> 2.5"
     }
+    # time_sleep: the wait for the app's roles before apply returns (rbac.tf).
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.9"
+    }
   }
 }
 

@@ -107,6 +107,28 @@ resource "azurerm_role_assignment" "app_openai_user" {
   principal_type     = "ServicePrincipal"
 }
 
+# The platform uploads the app's package with the app's identity, whose role on the package
+# container was granted seconds earlier; Azure RBAC takes seconds to minutes to apply a new
+# assignment (up to 30 documented), and neither azd nor Core Tools retries the 403
+# (Azure/azure-dev#8026). So `terraform apply` returns only once the app's roles have had this
+# long: the publish after it finds them in effect. Created (and waited for) once per identity.
+resource "time_sleep" "app_roles" {
+  create_duration = "${var.role_wait_seconds}s"
+  triggers = {
+    principal_id = local.app_principal_id
+  }
+
+  depends_on = [
+    azurerm_role_assignment.app_container_writer,
+    azurerm_role_assignment.app_account_reader,
+    azurerm_role_assignment.app_delegator,
+    azurerm_role_assignment.app_queue_contributor,
+    azurerm_role_assignment.app_metrics_publisher,
+    azurerm_role_assignment.app_secrets_user,
+    azurerm_role_assignment.app_openai_user,
+  ]
+}
+
 # ---- the developer, for local runs against the cloud (optional) ----
 
 resource "azurerm_role_assignment" "developer_container_writer" {

@@ -252,3 +252,14 @@ variable "retention_days" {
     error_message = "retention_days must be 0-36500."
   }
 }
+
+variable "role_wait_seconds" {
+  description = "Seconds `terraform apply` gives the app identity's new roles to take effect before it returns (the publish after it uploads with that identity); 0: no wait."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.role_wait_seconds >= 0 && var.role_wait_seconds <= 1800
+    error_message = "role_wait_seconds must be 0-1800."
+  }
+}
