@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     api = serve_in_thread(create_app(api_runtime), host=args.host, port=args.port)
     # The runner's event loop is its own, so it gets a runtime of its own (as in local.stack).
-    runner_runtime = Runtime(settings)
+    runner_runtime = Runtime(settings, warn_retired_models=False)  # the API runtime warned already
 
     async def handle(msg: Any) -> Outcome:
         outcome = await runner_runtime.handle_queue_message(msg)

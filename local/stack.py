@@ -130,7 +130,7 @@ def stack_env(azurite: Azurite | None, simulator_url: str | None, sim_key: str) 
             AZURE_OPENAI_ENDPOINT=simulator_url,
             AZURE_OPENAI_API_KEY=sim_key,
             AZURE_OPENAI_AUTH="key",
-            AZURE_OPENAI_DEPLOYMENT=env.get("AZURE_OPENAI_DEPLOYMENT") or "gpt-image-1-mini",
+            AZURE_OPENAI_DEPLOYMENT=env.get("AZURE_OPENAI_DEPLOYMENT") or "gpt-image-2",
             IMAGES_DEPLOYMENTS=env.get("IMAGES_DEPLOYMENTS") or SIMULATED_DEPLOYMENTS,
             IMAGES_ALLOW_HTTP_UPSTREAM="true",
         )
@@ -211,7 +211,7 @@ def running_stack(
 def _queue_runner(settings: Settings) -> Any:
     # The queue trigger's stand-in runs in an event loop of its own, so it gets a runtime of its own,
     # opened by its first message and closed when the runner stops.
-    runner = Runtime(settings)
+    runner = Runtime(settings, warn_retired_models=False)  # the API runtime warned already
     return QueueRunner(
         settings.storage.connection_string, settings.queue_name, runner.handle_queue_message,
         host_queues=host_queue_settings(), max_poll_interval=1.0, on_stop=runner.close,

@@ -89,6 +89,15 @@ async def open_clients(
     return Clients(upstream=upstream, blobs=blobs, queues=queues, archive=Archive(s, blobs), pools=pools)
 
 
+def warn_retired(settings: Settings, today: dt.date) -> None:
+    """One warning for each deployment whose family Azure retired; none for a plain-http endpoint, which
+    only the local simulator is (IMAGES_ALLOW_HTTP_UPSTREAM): its models are not Azure's to retire."""
+    if settings.endpoint.startswith("http://"):
+        return
+    for _deployment, warning in retired_warnings(settings.deployments, today):
+        log.warning(warning)
+
+
 class Runtime:
     """One app instance: settings, the generation service and the jobs, sharing their clients."""
 
@@ -100,16 +109,19 @@ class Runtime:
         key_vault_options: Mapping[str, Any] | None = None,
         today: Callable[[], dt.date] = utc_today,
         jobs: Callable[[ImageService], Jobs] | None = None,
+        warn_retired_models: bool = True,
     ) -> None:
         """``storage_options`` go to the Blob and Queue clients (over :data:`STORAGE_RETRY`), e.g.
         ``connection_verify`` (a CA file), ``retry_total``, ``raw_request_hook``; ``key_vault_options``
         to the Key Vault client. ``today`` is the day the models' lifecycle is judged on (tests pass any);
-        ``jobs`` builds the Jobs over the service (tests give a job store or a clock of their own)."""
+        ``jobs`` builds the Jobs over the service (tests give a job store or a clock of their own);
+        ``warn_retired_models`` False for a second runtime of one start (the queue runner beside the API),
+        so each retired deployment is warned about once per start."""
         self.settings = settings
         telemetry.setup(settings)  # once per process: the first runtime decides
         self.today = today
-        for warning in retired_warnings(settings.deployments, today()):
-            log.warning(warning)
+        if warn_retired_models:
+            warn_retired(settings, today())
         self.service = ImageService(settings)
         self.jobs = jobs(self.service) if jobs else Jobs(self.service, max_dequeue_count=settings.max_dequeue_count)
         self._storage_options = dict(storage_options or {})

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True)
 
     endpoint: str = _setting("AZURE_OPENAI_ENDPOINT", ..., "Model endpoint, e.g. https://NAME.openai.azure.com (or https://api.openai.com).")
-    default_deployment: str = _setting("AZURE_OPENAI_DEPLOYMENT", "", "Default deployment; its family is inferred from its name when it is named like one (e.g. gpt-image-1-mini).")
+    default_deployment: str = _setting("AZURE_OPENAI_DEPLOYMENT", "", "Default deployment; its family is inferred from its name when it is named like one (e.g. gpt-image-2).")
     api_version: str = _setting("AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION, "api-version sent on the deployment-scoped path.")
     api_key: str = _setting("AZURE_OPENAI_API_KEY", "", "Model key (the key way; may be a Key Vault reference resolved by the platform).", "optional", secret=True)
     auth_setting: Literal["", "key", "keyvault", "entra"] = _setting("AZURE_OPENAI_AUTH", "", "key, keyvault or entra. Empty: key if AZURE_OPENAI_API_KEY is set, keyvault if AZURE_KEY_VAULT_ENDPOINT is set, else entra.")

@@ -233,12 +233,19 @@ async def test_healthz_shows_each_deployments_lifecycle_on_the_runtimes_day(
 ) -> None:
     day = dt.date(2026, 11, 25)
     with caplog.at_level(logging.WARNING, logger="shared.runtime"):
-        runtime = Runtime(make_settings(), today=lambda: day)
+        Runtime(make_settings(AZURE_OPENAI_ENDPOINT="https://example.openai.azure.com/"), today=lambda: day)
+        Runtime(make_settings(AZURE_OPENAI_ENDPOINT="https://example.openai.azure.com/"), today=lambda: day, warn_retired_models=False)
     warned = [r.getMessage() for r in caplog.records if r.name == "shared.runtime"]
-    # Retired by that day: dall-e-3 (2026-03-04) and gpt-image-1 (2026-10-23); each warning names the successor.
+    # Retired by that day: dall-e-3 (2026-03-04) and gpt-image-1 (2026-10-23); each warning names the successor,
+    # once per start (the second runtime of a start, the queue runner's, does not repeat them).
+    assert len(warned) == 2, warned
     assert any("'dall-e-3'" in w and "retired on 2026-03-04" in w for w in warned), warned
     assert any("'gpt-image-1' runs gpt-image-1," in w and "gpt-image-2" in w for w in warned), warned
     assert not any("'gpt-image-2'" in w or "'images-prod'" in w for w in warned), warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="shared.runtime"):
+        runtime = Runtime(make_settings(), today=lambda: day)  # the simulator: plain http, not Azure's models
+    assert not [r for r in caplog.records if r.name == "shared.runtime"], "no warning for the simulator's deployments"
     async with runtime:
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:

@@ -207,6 +207,7 @@ def test_dev_py_run_end_to_end_says_its_links_die_with_it(dev_py: list[subproces
     output = process.stdout.read()
     assert process.wait(120) == 0, output
     assert "archived image" in output and "job record" in output
+    assert "Azure retired" not in output, "no retirement warning for the simulator's own deployments"
     assert "These links answer only while this stack runs" in output and "python3 dev.py serve" in output
     assert "/gallery" in output and "http://127.0.0.1:7071/gallery" in output  # where to look at what was generated
     saved = sorted(f.name for f in (tmp_path / "out").iterdir())
@@ -242,3 +243,19 @@ def test_the_readme_names_the_simulators_deployments() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for pair in SIMULATED_DEPLOYMENTS.split(","):
         assert f"`{pair.split('=')[0]}`" in readme.split("## HTTP API")[0]
+
+
+def test_the_local_default_and_the_examples_use_the_model_new_customers_can_deploy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpt-image-1-mini takes no new customers since 2026-10-06: the stack, the settings examples and the README show gpt-image-2."""
+    from local.stack import stack_env
+    from shared.models import BY_NAME, IAC_DEFAULT_MODEL
+
+    monkeypatch.delenv("AZURE_OPENAI_DEPLOYMENT", raising=False)
+    assert stack_env(None, "http://127.0.0.1:1", "key")["AZURE_OPENAI_DEPLOYMENT"] == IAC_DEFAULT_MODEL
+    assert BY_NAME[IAC_DEFAULT_MODEL].no_new_customers is None and not BY_NAME[IAC_DEFAULT_MODEL].registration
+    for name in ("local.settings.example.json", "local.settings.simulator.example.json"):
+        values = json.loads((ROOT / name).read_text(encoding="utf-8"))["Values"]
+        assert values["AZURE_OPENAI_DEPLOYMENT"] == IAC_DEFAULT_MODEL, name
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "/openai/deployments/gpt-image-1-mini/" not in readme and f"/openai/deployments/{IAC_DEFAULT_MODEL}/images/generations" in readme
+    assert f'model="{IAC_DEFAULT_MODEL}"' in readme

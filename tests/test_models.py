@@ -30,9 +30,7 @@ from shared.models import (
     KNOWN_FIELDS,
     PROMPT_LIMITS,
     TABLE,
-    Family,
     ImageRequest,
-    Rules,
     family_for_name,
     iac_versions,
     lifecycle_state,
@@ -763,7 +761,6 @@ def test_full_gpt_image_request_goes_upstream_as_given(family: str) -> None:
 # --- the family table: one row per family, everything else derived ----------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-README_BEGIN, README_END = "<!-- model-table:begin (tests/test_models.py renders it from shared/models/families.py) -->", "<!-- model-table:end -->"
 
 
 def test_accepted_families_are_the_rows_with_rules() -> None:
@@ -777,13 +774,13 @@ def test_accepted_families_are_the_rows_with_rules() -> None:
 
 
 @pytest.mark.parametrize("name", [GPT_IMAGE_2_5_FLARE, GPT_IMAGE_2_5_SUNBURST, "gpt-image-2.5"])
-def test_announced_families_are_not_accepted_until_their_rules_are_published(name: str) -> None:
+def test_openai_only_families_are_not_accepted_until_azure_publishes_their_rules(name: str) -> None:
     assert family_for_name(name) is None
     with pytest.raises(ValueError, match="unknown model family"):
         parse({"prompt": PROMPT}, name)
     if name in BY_NAME:
         row = BY_NAME[name]
-        assert row.status == "announced" and not row.in_templates and row.version is None
+        assert row.status == "openai-only" and not row.in_templates and row.version is None
         assert "xhigh" in row.notes and "Not found for Azure" in row.notes, "say what was and was not documented"
 
 
@@ -836,10 +833,13 @@ DEPLOYMENTS = {"images": GPT_IMAGE_2, "legacy": GPT_IMAGE_1, "mini": GPT_IMAGE_1
         (GPT_IMAGE_1_MINI, date(2026, 10, 6), "no-new-customers"),
         (GPT_IMAGE_1_MINI, date(2027, 4, 6), "no-new-customers"),
         (GPT_IMAGE_1_MINI, date(2027, 4, 7), "retired"),
-        (GPT_IMAGE_1_5, date(2026, 12, 15), "preview"),
-        (GPT_IMAGE_1_5, date(2026, 12, 16), "retired"),
+        (GPT_IMAGE_1_5, date(2026, 12, 16), "ga"),  # the April 2026 schedule's date; moved to 2027-06-16
         (GPT_IMAGE_2, date(2026, 11, 25), "ga"),
-        (GPT_IMAGE_2_5_FLARE, date(2026, 11, 25), "announced"),
+        (GPT_IMAGE_2_5_FLARE, date(2026, 11, 25), "openai-only"),
+        (GPT_IMAGE_1_5, date(2027, 6, 15), "ga"),
+        (GPT_IMAGE_1_5, date(2027, 6, 16), "retired"),
+        (GPT_IMAGE_2, date(2027, 10, 20), "ga"),
+        (GPT_IMAGE_2, date(2027, 10, 21), "retired"),
     ],
 )
 def test_lifecycle_state_follows_azures_dates(name: str, day: date, state: str) -> None:
@@ -868,73 +868,14 @@ def test_lifecycle_view_shows_every_allowed_deployment() -> None:
 
 def test_retired_families_are_warned_about_naming_the_successor() -> None:
     warnings = retired_warnings(DEPLOYMENTS, date(2026, 11, 25))
-    assert len(warnings) == 2
-    legacy, seed = warnings
+    assert [deployment for deployment, _ in warnings] == ["legacy", "seed"], "one per deployment"
+    (_, legacy), (_, seed) = warnings
     assert "'legacy'" in legacy and GPT_IMAGE_1 in legacy and "2026-10-23" in legacy and f"deploy {GPT_IMAGE_2}" in legacy
     assert "'seed'" in seed and DALL_E_3 in seed and "2026-03-04" in seed
     assert retired_warnings(DEPLOYMENTS, date(2026, 3, 3)) == []
     assert len(retired_warnings(DEPLOYMENTS, date(2027, 4, 7))) == 3  # gpt-image-1-mini too, from its retirement day
-    assert retired_warnings({"images": GPT_IMAGE_2}, date(2027, 4, 21)) == [
-        "deployment 'images' runs gpt-image-2, which Azure retired on 2027-04-21; "
-        "requests still go upstream until Azure refuses them: choose a current model"
-    ]
-
-
-# --- the README's model table comes from the rows --------------------------------------------------
-
-
-def _rules_cells(rules: Rules) -> dict[str, str]:
-    gpt = rules.api == "gpt-image"
-    sizes = ", ".join(rules.sizes)
-    if rules.size_rule:
-        rule = rules.size_rule
-        sizes += (
-            f", or edges multiples of {rule.edge_multiple}, long edge < {rule.max_edge_exclusive}, "
-            f"ratio <= {rule.max_ratio}:1, {rule.min_pixels:,}-{rule.max_pixels:,} px"
-        )
-    seed_sizes = ", ".join(f"{a} -> {b}" for a, b in rules.seed_sizes.items())
-    seed_qualities = ", ".join(f"{a} -> {b}" for a, b in rules.seed_qualities.items())
-    return {
-        "prompt": f"1-{rules.prompt_max_chars} chars",
-        "size": sizes + (f" (translated: {seed_sizes})" if seed_sizes else ""),
-        "n": "1" if rules.max_n == 1 else f"1-{rules.max_n}",
-        "quality": ", ".join(rules.qualities) + (f" (translated: {seed_qualities})" if seed_qualities else ""),
-        "style": ("accepted, dropped: " if gpt else "") + ", ".join(rules.styles),
-        "response_format": "b64_json (default, plus url), url: as the model answers; upstream always base64" if gpt else "url (default), b64_json",
-        "output_format": ", ".join(rules.output_formats) or "-",
-        "output_compression": "0-100, jpeg only" if "output_compression" in rules.fields else "-",
-        "background": ", ".join(rules.backgrounds) + " (transparent: png only)" if rules.backgrounds else "-",
-        "moderation": ", ".join(rules.moderations) or "-",
-    }
-
-
-def render_model_tables() -> str:
-    """The README's two model tables: request rules per family, then lifecycle, templates and quota."""
-    groups: dict[int, list[Family]] = {}
-    for row in TABLE:
-        if row.rules is not None:
-            groups.setdefault(id(row.rules), []).append(row)
-    columns = [(" / ".join(row.name for row in rows), _rules_cells(rows[0].rules)) for rows in groups.values()]  # type: ignore[arg-type]
-    lines = ["| | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for key in columns[0][1]:
-        lines.append(f"| {key} | " + " | ".join(cells[key] for _, cells in columns) + " |")
-
-    lines += ["", "| Family | Azure | No new customers | Retires | Successor | Version in infra/ | Registration | Requests/min (tier 1) |"]
-    lines.append("|---" * 8 + "|")
-    for row in TABLE:
-        status = "announced, not accepted yet" if row.rules is None else row.status.upper() if row.status == "ga" else row.status
-        quota = ", ".join(f"{rpm} {sku}" for sku, rpm in row.requests_per_minute.items()) or "-"
-        registration = "?" if row.rules is None else "yes" if row.registration else "no"
-        lines.append(
-            f"| {row.name} | {status} | {row.no_new_customers or '-'} | {row.retires or '-'} | {row.successor or '-'} "
-            f"| {row.version if row.in_templates else '-'} | {registration} | {quota} |"
-        )
-    return "\n".join(lines)
-
-
-def test_readme_model_tables_come_from_the_rows() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert README_BEGIN in readme and README_END in readme, f"README.md needs the markers {README_BEGIN} ... {README_END}"
-    shown = readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
-    expected = render_model_tables()
-    assert shown == expected, f"README.md's model tables are out of date; replace them with:\n{expected}"
+    assert retired_warnings({"images": GPT_IMAGE_2}, date(2027, 10, 21)) == [(
+        "images",
+        "deployment 'images' runs gpt-image-2, which Azure retired on 2027-10-21; "
+        "requests still go upstream until Azure refuses them: choose a current model",
+    )]  # fmt: skip

@@ -6,6 +6,7 @@ the rows themselves are in :mod:`shared.models.families`.
 
 from shared.models.families import (
     BY_NAME,
+    CHECKED,
     DALL_E_3,
     FAMILIES,
     GPT_IMAGE_1,
@@ -39,6 +40,7 @@ from shared.models.parsing import (
 
 __all__ = [
     "BY_NAME",
+    "CHECKED",
     "DALL_E_3",
     "FAMILIES",
     "FIELDS_BY_FAMILY",

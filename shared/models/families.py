@@ -35,7 +35,11 @@ COMMON_FIELDS = frozenset({"prompt", "size", "n", "quality", "style", "response_
 GPT_IMAGE_FIELDS = COMMON_FIELDS | {"output_format", "output_compression", "background", "moderation"}
 
 Api = Literal["dall-e", "gpt-image"]
-Status = Literal["announced", "preview", "ga"]
+# "openai-only": published by OpenAI (api.openai.com) and not listed by Azure yet.
+Status = Literal["openai-only", "preview", "ga"]
+
+# When the rows were last checked against Azure's retirement schedule and quota tables.
+CHECKED = date(2026, 12, 6)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class Family:
     """One model family: its rules, its lifecycle on Azure, what the templates deploy, its default quota."""
 
     name: str
-    rules: Rules | None  # None: announced, rules not published for Azure; the service does not accept it yet
+    rules: Rules | None  # None: not on Azure (OpenAI only), rules not published for Azure; the service does not accept it yet
     status: Status  # as released; dates below decide "no new customers" and "retired" on a given day
     no_new_customers: date | None  # Azure's deprecation date: existing deployments keep working
     retires: date | None  # Azure's retirement date: deployments answer errors from then on
@@ -95,7 +99,7 @@ class Family:
     requests_per_minute: Mapping[str, int]  # default (tier 1) quota per deployment type (SKU)
     notes: str = ""
     sources: tuple[str, ...] = ()
-    edits: EditRules | None = None  # None: the family does not edit images (dall-e-3 on Azure, announced rows)
+    edits: EditRules | None = None  # None: the family does not edit images (dall-e-3 on Azure, OpenAI-only rows)
 
 
 _SEED_SIZES = MappingProxyType({"1792x1024": "1536x1024", "1024x1792": "1024x1536"})
@@ -147,6 +151,7 @@ _EDITS = EditRules(fields=_EDIT_FIELDS)
 _EDITS_WITH_FIDELITY = EditRules(fields=_EDIT_FIELDS | {"input_fidelity"}, input_fidelities=("low", "high"))
 
 _LEARN_RETIREMENTS = "learn.microsoft.com/azure/ai-foundry/openai/concepts/model-retirements (image table, 2025-12 and 2026-01)"
+_SCHEDULE_2026_09 = "Azure's model retirement schedule of 2026-09 (image models), as recorded in the project's UPSTREAM.md; checked 2026-12-06"
 _LEARN_IMAGE_HOWTO = "learn.microsoft.com/azure/ai-foundry/openai/how-to/dall-e (models table, registration links)"
 _LEARN_QUOTAS = "learn.microsoft.com/azure/foundry/openai/quotas-limits (default image quotas, quota tier 1)"
 _ISSUE_11 = "issue 11 (tier-1 figures not found in a source checked)"
@@ -201,16 +206,19 @@ TABLE: tuple[Family, ...] = (
     Family(
         name=GPT_IMAGE_1_5,
         rules=_GPT_IMAGE_1_RULES,
-        status="preview",
+        status="ga",
         no_new_customers=None,
-        retires=date(2026, 12, 16),
+        retires=date(2027, 6, 16),
         successor=GPT_IMAGE_2,
         version="2025-12-16",
         in_templates=True,
         registration=True,
         requests_per_minute=MappingProxyType({"GlobalStandard": 9, "DataZoneStandard": 3}),
-        notes="Learn gave the retirement as 'no earlier than 2026-12-16'. DataZoneStandard 3: " + _ISSUE_11 + ".",
-        sources=(_LEARN_RETIREMENTS, _LEARN_IMAGE_HOWTO, _LEARN_QUOTAS),
+        notes=(
+            "GA. The schedule of 2026-09 retires it on 2027-06-16; the April 2026 schedule said 2026-12-16 ('no earlier "
+            "than'). DataZoneStandard 3: " + _ISSUE_11 + "."
+        ),
+        sources=(_SCHEDULE_2026_09, _LEARN_RETIREMENTS, _LEARN_IMAGE_HOWTO, _LEARN_QUOTAS),
         edits=_EDITS_WITH_FIDELITY,
     ),
     Family(
@@ -218,14 +226,18 @@ TABLE: tuple[Family, ...] = (
         rules=_GPT_IMAGE_2_RULES,
         status="ga",
         no_new_customers=None,
-        retires=date(2027, 4, 21),
+        retires=date(2027, 10, 21),
         successor=None,
         version="2026-04-21",
         in_templates=True,
         registration=False,
         requests_per_minute=MappingProxyType({"GlobalStandard": 6, "DataZoneStandard": 2}),
-        notes="GA on Azure from 2026-04-21. No deprecation date published. DataZoneStandard 2: " + _ISSUE_11 + ".",
+        notes=(
+            "GA on Azure from 2026-04-21. The schedule of 2026-09 retires it on 2027-10-21 (GA versions live at least 12 "
+            "months). No deprecation date published. DataZoneStandard 2: " + _ISSUE_11 + "."
+        ),
         sources=(
+            _SCHEDULE_2026_09,
             "techcommunity.microsoft.com 'Introducing OpenAI's GPT-image-2 in Microsoft Foundry' (2026-04-21, GA)",
             "ai.azure.com/catalog/models/gpt-image-2 (version 2026-04-21, size limits)",
             _LEARN_QUOTAS,
@@ -236,7 +248,7 @@ TABLE: tuple[Family, ...] = (
         Family(
             name=variant,
             rules=None,
-            status="announced",
+            status="openai-only",
             no_new_customers=None,
             retires=None,
             successor=None,
@@ -248,8 +260,9 @@ TABLE: tuple[Family, ...] = (
                 "OpenAI (2026-09-08) publishes two models, gpt-image-2.5-flare and gpt-image-2.5-sunburst, and no "
                 "bare gpt-image-2.5 id; quality adds xhigh and max to low/medium/high/auto; png, jpeg, webp; "
                 "transparent backgrounds. Not found for Azure: model version, lifecycle, regions, registration, "
-                "size limits, prompt limit, and whether Azure accepts xhigh and max. The service does not accept "
-                "this family until those rules are published (then: rules, dates, version, quota in this row)."
+                "size limits, prompt limit, and whether Azure accepts xhigh and max (checked 2026-12-06). OpenAI-only "
+                "until Azure lists it: the service does not accept this family until Azure publishes its rules (then: "
+                "rules, dates, version, quota in this row)."
             ),
             sources=("developers.openai.com/api/docs/models/gpt-image-2.5-flare (as quoted by API relays)",),
         )

@@ -14,7 +14,7 @@ from typing import Literal
 
 from shared.models.families import BY_NAME, Family
 
-State = Literal["announced", "preview", "ga", "no-new-customers", "retired", "unknown"]
+State = Literal["openai-only", "preview", "ga", "no-new-customers", "retired", "unknown"]
 
 
 def lifecycle_state(family: Family, today: date) -> State:
@@ -49,18 +49,18 @@ def lifecycle_view(deployments: Mapping[str, str], today: date) -> list[dict[str
     return view
 
 
-def retired_warnings(deployments: Mapping[str, str], today: date) -> list[str]:
-    """A warning for each deployment whose family Azure retired on or before ``today``, naming the successor."""
+def retired_warnings(deployments: Mapping[str, str], today: date) -> list[tuple[str, str]]:
+    """(deployment, warning) for each deployment whose family Azure retired on or before ``today``, naming the successor."""
     warnings = []
     for deployment, name in sorted(deployments.items()):
         family = BY_NAME.get(name)
         if family is None or family.retires is None or lifecycle_state(family, today) != "retired":
             continue
         move = f"deploy {family.successor} and point IMAGES_DEPLOYMENTS at it" if family.successor else "choose a current model"
-        warnings.append(
+        warnings.append((deployment,
             f"deployment {deployment!r} runs {name}, which Azure retired on {family.retires.isoformat()}; "
             f"requests still go upstream until Azure refuses them: {move}"
-        )
+        ))  # fmt: skip
     return warnings
 
 
