@@ -641,7 +641,13 @@ def test_the_function_app_starts_after_every_role_of_its_identity_in_both() -> N
     )
 
     resources = _tf_resources(parse_terraform())
-    waits_for = {re.sub(r"[${}]", "", item) for item in resources["azapi_resource.function_app"]["depends_on"]}
+
+    def depends_on(name: str) -> set[str]:
+        direct = {re.sub(r"[${}]", "", item) for item in resources.get(name, {}).get("depends_on", [])}
+        return direct.union(*(depends_on(item) for item in direct))
+
+    waits_for = depends_on("azapi_resource.function_app")
+    assert "time_sleep.app_roles" in waits_for, "the site starts once its roles have had time to take effect"
     app_roles = {
         name for name, body in resources.items()
         if name.startswith("azurerm_role_assignment.") and body["principal_id"] == "${local.app_principal_id}"

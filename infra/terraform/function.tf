@@ -117,15 +117,10 @@ resource "azapi_resource" "function_app" {
   response_export_values = ["properties.defaultHostName"]
 
   # The host and the app start as soon as the site exists: every role of the app's identity
-  # must be there first, as Bicep's dependsOn on the whole rbac module makes sure.
+  # must be there first, as Bicep's dependsOn on the whole rbac module makes sure; here also
+  # given the time to take effect (time_sleep.app_roles waits after every app role, rbac.tf).
   depends_on = [
-    azurerm_role_assignment.app_container_writer,
-    azurerm_role_assignment.app_account_reader,
-    azurerm_role_assignment.app_delegator,
-    azurerm_role_assignment.app_queue_contributor,
-    azurerm_role_assignment.app_metrics_publisher,
-    azurerm_role_assignment.app_secrets_user,
-    azurerm_role_assignment.app_openai_user,
+    time_sleep.app_roles,
     azurerm_storage_container.main,
     azurerm_storage_queue.main,
   ]
