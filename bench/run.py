@@ -18,6 +18,9 @@ images simulator in its own process, each API in its own process, all on loopbac
 4. cold start   importing function_app against importing only its dependencies, each
                 in a fresh interpreter; median of several runs.
 5. the naive implementation (bench/naive.py) on 1-3, side by side.
+6. deployment pools (bench/pool.py).
+7. upload       the event loop under a large edit upload (bench/upload.py): how much slower
+                a concurrent GET /healthz gets while a 40 MB image is read, checked and stored.
 
 Prints a table, writes bench/results/latest.json; ``--write-md`` also puts the table into
 BENCHMARKS.md. ``--smoke`` runs everything at a tiny size (CI; no timing is asserted).
@@ -57,6 +60,9 @@ from bench.pool import FULL as POOL_FULL
 from bench.pool import SMOKE as POOL_SMOKE
 from bench.pool import measure_pool
 from bench.procs import ROOT, Child, child_env, machine, memory, reset_peak, start_child
+from bench.upload import FULL as UPLOAD_FULL
+from bench.upload import SMOKE as UPLOAD_SMOKE
+from bench.upload import measure_upload
 from local.azurite import Azurite, start_azurite
 from local.queue_runner import QueueRunner
 from local.servers import free_port
@@ -169,6 +175,7 @@ TARGETS = (
     Target("pool_sync_makespan_vs_ideal", "6. pool sync: makespan / what the summed quota allows", "<=", 1.1),
     Target("pool_overhead_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median latency", "<=", 0.02),
     Target("pool_overhead_cpu_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median CPU per request", "<=", 0.02),
+    Target("upload_added_ms", "7. upload: slowest concurrent /healthz during a 40 MB edit upload - at rest (worst kind)", "<=", 50, " ms"),
 )
 METRICS = tuple(t.key for t in TARGETS)
 
@@ -741,6 +748,7 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "pool_sync_makespan_vs_ideal": ps.get("makespan_over_ideal"),
         "pool_overhead_deviation": round(abs(po["pool_over_plain_median"] - 1), 4) if "pool_over_plain_median" in po else None,
         "pool_overhead_cpu_deviation": round(abs(po["pool_over_plain_cpu_median"] - 1), 4) if "pool_over_plain_cpu_median" in po else None,
+        "upload_added_ms": results.get("upload", {}).get("added_ms_worst_kind"),
     }
 
     def pick(impl: str) -> dict[str, Any]:
@@ -816,6 +824,10 @@ def table(summary: dict[str, dict[str, Any]], results: dict[str, Any]) -> str:
     if cs:
         details.append(f"4. import function_app {cs['function_app_ms_median']} ms vs dependencies {cs['deps_ms_median']} ms (median of {cs['runs']})")
     details.extend(_pool_details(results.get("pool")))
+    u = results.get("upload")
+    if u:
+        kinds = "; ".join(f"{kind} {u[kind]['added_ms']} ms" for kind in ("png", "jpeg_fill", "png_chunks"))
+        details.append(f"7. upload of {u['upload_bytes'] / 2**20:.0f} MiB, {u['rounds']} rounds each; /healthz at rest {u['rest_ms_median']} ms; slowed by: {kinds}")
     return "\n".join(rows) + ("\n\n" + "\n".join(f"- {d}" for d in details) if details else "")
 
 
@@ -857,7 +869,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
     """The command line: the arguments, the sizes they choose, and which parts to run."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: checks that everything runs (seconds, not minutes)")
-    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart,pool", help="comma list of overhead,concurrency,queue,coldstart,pool")
+    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart,pool,upload", help="comma list of overhead,concurrency,queue,coldstart,pool,upload")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--requests", type=int, help="overhead: sequential requests")
     parser.add_argument("--concurrency", type=int, help="concurrency: simultaneous requests")
@@ -872,7 +884,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
         if getattr(args, name) is not None:
             size = replace(size, **{name: getattr(args, name)})
     items = {i.strip() for i in args.only.split(",") if i.strip()}
-    unknown = items - {"overhead", "concurrency", "queue", "coldstart", "pool"}
+    unknown = items - {"overhead", "concurrency", "queue", "coldstart", "pool", "upload"}
     if unknown:
         parser.error(f"unknown --only items: {', '.join(sorted(unknown))}")
     return args, size, items
@@ -890,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
     if "coldstart" in items:
         print("· 4. cold start ...", flush=True)  # first, while nothing else runs
         results["cold_start"] = measure_cold_start(size.cold_runs)
-    if items & {"overhead", "concurrency", "queue", "pool"}:
+    if items & {"overhead", "concurrency", "queue", "pool", "upload"}:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             print("· starting Azurite, the simulator and the APIs ...", flush=True)
             stack = start_stack(Path(tmp), with_naive, size.concurrency if "concurrency" in items else None)
@@ -903,6 +915,9 @@ def main(argv: list[str] | None = None) -> int:
                     print("· 6. deployment pools (bench/pool.py) ...", flush=True)
                     results["pool"] = measure_pool(stack.azurite, POOL_SMOKE if args.smoke else POOL_FULL)
                     print(json.dumps(results["pool"]), flush=True)
+                if "upload" in items:
+                    print("· 7. the event loop under a large upload (bench/upload.py) ...", flush=True)
+                    results["upload"] = measure_upload(stack.azurite, UPLOAD_SMOKE if args.smoke else UPLOAD_FULL)
             finally:
                 stack.stop()
     summary = summarize(results)

@@ -16,6 +16,7 @@ the inputs. Queue messages carry ``"operation": "edit"`` and the inputs by name.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from shared.errors import ServiceError, invalid
 from shared.inputs import InputStore, check_source, input_name
 from shared.models import ImageRequest
 from shared.models.edits import EDIT_OPERATION, EditInput, EditRequest, check_inputs, edit_rules, names_from_json, parse_edit
+from shared.models.families import EditRules
 from shared.service import Generation, ImageService
 from shared.upstream import UpstreamClient, UpstreamResult
 from shared.upstream.edits import edit as upstream_edit
@@ -77,9 +79,21 @@ def _openai(service: ImageService) -> bool:
     return service.settings.api_style == "openai"
 
 
-def check_uploads(service: ImageService, family: str, images: Sequence[tuple[str, bytes]], mask: bytes | None) -> EditInputs:
-    """Check uploaded images (``(param, bytes)``) and mask by their bytes; each named by its content address."""
-    facts, mask_facts = check_inputs(edit_rules(family), images, mask, openai=_openai(service))
+Chunks = Sequence[bytes]  # an upload as it arrived, not joined yet
+
+
+async def check_uploads(service: ImageService, family: str, images: Sequence[tuple[str, Chunks]], mask: Chunks | None) -> EditInputs:
+    """Check uploaded images (``(param, chunks)``) and mask by their bytes; each named by its content address.
+
+    In a worker thread: joining and hashing tens of megabytes takes tens of milliseconds (both let go
+    of the GIL), and the event loop meanwhile serves every other request of the instance."""
+    return await asyncio.to_thread(_check_uploads, edit_rules(family), _openai(service), images, mask)
+
+
+def _check_uploads(rules: EditRules, openai: bool, uploads: Sequence[tuple[str, Chunks]], mask_chunks: Chunks | None) -> EditInputs:
+    images = [(param, b"".join(chunks)) for param, chunks in uploads]
+    mask = b"".join(mask_chunks) if mask_chunks is not None else None
+    facts, mask_facts = check_inputs(rules, images, mask, openai=openai)
     checked = tuple(EditInput(input_name(data, found), data, found) for (_, data), found in zip(images, facts, strict=True))
     return EditInputs(checked, EditInput(input_name(mask, mask_facts), mask, mask_facts) if mask is not None and mask_facts else None)
 

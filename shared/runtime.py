@@ -39,6 +39,10 @@ from shared.upstream import UpstreamClient
 # storage is down; a few quick retries cover blips, and then the caller hears 503 (and the
 # queue redelivers) instead. These are the storage clients' keyword arguments.
 STORAGE_RETRY: dict[str, Any] = {"initial_backoff": 0.3, "increment_base": 1.6, "random_jitter_range": 0.3, "retry_total": 3, "connection_timeout": 10}
+# A blob over 8 MiB (an edit's input of up to 50 MB) goes up in 4 MiB blocks, not in one Put Blob: a 40 MB
+# body handed to the event loop's transport at once stalls every other request for tens of milliseconds.
+# Archived images (a few MB) still go in one call.
+STORAGE_TRANSFER: dict[str, Any] = {"max_single_put_size": 8 * 1024 * 1024, "max_block_size": 4 * 1024 * 1024}
 
 
 log = logging.getLogger(__name__)
@@ -68,7 +72,7 @@ async def open_clients(
     if s.auth_mode in ("keyvault", "entra") or (s.storage.uses_identity and not own_storage_identity):
         # One credential shared by storage, Key Vault and the model token: azure-identity caches per credential.
         credential = await stack.enter_async_context(credentials.create_token_credential(s))
-    options = {**STORAGE_RETRY, **storage_options}
+    options = {**STORAGE_RETRY, **STORAGE_TRANSFER, **storage_options}
     if s.storage.connection_string:
         blobs = BlobServiceClient.from_connection_string(s.storage.connection_string, **options)
         queues = QueueServiceClient.from_connection_string(s.storage.connection_string, **options)

@@ -11,7 +11,7 @@ from shared.api.edits_schema import edit_bodies
 from shared.errors import ServiceError
 from shared.models.edits import EditRequest, check_inputs, edit_record_fields, edit_rules, form_values, parse_edit
 from shared.models.families import TABLE
-from shared.models.image_bytes import sniff
+from shared.models.image_bytes import MAX_FILL, MAX_STEPS, sniff
 from shared.models.parsing import parse_request
 
 EDITING = [row for row in TABLE if row.edits is not None]
@@ -47,6 +47,25 @@ def test_image_facts_come_from_the_headers(data: bytes, expected: tuple[str, int
 @pytest.mark.parametrize("data", [b"", b"GIF89a" + bytes(40), encoded("RGB", "PNG")[:20], encoded("RGB", "JPEG")[:30], b"RIFF\x00\x00\x00\x00WEBPVP8 "])
 def test_what_is_not_a_readable_image_has_no_facts(data: bytes) -> None:
     assert sniff(data) is None
+
+
+def _with_segments(jpeg: bytes, count: int, fill: int = 0) -> bytes:
+    """The JPEG with ``count`` empty APP1 segments (and ``fill`` fill bytes before each) ahead of its own."""
+    return jpeg[:2] + (b"\xff" * fill + b"\xff\xe1\x00\x02") * count + jpeg[2:]
+
+
+def test_a_header_walk_is_bounded_whatever_the_file_holds() -> None:
+    jpeg, grey = encoded("RGB", "JPEG"), encoded("L", "PNG")  # a grey PNG: its alpha is a tRNS chunk's to say
+    # What real encoders write (a few segments, a few fill bytes) is read...
+    assert sniff(_with_segments(jpeg, 40, fill=3)) == sniff(jpeg)
+    # ...what only a hostile file holds is not, however large: no walk over millions of steps.
+    assert sniff(b"\xff\xd8\xff" + b"\xff" * 40_000_000) is None
+    assert sniff(_with_segments(jpeg, MAX_STEPS + 1)) is None
+    assert sniff(_with_segments(jpeg, 1, fill=MAX_FILL + 1)) is None
+    chunk = b"\x00\x00\x00\x00teXt\x00\x00\x00\x00"  # an empty ancillary chunk (its CRC is not checked)
+    assert sniff(grey[:33] + chunk * 3_000_000 + grey[33:]) is None
+    assert sniff(grey[:33] + chunk * 50 + grey[33:]) == sniff(grey)
+    assert sniff(grey[:33] + chunk * (MAX_STEPS + 1) + grey[33:]) is None
 
 
 @pytest.mark.parametrize("row", EDITING, ids=lambda row: row.name)

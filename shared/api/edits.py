@@ -149,7 +149,9 @@ async def _read_multipart(runtime: Runtime, request: Request, deployment: str | 
     param = images[0][0] if images else "image"
     if len({name for name, _ in images}) > 1:
         raise invalid("image[]", "Send the images either as one 'image' or as 'image[]' parts, not both.")
-    uploaded = edits.check_uploads(runtime.service, family, images, masks[0] if masks else None)
+    # The fields first (no I/O, no bytes read): then the images are joined, sniffed and hashed.
+    parse_edit(fields, [name for name, _ in images], "mask" if masks else None, deployment, family, api_style_v1=v1, image_param=param)
+    uploaded = await edits.check_uploads(runtime.service, family, images, masks[0] if masks else None)
     names = [item.name for item in uploaded.images]
     mask = uploaded.mask.name if uploaded.mask else None
     edit = parse_edit(fields, names, mask, deployment, family, api_style_v1=v1, image_param=param)

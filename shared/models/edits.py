@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared.echo import capped, shown
 from shared.errors import ServiceError, invalid
 from shared.models.families import BY_NAME, EditRules
 from shared.models.image_bytes import ImageFacts, sniff
@@ -37,6 +38,27 @@ _SHARED_FIELDS = ("prompt", "n", "size", "quality", "output_format", "output_com
 _INTEGER_FIELDS = frozenset({"n", "output_compression", "partial_images"})
 _BOOLEAN_FIELDS = frozenset({"stream"})
 _DIGITS = re.compile(r"-?[0-9]{1,9}")
+
+
+@dataclass(frozen=True)
+class NotOffered:
+    """An edit parameter upstream has and this service does not offer (yet): the one value it takes, and why not another."""
+
+    value: object
+    refusal: str
+    code: str = "unsupported_value"
+
+
+# What this service does not offer: refused unless sent as its one value, and never listed as accepted
+# (accepted_fields). When streaming arrives, its rows go and both follow.
+NOT_OFFERED: dict[str, NotOffered] = {
+    "stream": NotOffered(
+        False,
+        "stream is not offered: every image is archived before the answer. Leave stream out (or send false), or use "
+        "the :submit route (or Prefer: respond-async) for slow edits.",
+    ),
+    "partial_images": NotOffered(0, "partial_images needs stream, which this service does not offer; leave it out or send 0.", "invalid_value"),
+}
 
 
 @dataclass(frozen=True)
@@ -119,10 +141,15 @@ def parse_edit(
     return EditRequest(**{**_fields_of(base), "asked": asked, "upstream_body": upstream}, images=tuple(images), mask=mask)
 
 
+def accepted_fields(rules: EditRules) -> list[str]:
+    """The parameters an edit to a family with ``rules`` takes: its fields, less those this service does not offer."""
+    return sorted(rules.fields - NOT_OFFERED.keys())
+
+
 def _unknown(name: str, family: str, rules: EditRules) -> ServiceError:
     takers = sorted(row.name for row in BY_NAME.values() if row.edits is not None and name in row.edits.fields)
-    where = f"{family} has no {name!r} (edits to {', '.join(takers)} do)" if takers else f"{name!r} is not an edit parameter"
-    return invalid(name, f"Unknown parameter: {where}. Edits to {family} accept: {', '.join(sorted(rules.fields))}.", "unknown_parameter")
+    where = f"{family} has no {shown(name)} (edits to {', '.join(takers)} do)" if takers else f"{shown(name)} is not an edit parameter"
+    return invalid(capped(name), f"Unknown parameter: {where}. Edits to {family} accept: {', '.join(accepted_fields(rules))}.", "unknown_parameter")
 
 
 def _fields_of(request: ImageRequest) -> dict[str, Any]:
@@ -137,27 +164,17 @@ def _check_count(count: int, rules: EditRules, param: str) -> None:
 
 
 def _edit_only(given: dict[str, Any], family: str, rules: EditRules) -> dict[str, Any]:
-    """input_fidelity, stream and partial_images: the edit fields parse_request does not know; what goes upstream."""
+    """input_fidelity and what is not offered (stream, partial_images): the edit fields parse_request does not know."""
+    for name, offer in NOT_OFFERED.items():
+        if name in given and not (type(given[name]) is type(offer.value) and given[name] == offer.value):
+            raise invalid(name, offer.refusal, offer.code)
     extra: dict[str, Any] = {}
-    if given.get("stream") is not None:
-        if not isinstance(given["stream"], bool):
-            raise invalid("stream", "stream must be true or false.", "invalid_type")
-        if given["stream"]:
-            raise invalid(
-                "stream",
-                "stream is not offered: every image is archived before the answer. Leave stream out, or use "
-                "the :submit route (or Prefer: respond-async) for slow edits.",
-                "unsupported_value",
-            )
-    partial = given.get("partial_images")
-    if partial is not None and partial != 0:
-        raise invalid("partial_images", "partial_images needs stream, which this service does not offer; leave it out or send 0.")
     if "input_fidelity" in given:
         fidelity = given["input_fidelity"]
         if not isinstance(fidelity, str):
             raise invalid("input_fidelity", "input_fidelity must be a string.", "invalid_type")
         if fidelity not in rules.input_fidelities:
-            raise invalid("input_fidelity", f"input_fidelity must be one of {', '.join(map(repr, rules.input_fidelities))} for {family}, got {fidelity[:40]!r}.")
+            raise invalid("input_fidelity", f"input_fidelity must be one of {', '.join(map(repr, rules.input_fidelities))} for {family}, got {shown(fidelity, 40)}.")
         extra["input_fidelity"] = fidelity
     return extra
 
@@ -176,7 +193,7 @@ def check_inputs(
         found = sniff(data)
         which = f"image {index + 1}" if len(images) > 1 else "the image"
         if found is None:
-            raise invalid(param, f"{which} is not a PNG, JPEG or WEBP file (judged by its bytes, not its name).", "invalid_image_format")
+            raise invalid(param, f"{which} is not a PNG, JPEG or WEBP file whose header can be read (judged by its bytes, not its name).", "invalid_image_format")
         if found.format not in formats:
             raise invalid(param, f"{which} is {found.format.upper()}; edits take {' or '.join(f.upper() for f in formats)} here.", "invalid_image_format")
         facts.append(found)

@@ -3,10 +3,16 @@
 A caller's filename and Content-Type are claims; the edit rules are checked against
 what the bytes say. Only the headers are read (PNG's IHDR and the chunks before the
 image data, JPEG's frame header, WEBP's VP8/VP8L/VP8X header): no decoding, no Pillow.
+
+The bytes are hostile until read, so what a header walk may cost is bounded whatever the
+file holds: at most :data:`MAX_STEPS` chunks or markers, and a run of JPEG fill bytes
+skipped in C and at most :data:`MAX_FILL` long. A file whose header lies beyond that is
+not one this reads (None), whatever its size: a 40 MB upload costs microseconds here.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +27,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # Markers without a length field.
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+MAX_STEPS = 1024  # PNG chunks before the image data, JPEG markers before the frame header (real files: a few dozen)
+MAX_FILL = 4096  # JPEG fill bytes (0xFF) before one marker (real files: none, or a few)
+_FILL = re.compile(rb"\xff+")
 
 
 @dataclass(frozen=True)
@@ -67,30 +76,38 @@ def _png(data: bytes) -> ImageFacts | None:
     # Color types 4 (grey + alpha) and 6 (RGBA) carry alpha; others may add it with a tRNS chunk,
     # which must come before the first IDAT.
     has_alpha = color_type in (4, 6) or _png_has_trns(data)
-    return ImageFacts("png", width, height, has_alpha) if width and height else None
+    if has_alpha is None or not (width and height):
+        return None
+    return ImageFacts("png", width, height, has_alpha)
 
 
-def _png_has_trns(data: bytes) -> bool:
+def _png_has_trns(data: bytes) -> bool | None:
+    """Whether a tRNS chunk comes before the image data; None when the chunks before it are too many to walk."""
     offset = 8
-    while offset + 8 <= len(data):
+    for _ in range(MAX_STEPS):
+        if offset + 8 > len(data):
+            return False
         length, kind = struct.unpack_from(">I4s", data, offset)
         if kind == b"tRNS":
             return True
         if kind in (b"IDAT", b"IEND"):
             return False
         offset += 12 + length  # length, type, data, CRC
-    return False
+    return None
 
 
 def _jpeg(data: bytes) -> ImageFacts | None:
     offset = 2
-    while offset + 4 <= len(data):
-        if data[offset] != 0xFF:
+    for _ in range(MAX_STEPS):
+        if offset + 4 > len(data):
+            return None
+        fill = _FILL.match(data, offset, offset + MAX_FILL + 2)  # the marker's own 0xFF and any fill before it
+        if fill is None:
+            return None
+        offset = fill.end() - 1
+        if fill.end() - fill.start() > MAX_FILL or offset + 4 > len(data):
             return None
         marker = data[offset + 1]
-        if marker == 0xFF:  # fill byte
-            offset += 1
-            continue
         if marker in _JPEG_STANDALONE:
             offset += 2
             continue

@@ -3,7 +3,8 @@
 The body is sent under the same rules as a generation (:meth:`UpstreamClient.send`: what is
 safe to repeat, the 401 refresh, the timeout, the 200 answer decoded as it streams in).
 The images are not joined into one buffer: the body is a list of parts (small headers and
-the images' own bytes) that each attempt streams again, with its Content-Length declared.
+the images' own bytes) that each attempt streams again in slices of at most 1 MiB, with its
+Content-Length declared.
 
 One image goes as ``image``, several as repeated ``image[]`` (what the openai SDK sends and
 Azure takes), the mask as ``mask``. On the v1 and OpenAI paths ``model`` names the
@@ -18,6 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 from shared.models.edits import EditInput, EditRequest
 from shared.settings import Settings
 from shared.upstream.client import UpstreamClient, UpstreamResult
+
+SLICE_BYTES = 1024 * 1024  # what one write hands the connection
 
 
 class MultipartBody:
@@ -47,8 +50,10 @@ class MultipartBody:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        # An image goes in slices: 40 MB handed to the transport at once stalls the event loop.
         for part in self.parts:
-            yield part
+            for start in range(0, len(part), SLICE_BYTES):
+                yield part[start : start + SLICE_BYTES]
 
 
 def edit_url(settings: Settings, deployment: str) -> str:
