@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # fullmatch: $ would let a trailing newline through
 OPERATIONS = ("generation", "edit")
 
 
@@ -64,7 +64,7 @@ def parse_line(number: int, raw: bytes | str, default_deployment: str | None) ->
         return InvalidLine(number, f"a line must be a JSON object, got {type(value).__name__}")
     body = dict(value)
     given_id, deployment, operation = body.pop("id", None), body.pop("deployment", None) or default_deployment, body.pop("operation", "generation")
-    if given_id is not None and not (isinstance(given_id, str) and ID_PATTERN.match(given_id)):
+    if given_id is not None and not (isinstance(given_id, str) and ID_PATTERN.fullmatch(given_id)):
         return InvalidLine(number, "'id' must be 1-64 letters, digits, '-' or '_', starting with a letter or digit")
     if not isinstance(deployment, str) or not deployment:
         return InvalidLine(number, "no deployment: give 'deployment' on the line or --deployment", given_id)

@@ -435,7 +435,7 @@ GPT_IMAGE_1_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 GPT_IMAGE_2_MIN_PIXELS = 655_360
 GPT_IMAGE_2_MAX_PIXELS = 8_294_400
 GPT_IMAGE_2_MAX_EDGE = 3840  # exclusive
-_SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")  # fullmatch
 
 
 def _integer(body: Mapping[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
@@ -472,7 +472,7 @@ def _choice(body: Mapping[str, Any], name: str, options: tuple[str, ...], defaul
 
 def _gpt_image_2_size(size: str) -> tuple[int, int]:
     """gpt-image-2: edges multiples of 16, long edge < 3840, ratio <= 3:1, 655,360-8,294,400 pixels."""
-    match = _SIZE.match(size)
+    match = _SIZE.fullmatch(size)
     if not match:
         raise _invalid("size", f"Invalid value: '{size}'. Supported values are: 'auto' or 'WIDTHxHEIGHT' (e.g. '1536x1024').")
     width, height = int(match[1]), int(match[2])

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from shared import strictjson
 from shared.errors import invalid
 from shared.gallery.reader import DAY, Candidate, GalleryReader, bounded
 from shared.gallery.tiles import STATUSES, SUCCEEDED, Tile
@@ -18,7 +19,8 @@ from shared.gallery.tiles import STATUSES, SUCCEEDED, Tile
 DEFAULT_PER_PAGE = 24
 MAX_PER_PAGE = 60
 SCAN_PAGES = 8  # a filtered page reads at most this many pages' worth of records, then offers "older"
-_DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DEPLOYMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: $ would let a trailing newline through
+MAX_TOKEN_CHARS = 512  # a token this gallery gives out is under 200
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,10 @@ class GalleryQuery:
     def parse(cls, params: Mapping[str, str], today: str) -> GalleryQuery:
         """Read ``day``, ``deployment``, ``status``, ``continuation`` and ``per_page`` (blank means unset)."""
         day = params.get("day") or today
-        if not DAY.match(day) or not _real_day(day):
+        if not DAY.fullmatch(day) or not _real_day(day):
             raise invalid("day", f"day must be a date like 2026-11-20, got {day!r}.")
         deployment = params.get("deployment") or None
-        if deployment is not None and not _DEPLOYMENT.match(deployment):
+        if deployment is not None and not _DEPLOYMENT.fullmatch(deployment):
             raise invalid("deployment", "deployment must be a deployment name: letters, digits, '.', '-' or '_', at most 64.")
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
@@ -68,15 +70,26 @@ def encode_continuation(key: tuple[dt.datetime, str]) -> str:
 
 
 def decode_continuation(token: str) -> tuple[dt.datetime, str]:
-    """The candidate a token names; a 400 naming ``continuation`` when it is not one of ours."""
+    """The candidate a token names; a 400 naming ``continuation`` when it is not one of ours.
+
+    The token is caller input: strict JSON at most one level deep (a nested one never reaches the
+    parser's recursion), exactly ``[aware ISO time, name]``."""
+    refused = invalid("continuation", "continuation is not a token this gallery gave out; start again from the first page.")
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise refused
     try:
-        moment, name = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        when = dt.datetime.fromisoformat(moment)
-        if not isinstance(name, str) or when.tzinfo is None:
-            raise ValueError(name)
-    except (ValueError, TypeError, binascii.Error):
-        raise invalid("continuation", "continuation is not a token this gallery gave out; start again from the first page.") from None
-    return when, name
+        value = strictjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)), max_depth=1)
+    except (ValueError, binascii.Error):
+        raise refused from None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(part, str) for part in value)):
+        raise refused
+    try:
+        when = dt.datetime.fromisoformat(value[0])
+    except ValueError:
+        raise refused from None
+    if when.tzinfo is None:
+        raise refused
+    return when, value[1]
 
 
 @dataclass

@@ -34,7 +34,7 @@ from shared.gallery.tiles import Tile, tile_from_job, tile_from_record
 
 RECORD_NAME = "record.json"
 JOB_PREFIX = "jobs"  # where the archive files the images of background jobs (shared/jobs.py)
-DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: $ would let a trailing newline through
 LISTING_PAGE = 5000  # the most one List Blobs call returns
 READ_CONCURRENCY = 8  # record reads in flight for one page
 
@@ -105,7 +105,7 @@ class GalleryReader:
             try:
                 async for item in self.images.walk_blobs(delimiter="/"):
                     day = item.name.rstrip("/")
-                    if DAY.match(day):
+                    if DAY.fullmatch(day):
                         days.add(day)
             except ResourceNotFoundError:
                 pass  # nothing archived yet

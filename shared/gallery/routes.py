@@ -87,7 +87,7 @@ async def gallery_index(request: Request, runtime: RuntimeDep, day: Annotated[st
 async def gallery_item(prefix: str, item_id: str, request: Request, runtime: RuntimeDep) -> HTMLResponse:
     """The record of a generation (``prefix`` is its day) or a job (``prefix`` is ``jobs``), images at full size."""
     not_found = ServiceError(404, "NotFound", "No generation or job has this name.", param="id")
-    if not (DAY.match(prefix) or prefix == JOB_PREFIX) or not is_safe_id(item_id):
+    if not (DAY.fullmatch(prefix) or prefix == JOB_PREFIX) or not is_safe_id(item_id):
         raise not_found
     reader = _reader(runtime)
     record = await reader.record(prefix, item_id)
@@ -107,7 +107,7 @@ async def gallery_item(prefix: str, item_id: str, request: Request, runtime: Run
         "inputs": image_names((record or {}).get("inputs")),
         "mask": image_names([(record or {}).get("mask")]),
         "links": _links(request),
-        "day": prefix if DAY.match(prefix) else (day_of(tile.time) if tile.time else None),
+        "day": prefix if DAY.fullmatch(prefix) else (day_of(tile.time) if tile.time else None),
     }
     return render("detail.html", context, storage_origin=origin(reader.images.url))
 
