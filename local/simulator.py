@@ -184,6 +184,26 @@ ModelInBody = Literal["match", "reject", "ignore"]
 Flavor = Literal["azure", "openai"]
 
 
+def refuse_flagged_prompt(prompt: str, created: int, revised: str | None) -> None:
+    """A prompt with a prompt-filter marker: the 400 Azure answers for a flagged prompt (current or legacy shape)."""
+    if "[[filter:prompt:legacy]]" in prompt:
+        raise SimError(400, {"created": created, "error": {"code": "contentFilter", "message": PROMPT_FILTERED}}, outcome="filtered")
+    if "[[filter:prompt]]" in prompt:
+        raise _azure_error(
+            400,
+            "content_policy_violation",
+            PROMPT_REJECTED,
+            outcome="filtered",
+            type="invalid_request_error",
+            param=None,
+            inner_error={
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_results": _filter_results("violence", "high"),
+                "revised_prompt": revised,
+            },
+        )
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -1454,22 +1474,7 @@ class Simulator:
         filters = [kind for marker, kind in FILTER_MARKERS.items() if marker in params.prompt]
         created = int(self.clock.now())
         revised = _revised_prompt(params)
-        if "prompt:legacy" in filters:
-            raise SimError(400, {"created": created, "error": {"code": "contentFilter", "message": PROMPT_FILTERED}}, outcome="filtered")
-        if "prompt" in filters:
-            raise _azure_error(
-                400,
-                "content_policy_violation",
-                PROMPT_REJECTED,
-                outcome="filtered",
-                type="invalid_request_error",
-                param=None,
-                inner_error={
-                    "code": "ResponsibleAIPolicyViolation",
-                    "content_filter_results": _filter_results("violence", "high"),
-                    "revised_prompt": revised,
-                },
-            )
+        refuse_flagged_prompt(params.prompt, created, revised)
 
         # The work starts: billed from here (a client that goes away during the sleep still pays).
         self.stats.generations += 1

@@ -28,6 +28,7 @@ from azure.storage.blob import ContentSettings
 from shared.archive import Archive
 from shared.errors import ServiceError, storage_call
 from shared.models import ImageRequest
+from shared.models.edits import edit_record_fields
 from shared.models.image_bytes import ImageFacts, sniff
 from shared.settings import Settings
 
@@ -132,6 +133,7 @@ def failure_record(
         "upstream": upstream_record(settings, error.upstream_request_id) | {"status": error.status},
         "error": body,
         "retention": retention_record(settings, now),
+        **edit_record_fields(request),  # an edit's failure names its inputs, as its record would
     }
     if "filtered" in body:
         record["filtered"] = body["filtered"]

@@ -17,6 +17,7 @@ the inputs. Queue messages carry ``"operation": "edit"`` and the inputs by name.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -140,9 +141,10 @@ async def run_edit(
 ) -> Generation:
     """Edit (reading the inputs by name unless given) and archive every output with the record before returning.
 
-    The edit goes through the deployment's pool like a generation (shared/pool/router.py): the
-    same failover rules, waits and record fields (backend, attempts, cost)."""
-    await service.archive.ensure_container()  # fail on storage before paying for an image
+    The edit is made as a generation is (:meth:`ImageService.produce`): through the deployment's pool
+    (the same failover rules, waits and record fields: backend, attempts, cost), and a call that reached
+    upstream and failed leaves a failure record."""
+    await service.archive.ensure_container()  # fail on storage before reading or paying for anything
     if inputs is None:
         inputs = await read_inputs(service, request)
     images, mask = inputs.images, inputs.mask
@@ -151,9 +153,8 @@ async def run_edit(
         assert isinstance(routed, EditRequest)  # the pool only renames the deployment
         return await upstream_edit(client, routed, images, mask, timeout=timeout, budget=budget)
 
-    routed = await service.pools.route(request, send, budget=budget, job=kind == "job")
-    extra = routed.record_fields(request)
-    return await service.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, extra=extra)
+    route = functools.partial(service.pools.route, request, send, budget=budget, job=kind == "job")
+    return await service.produce(request, route, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller)
 
 
 async def generate_or_edit(service: ImageService, request: ImageRequest, **options: Any) -> Generation:

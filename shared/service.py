@@ -9,10 +9,11 @@ that says so, never a client created on the side.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from shared.archive import Archive, ArchivedImage
 from shared.errors import ServiceError
 from shared.models import ImageRequest, rules_of
 from shared.models.edits import edit_record_fields
-from shared.pool.router import Pools
+from shared.pool.router import Pools, Routed
 from shared.pricing import cost
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
@@ -107,7 +108,6 @@ class ImageService:
         """The deployment pools (every deployment on ``upstream`` when there are none)."""
         return self.clients.pools or Pools(self.upstream)
 
-    @telemetry.generation
     async def generate(
         self,
         request: ImageRequest,
@@ -119,20 +119,38 @@ class ImageService:
         kind: str = "sync",
         caller: Mapping[str, str] | None = None,
     ) -> Generation:
-        """Call upstream and archive every image with its record before returning.
+        """Generate ``request`` through its deployment's pool and archive every image with its record (:meth:`produce`).
+
+        A job (``kind="job"``) in a pool waits in process only briefly for a backend with room
+        (:class:`~shared.pool.router.PoolThrottled` otherwise).
+        """
+        generate = functools.partial(self.pools.generate, request, timeout=timeout, budget=budget, job=kind == "job")
+        return await self.produce(request, generate, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller)
+
+    @telemetry.generation
+    async def produce(
+        self,
+        request: ImageRequest,
+        call: Callable[[], Awaitable[Routed]],
+        *,
+        generation_id: str,
+        prefix: str,
+        kind: str = "sync",
+        caller: Mapping[str, str] | None = None,
+    ) -> Generation:
+        """The one way a generation or an edit is made: ``call`` upstream (through the pool), then archive
+        every image with its record before returning.
 
         A synchronous caller is waiting: its record is written alongside the images.
         A job's record is written after them, because the job handler reads an existing
         record as "finished" when a message comes back (see shared/archive.py). A call that
         reached upstream and failed leaves a failure record (shared/audit.py) and raises.
         ``caller``: the platform's identity of the caller (:func:`shared.audit.caller_identity`).
-        A job (``kind="job"``) in a pool waits in process only briefly for a backend with room
-        (:class:`~shared.pool.router.PoolThrottled` otherwise).
         """
         archive = self.archive
         await archive.ensure_container()  # fail on storage before paying for an image
         try:
-            routed = await self.pools.generate(request, timeout=timeout, budget=budget, job=kind == "job")
+            routed = await call()
         except ServiceError as error:
             if audit.reached_upstream(error):
                 now = dt.datetime.now(dt.UTC)

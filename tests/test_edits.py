@@ -290,6 +290,27 @@ async def test_server_errors_are_retried_as_for_generations(in_process: InProces
     assert record["upstream_attempts"] == 2
 
 
+async def test_a_failed_edit_leaves_a_failure_record_under_its_request_id_as_a_generation_does(
+    in_process: InProcess, azurite: Azurite, sim: SimControl
+) -> None:
+    client, container = await own_container(in_process)
+    flagged = "a shelf [[filter:prompt]]"
+    generation = await client.post("/openai/deployments/gpt-image-1/images/generations?api-version=2025-04-01-preview", json={"prompt": flagged})
+    edit = await client.post(EDITS.format("gpt-image-1"), files=[("image", ("a.png", PNG, "image/png"))], data={"prompt": flagged})
+    records = {}
+    for kind, response in (("generation", generation), ("edit", edit)):
+        assert response.status_code == 400 and response.json()["error"]["code"] == "contentFilter", response.text
+        request_id = response.headers["x-request-id"]
+        [name] = [n for n in blob_names(azurite, container) if f"/{request_id}/" in n]
+        assert name.rsplit("/", 1)[1].startswith("failed-"), name
+        client_blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(container, name)
+        records[kind] = json.loads(client_blob.download_blob().readall())
+        assert records[kind]["id"] == request_id and records[kind]["outcome"] == "filtered"
+    assert records["edit"]["operation"] == "edit" and records["edit"]["inputs"] == {"image": [input_name(PNG)], "mask": None}
+    assert set(records["edit"]) - set(records["generation"]) == {"operation", "inputs"}  # the same record, naming its inputs
+    assert sim.stats()["requests"] == 2
+
+
 async def test_openai_upstream_takes_webp_and_the_bearer_key(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
     client, container = await own_container(in_process, IMAGES_API_STYLE="openai")
     webp = image_bytes(colour=GREEN, fmt="WEBP")

@@ -154,3 +154,19 @@ async def test_an_edit_that_would_not_fit_a_queue_message_is_refused(queued: Que
     content, headers = multipart({"prompt": "€" * 20000}, [("image", image_bytes())])
     response = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers=headers)
     assert response.status_code == 413 and response.json()["error"]["param"] == "prompt"
+
+
+async def test_a_failed_queued_edit_leaves_a_failure_record_as_a_queued_generation_does(queued: Queued, azurite: Azurite, sim: SimControl) -> None:
+    content, headers = multipart({"prompt": "flagged [[filter:prompt]]"}, [("image", image_bytes())])
+    accepted = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    queued.run().drain(received=1)
+    view = await queued.status(job_id)
+    assert view["status"] == "failed" and view["error"]["code"] == "contentFilter"
+    images = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(queued.settings.images_container)
+    [name] = [b.name for b in images.list_blobs(name_starts_with=f"jobs/{job_id}/")]
+    record = json.loads(queued.blob(queued.settings.images_container, name))
+    assert name.rsplit("/", 1)[1].startswith("failed-") and record["kind"] == "job" and record["operation"] == "edit"
+    assert record["inputs"]["image"] == [input_name(image_bytes())]
+    assert sim.stats()["requests"] == 1

@@ -24,16 +24,15 @@ from shared import audit, edits
 from shared.api.body import read_json_body
 from shared.api.deps import RuntimeDep
 from shared.api.edits_schema import edit_openapi
-from shared.api.generation import _family, _submit, _wants_async
+from shared.api.generation import _family, _submit, _wants_async, answer_now
 from shared.api.multipart import Limits, read_form
 from shared.api.public import check_api_version
 from shared.api.schema import FUNCTION_KEY, edit_responses, submit_responses
 from shared.errors import ServiceError, invalid
 from shared.models.edits import FILE_FIELDS, EditRequest, edit_rules, form_values, parse_edit
 from shared.models.families import TABLE
-from shared.pricing import cost_header
 from shared.runtime import Runtime
-from shared.service import new_generation_id, sync_prefix
+from shared.service import Generation, sync_prefix
 
 router = APIRouter(dependencies=FUNCTION_KEY)
 
@@ -169,17 +168,20 @@ async def _read_json(runtime: Runtime, request: Request, deployment: str | None)
     return Incoming(edit, fields, None)
 
 
-async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> JSONResponse:
-    """Store the uploaded inputs, edit, archive: the answer a generation gives, links to the archived outputs."""
-    settings, service, generation_id = runtime.settings, runtime.service, new_generation_id()
-    if incoming.uploaded is not None:
-        await edits.store_uploads(service, incoming.uploaded)
-    generation = await edits.run_edit(
-        service, incoming.request, inputs=incoming.uploaded, generation_id=generation_id, prefix=sync_prefix(),
-        timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds,
-        caller=audit.caller_identity(request.headers),
-    )  # fmt: skip
-    return JSONResponse(await service.response_body(generation), headers={"x-request-id": generation_id, **cost_header(generation.record)})
+async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> Response:
+    """Store the uploaded inputs, edit, archive: answered as a generation is (:func:`answer_now`)."""
+    settings, service = runtime.settings, runtime.service
+
+    async def edit(generation_id: str) -> Generation:
+        if incoming.uploaded is not None:
+            await edits.store_uploads(service, incoming.uploaded)
+        return await edits.run_edit(
+            service, incoming.request, inputs=incoming.uploaded, generation_id=generation_id, prefix=sync_prefix(),
+            timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds,
+            caller=audit.caller_identity(request.headers),
+        )  # fmt: skip
+
+    return await answer_now(runtime, incoming.request, edit)
 
 
 async def _submit_edit(runtime: Runtime, request: Request, incoming: Incoming) -> JSONResponse:

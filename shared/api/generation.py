@@ -8,7 +8,7 @@ and queued (202 with ``Operation-Location``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,7 +27,7 @@ from shared.jobs import new_job_id
 from shared.models import ImageRequest, parse_request
 from shared.pricing import cost_header
 from shared.runtime import Runtime
-from shared.service import new_generation_id, sync_prefix, translations_header
+from shared.service import Generation, new_generation_id, sync_prefix, translations_header
 
 router = APIRouter(dependencies=FUNCTION_KEY)
 
@@ -103,24 +103,32 @@ def _wants_async(request: Request) -> bool:
 
 
 async def _generate_now(runtime: Runtime, request: Request, image_request: ImageRequest) -> Response:
-    """Generate, archive and answer; a failure after this point carries ``x-request-id``, the id its failure record is filed under."""
+    """Generate, archive and answer."""
     settings, service = runtime.settings, runtime.service
+
+    async def generate(generation_id: str) -> Generation:
+        return await service.generate(
+            image_request, generation_id=generation_id, prefix=sync_prefix(), timeout=settings.sync_timeout_seconds,
+            budget=settings.retry_budget_seconds, caller=audit.caller_identity(request.headers),
+        )  # fmt: skip
+
+    return await answer_now(runtime, image_request, generate)
+
+
+async def answer_now(runtime: Runtime, image_request: ImageRequest, make: Callable[[str], Awaitable[Generation]]) -> Response:
+    """The synchronous answer of a generation or an edit that ``make`` makes under a new id: the images, or the error.
+
+    Either way the answer carries ``x-request-id``, the id the record (or the failure record) is filed under.
+    """
     generation_id = new_generation_id()
     headers = {"x-request-id": generation_id, **translations_header(image_request)}
     try:
-        generation = await service.generate(
-            image_request,
-            generation_id=generation_id,
-            prefix=sync_prefix(),
-            timeout=settings.sync_timeout_seconds,
-            budget=settings.retry_budget_seconds,
-            caller=audit.caller_identity(request.headers),
-        )
+        generation = await make(generation_id)
     except ServiceError as error:
         response = error_response(error)
         response.headers.update(headers)
         return response
-    return JSONResponse(await service.response_body(generation), headers={**headers, **cost_header(generation.record)})
+    return JSONResponse(await runtime.service.response_body(generation), headers={**headers, **cost_header(generation.record)})
 
 
 def scoped_job_id(deployment: str, caller: Mapping[str, str], key: str) -> str:
