@@ -18,6 +18,7 @@ import pytest
 
 from local.servers import ServerThread, serve_in_thread
 from shared.api import create_app
+from shared.api.public import KNOWN_API_VERSIONS
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import SimControl
@@ -176,7 +177,7 @@ async def test_every_echo_of_caller_input_is_capped(app_client: httpx.AsyncClien
     for response, status in cases:
         assert response.status_code == status, response.text[:300]
         error = response.json()["error"]
-        assert len(error["message"]) < 400, error["message"][:500]
+        assert len(error["message"]) < 700, error["message"][:800]  # the echo capped (the api-version refusal lists the known ones)
         assert len(error.get("param") or "") <= 110
         assert "characters)" in error["message"], error["message"]  # says how long the original was
     assert sim.stats()["requests"] == 0
@@ -187,7 +188,10 @@ async def test_every_echo_of_caller_input_is_capped(app_client: httpx.AsyncClien
 
 @pytest.mark.parametrize(
     "version",
-    ["2025-04-01-preview%0A", "2025-04-01-preview%0D%0A", "2025-04-01%0a", "%202025-04-01", "%3Cscript%3Ealert(1)%3C/script%3E", "\uff12\uff10\uff12\uff15-04-01-preview", "2025-04-01-preview-x", ""],
+    [
+        "2025-04-01-preview%0A", "2025-04-01-preview%0D%0A", "2025-04-01%0a", "%202025-04-01", "%3Cscript%3Ealert(1)%3C/script%3E",
+        "\uff12\uff10\uff12\uff15-04-01-preview", "2025-04-01-preview-x", "", "2023-01-01", "2099-01-01-preview", "2025-04-01", "2023-06-01-preview",
+    ],
 )
 @pytest.mark.parametrize("path", [DEPLOYMENT, SUBMIT])
 async def test_a_malformed_api_version_is_refused_on_every_route_that_takes_it(
@@ -198,10 +202,23 @@ async def test_a_malformed_api_version_is_refused_on_every_route_that_takes_it(
     code = "missing_required_parameter" if version == "" else "invalid_value"
     error = assert_refused(response, 400, code, "api-version")
     assert "Operation-Location" not in response.headers and "<script>" not in str(response.headers)
-    assert len(error["message"]) < 300
+    assert len(error["message"]) < 600
+    if version:  # the refusal lists what the service takes
+        assert all(known in error["message"] for known in KNOWN_API_VERSIONS)
     status = await client.get(f"/openai/operations/images/nothing-here?api-version={version or 'x'}")
     assert_refused(status, 400, "invalid_value", "api-version")
     assert sim.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("version", KNOWN_API_VERSIONS)
+async def test_every_known_api_version_is_taken_and_none_goes_upstream(in_process: InProcess, sim: SimControl, version: str) -> None:
+    client = await in_process(IMAGES_QUEUE=unique_queue())
+    response = await client.post(f"{DEPLOYMENT}?api-version={version}", json={"prompt": "x"})
+    assert response.status_code == 200, response.text
+    [call] = sim.stats()["recent"]
+    assert call["query"] == "api-version=2025-04-01-preview"  # AZURE_OPENAI_API_VERSION, whatever the caller spoke
+    submitted = await client.post(f"{SUBMIT}?api-version={version}", json={"prompt": "x"})
+    assert submitted.status_code == 202 and submitted.headers["Operation-Location"].endswith(f"?api-version={version}")
 
 
 async def test_submit_requires_an_api_version_like_the_generation_route(in_process: InProcess, sim: SimControl) -> None:

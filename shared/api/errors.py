@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from shared.errors import ServiceError, invalid
@@ -47,6 +48,14 @@ async def on_validation_error(_: Request, exc: RequestValidationError) -> Respon
     return error_response(invalid(param, str(first.get("msg", "Invalid request."))))
 
 
+async def on_client_disconnect(request: Request, _: ClientDisconnect) -> Response:
+    """The caller went away before its body was read: nothing went wrong here, and nothing was done.
+
+    Logged at INFO (what happened, no stack), never as an unhandled error; the answer goes nowhere."""
+    log.info("the client disconnected before its request body was read: %s %s", request.method, request.url.path)
+    return ErrorJSONResponse({"error": {"code": "ClientDisconnected", "message": "The client disconnected before its request was read."}}, status_code=400)
+
+
 async def on_unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error")
     return ErrorJSONResponse(
@@ -60,5 +69,6 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Corouti
     ServiceError: on_service_error,
     StarletteHTTPException: on_http_error,
     RequestValidationError: on_validation_error,
+    ClientDisconnect: on_client_disconnect,
     Exception: on_unexpected,
 }

@@ -14,7 +14,7 @@ from fastapi import Security
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
 from shared import models
-from shared.api.public import API_VERSION
+from shared.api.public import KNOWN_API_VERSIONS
 from shared.models import Rules
 
 
@@ -345,14 +345,17 @@ def page_responses(what: str, errors: dict[int, str]) -> dict[int | str, dict[st
     return {200: {"description": what, "content": {"text/html": {"schema": {"type": "string"}}}}, **_errors({**errors, 503: _REFUSED[503]})}
 
 
-def _parameter(name: str, where: str, description: str, *, required: bool = False, pattern: str | None = None) -> dict[str, Any]:
+def _parameter(
+    name: str, where: str, description: str, *, required: bool = False, pattern: str | None = None, enum: tuple[str, ...] = ()
+) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if pattern:
         schema["pattern"] = pattern
+    if enum:
+        schema["enum"] = list(enum)
     return {"name": name, "in": where, "required": required, "description": description, "schema": schema}
 
 
-API_VERSION_PATTERN = f"^{API_VERSION.pattern}$"  # the check itself (shared/api/public.py), anchored as OpenAPI patterns are
 IDEMPOTENCY_KEY_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
@@ -361,7 +364,12 @@ def generation_openapi(api_version: Literal["required", "optional", "none"] = "r
     (the routes read them from the request): ``api-version``, ``Idempotency-Key`` and ``Prefer``."""
     parameters = []
     if api_version != "none":
-        parameters.append(_parameter("api-version", "query", "e.g. 2025-04-01-preview.", required=api_version == "required", pattern=API_VERSION_PATTERN))
+        parameters.append(
+            _parameter(
+                "api-version", "query", "An Azure OpenAI inference version this service knows (not sent upstream: AZURE_OPENAI_API_VERSION is).",
+                required=api_version == "required", enum=KNOWN_API_VERSIONS,
+            )
+        )  # fmt: skip
     parameters.append(
         _parameter(
             "Idempotency-Key", "header",
