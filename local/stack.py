@@ -8,7 +8,10 @@ service is used instead of the simulator (and said loudly: it is billed); with
 ``AzureWebJobsStorage`` set, that storage is used instead of Azurite. Azurite keeps its
 data in ``.azurite/`` (``--data``) so what ``run`` archived is still there for ``serve``;
 one Azurite serves a folder: a second stack on it reuses the first one's Azurite, or
-refuses naming the stack that holds it (local/azurite.py).
+refuses naming the stack that holds it (local/azurite.py). A stack on another stack's Azurite
+drains queues of its own (``<IMAGES_QUEUE>-s<random>``, removed when it stops if empty): on
+the shared queue the first stack's runner would take its jobs and run them against the first
+stack's model service and settings.
 
 Whatever ends it (Ctrl-C, SIGTERM, SIGHUP, an error), a stack stops everything it started;
 settings are checked before anything starts, and a bad one ends in one line naming it.
@@ -34,6 +37,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+from azure.core.exceptions import AzureError
+from azure.storage.queue import QueueClient
 
 from local.archived import fetch_archived
 from local.azurite import ROOT, USUAL_PORTS, Azurite, FolderInUse, describe_holder, start_azurite
@@ -81,6 +86,7 @@ class Stack:
     azurite: Azurite | None = None
     simulator: ServerThread | None = None
     extras: list[Any] = field(default_factory=list)
+    own_queue: bool = False  # a queue of its own on another stack's Azurite (removed when it stops, if empty)
 
     @property
     def url(self) -> str:
@@ -139,6 +145,28 @@ def stack_env(azurite: Azurite | None, simulator_url: str | None, sim_key: str) 
     return env
 
 
+def own_queue(environ: Mapping[str, str]) -> str:
+    """The queue of a stack on another stack's Azurite: the configured name plus a suffix no other stack has."""
+    base = (environ.get("IMAGES_QUEUE") or "image-jobs")[:48].rstrip("-")  # <name>-poison stays within 63
+    return f"{base}-s{secrets.token_hex(3)}"
+
+
+def _drop_own_queues(settings: Settings) -> None:
+    """Remove a stack's own queue and its poison queue, unless a job still waits in one (then say which)."""
+    for name in (settings.queue_name, settings.poison_queue_name):
+        queue = QueueClient.from_connection_string(settings.storage.connection_string, name)
+        try:
+            waiting = queue.get_queue_properties().approximate_message_count
+            if waiting:
+                print(f"Queue      '{name}' keeps {waiting} message(s): IMAGES_QUEUE={settings.queue_name} python3 dev.py serve runs them", flush=True)
+            else:
+                queue.delete_queue()
+        except AzureError:
+            pass  # gone already, or Azurite went first
+        finally:
+            queue.close()
+
+
 def check_settings() -> Settings:
     """The app's settings as the stack will give them, checked before anything starts (SettingsError names the bad one)."""
     azurite = Azurite(*USUAL_PORTS) if uses_azurite(os.environ) else None  # its connection string only: nothing runs
@@ -185,12 +213,16 @@ def running_stack(
             simulator = serve_in_thread(create_simulator(SimulatorConfig(api_keys={sim_key}, latency=latency)))
             pool_servers, pool_env = stack_pool(sim_key, latency)  # IMAGES_SIM_POOL=N: gpt-image-2 is a pool of N simulators
         env = stack_env(azurite, simulator.url if simulator else None, sim_key) | (pool_env if use_simulator else {})
+        shares = azurite is not None and azurite.process is None  # another stack's Azurite, and its queue runner
+        if shares:
+            env["IMAGES_QUEUE"] = own_queue(env)
+            print(f"Queue      '{env['IMAGES_QUEUE']}', this stack's own: the stack holding the folder drains its own queue", flush=True)
         settings = Settings.from_env(env)
         # uvicorn's lifespan opens and closes the API's runtime in the server's event loop.
         api = serve_in_thread(create_app(Runtime(settings)), port=api_port)
         if azurite is not None and azurite.lock is not None:
-            azurite.lock.describe(api=api.url)
-        stack = Stack(settings, api, env, azurite, simulator)
+            azurite.lock.describe(api=api.url, queue=settings.queue_name)
+        stack = Stack(settings, api, env, azurite, simulator, own_queue=shares)
         try:
             if settings.storage.connection_string:
                 stack.extras.append(_queue_runner(settings))
@@ -199,6 +231,8 @@ def running_stack(
             for extra in reversed(stack.extras):
                 extra.stop()
             api.stop()
+            if stack.own_queue:
+                _drop_own_queues(settings)
     finally:
         if simulator is not None:
             simulator.stop()

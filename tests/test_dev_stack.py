@@ -13,6 +13,7 @@ ports of their own, and wait on events (a line printed, a process gone), never o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -26,7 +27,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from azure.storage.queue import QueueServiceClient
 
+from client import wait
 from local.azurite import FolderLock
 from local.servers import free_port
 from local.stack import SIMULATED_DEPLOYMENTS, StackError, billing_warning, running_stack
@@ -163,6 +166,35 @@ def test_two_stacks_on_one_folder_share_one_azurite(tmp_path: Path, monkeypatch:
         assert first.azurite.process is not None
         azurite_process = first.azurite.process
     assert azurite_process.poll() is not None, "the stack that started Azurite stops it"
+
+
+@pytest.mark.slow  # two stacks, a job through each (about 3 s): CI runs it
+def test_two_stacks_on_one_folder_never_run_each_others_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19, finding 17: the first stack's queue runner took the second's jobs and ran them on its own model service."""
+    for name in ("AZURE_OPENAI_ENDPOINT", "AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri", "IMAGES_QUEUE"):
+        monkeypatch.delenv(name, raising=False)
+    data = tmp_path / "data"
+    with running_stack(latency=0, location=data, azurite_ports="free") as first:
+        with running_stack(latency=0, location=data, azurite_ports="free") as second:
+            assert second.own_queue and not first.own_queue
+            assert first.settings.queue_name == "image-jobs" and second.settings.queue_name.startswith("image-jobs-s")
+            for stack in (second, first, second):
+                path = "/openai/deployments/gpt-image-1-mini/images/generations:submit?api-version=2025-04-01-preview"
+                accepted = httpx.post(stack.url + path, json={"prompt": "whose job"}, timeout=60)
+                assert accepted.status_code == 202, accepted.text
+                asyncio.run(_finished(stack.url, accepted.json()["id"]))
+            assert first.simulator is not None and second.simulator is not None
+            generations = [httpx.get(f"{s.simulator.url}/_sim/stats").json()["generations"] for s in (first, second)]  # type: ignore[union-attr]
+            assert generations == [1, 2]  # each job on the model service of the stack it was sent to
+            own = second.settings
+        names = {q.name for q in QueueServiceClient.from_connection_string(first.settings.storage.connection_string).list_queues()}
+        assert first.settings.queue_name in names and own.queue_name not in names and own.poison_queue_name not in names
+
+
+async def _finished(url: str, job_id: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        operation = await wait(http, job_id, poll_interval=0.05, timeout=60)
+    assert operation.status == "succeeded"
 
 
 def test_a_folder_held_by_a_stack_whose_azurite_is_gone_is_refused_naming_the_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
