@@ -1,7 +1,8 @@
 """``python -m client batch prompts.jsonl --endpoint URL --out DIR``: the command line of the batch client.
 
 Exit status: 0 when every line succeeded (or was done by an earlier run), 1 when any line
-failed or was invalid, 2 for a usage error, 130 when interrupted (run it again to carry on).
+failed, was invalid (a repeated id included) or changed under an id an earlier run sent, 2 for a
+usage error, 130 when interrupted (run it again to carry on).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 # Every state a line goes through, in the order a person reads them.
 ACTIVE = ("waiting", "submitted", "queued", "running", "downloading")
-FINAL = ("succeeded", "skipped", "failed", "invalid", "duplicate")
+FINAL = ("succeeded", "skipped", "failed", "invalid", "changed")
 FROM_SERVICE = {"notRunning": "queued", "running": "running", "succeeded": "downloading", "failed": "failed"}
 
 
@@ -114,7 +114,7 @@ class RichReporter:
 
     def finished(self, result: Any, tally: Tally) -> None:
         """Print what went wrong with a line; successes only move the bar."""
-        if result.state in ("failed", "invalid"):
+        if result.state in ("failed", "invalid", "changed"):
             self.progress.console.print(result.summary(), markup=False, highlight=False)
         self.changed(tally)
 

@@ -261,16 +261,107 @@ def test_lines_get_stable_ids_and_invalid_lines_their_reason() -> None:
     assert isinstance(nowhere, InvalidLine) and "deployment" in nowhere.reason
 
 
-async def test_duplicate_lines_are_run_once(stack: Stack, sim: SimControl, tmp_path: Path) -> None:
-    line = {"prompt": f"twice {uuid.uuid4().hex[:8]}"}
-    prompts = write_lines(tmp_path / "twice.jsonl", [line, line])
+async def test_a_repeated_id_is_an_invalid_line_and_the_exit_status_says_so(stack: Stack, sim: SimControl, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex[:8]
+    line = {"prompt": f"twice {token}"}
+    prompts = write_lines(tmp_path / "twice.jsonl", [line, line, {"id": f"mine-{token}", "prompt": "a"}, {"id": f"mine-{token}", "prompt": "b"}])
     config = BatchConfig(endpoint=stack.api.url, out=tmp_path / "twice", deployment="gpt-image-1-mini", poll_interval=POLL)
     async with httpx.AsyncClient(base_url=stack.api.url, timeout=30) as http:
         results = await run_batch(prompts, config, http)
-    assert [r.state for r in results] == ["succeeded", "duplicate"]
-    assert results[1].error == {"code": "duplicate", "message": "the same request as line 1"}
-    assert not failed(results)
+    assert [r.state for r in results] == ["succeeded", "invalid", "succeeded", "invalid"]
+    assert [r.error["code"] for r in results if r.error] == ["duplicateId", "duplicateId"]
+    assert "line 1 has the id" in results[1].error["message"] and "line 3 has the id" in results[3].error["message"]  # type: ignore[index]
+    assert failed(results)  # a request dropped silently was the bug: the exit status is 1
+    assert sim.stats()["generations"] == 2
+
+
+HOSTILE_LINES: list[tuple[str | bytes, str]] = [
+    ('{"prompt": NaN}', "not valid JSON"),
+    ('{"prompt": "x", "n": Infinity}', "not valid JSON"),
+    ('{"prompt": "x", "n": 1e400}', "not valid JSON"),
+    ('{"prompt": "\\ud800 lone"}', "lone surrogate"),
+    ('{"prompt": "x", "id": "ends-in-newline\\n"}', "'id'"),
+    ('{"prompt": "x", "id": 7}', "'id'"),
+    ('{"prompt": "x", "deployment": "../../x"}', "'deployment'"),
+    ('{"prompt": "x", "deployment": 7}', "'deployment'"),
+    ('{"prompt": "x", "operation": ["edit"]}', "'operation'"),
+    ('{"prompt": ["x"]}', "non-empty string"),
+    ('{"prompt": "x", "prompt": "y"}', "appears twice"),
+    ('{"prompt": "x", "user": ' + "[" * 100 + "]" * 100 + "}", "nested deeper"),
+    ('{"prompt": "cut', "not valid JSON"),
+    (b'{"prompt": "\xff"}', "not UTF-8"),
+    ("[]", "JSON object"),
+]
+
+
+async def test_malformed_lines_are_invalid_results_on_this_run_and_every_rerun(stack: Stack, sim: SimControl, tmp_path: Path) -> None:
+    good = {"prompt": f"the one good line {uuid.uuid4().hex[:8]}"}
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"".join((t if isinstance(t, bytes) else t.encode("utf-8", "surrogatepass")) + b"\n" for t, _ in HOSTILE_LINES) + json.dumps(good).encode() + b"\n")
+    out = tmp_path / "hostile"
+    argv = ["batch", str(path), "--endpoint", stack.api.url, "--out", str(out), "--deployment", "gpt-image-1-mini", "--poll-interval", str(POLL)]
+    for _ in range(2):  # and again: a rerun reads the same file and its own results.jsonl
+        console = Console(file=io.StringIO(), width=300)
+        assert await asyncio.to_thread(main, argv, console) == 1
+        results = results_by_line(out)
+        assert sorted(results) == list(range(1, len(HOSTILE_LINES) + 2))
+        for number, (_, reason) in enumerate(HOSTILE_LINES, start=1):
+            entry = results[number]
+            assert entry["state"] == "invalid" and reason in entry["error"]["message"], (number, entry)
+        assert results[len(HOSTILE_LINES) + 1]["state"] == "succeeded"
     assert sim.stats()["generations"] == 1
+
+
+async def test_a_line_changed_under_an_id_an_earlier_run_sent_is_reported_and_not_sent(stack: Stack, sim: SimControl, tmp_path: Path) -> None:
+    key = f"kept-{uuid.uuid4().hex[:8]}"
+    path, out = tmp_path / "changing.jsonl", tmp_path / "changing"
+    argv = ["batch", str(path), "--endpoint", stack.api.url, "--out", str(out), "--deployment", "gpt-image-1-mini", "--poll-interval", str(POLL)]
+    write_lines(path, [{"id": key, "prompt": "a red kite"}])
+    assert await asyncio.to_thread(main, argv, Console(file=io.StringIO())) == 0
+    first = results_by_line(out)[1]
+    write_lines(path, [{"id": key, "prompt": "a blue kite"}])
+    console = Console(file=io.StringIO(), width=300)
+    assert await asyncio.to_thread(main, argv, console) == 1
+    changed = results_by_line(out)[1]
+    assert changed["state"] == "changed" and changed["error"]["code"] == "changedRequest" and changed["request"] == first["request"]
+    assert "changedRequest" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert sim.stats()["generations"] == 1  # nothing sent for the changed line
+    write_lines(path, [{"id": key, "prompt": "a red kite"}])  # back as it was: the earlier job's images
+    assert await asyncio.to_thread(main, argv, Console(file=io.StringIO())) == 0
+    assert results_by_line(out)[1]["state"] == "succeeded" and sim.stats()["generations"] == 1
+
+
+async def test_a_line_changed_after_an_interrupted_run_sent_it_is_caught_on_the_queue_too(stack: Stack, sim: SimControl, tmp_path: Path) -> None:
+    """Interrupted after the message went: only the submitted entry knows what the id asked."""
+    key = f"queued-{uuid.uuid4().hex[:8]}"
+    path, out = tmp_path / "queued.jsonl", tmp_path / "queued"
+    write_lines(path, [{"id": key, "prompt": "sent before the interruption"}])
+    config = BatchConfig(endpoint=stack.api.url, out=out, via="queue", deployment="gpt-image-1-mini", poll_interval=POLL)
+    submitter = QueueSubmitter.from_connection_string(stack.azurite.connection_string, stack.settings.queue_name)
+    stop = CancelOnSubmit()
+    async with httpx.AsyncClient(base_url=stack.api.url, timeout=30) as http:
+        run = asyncio.create_task(run_batch(path, config, http, queue=submitter, reporter=stop))
+        stop.task = run
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert [json.loads(t)["state"] for t in (out / RESULTS).read_text().splitlines()] == ["submitted"]
+        write_lines(path, [{"id": key, "prompt": "changed meanwhile"}])
+        results = await run_batch(path, config, http, queue=submitter)
+        done = await wait(http, key, poll_interval=POLL)  # the message sent before the interruption, as asked then
+    await submitter.close()
+    assert [r.state for r in results] == ["changed"] and failed(results)
+    assert done.view["result"]["data"] and sim.stats()["generations"] == 1
+
+
+class CancelOnSubmit(CancelAfter):
+    """Interrupts the run as soon as a line is submitted."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def changed(self, tally: Tally) -> None:
+        if tally.counts()["submitted"] and self.task is not None:
+            self.task.cancel()
 
 
 async def test_library_submit_wait_download_with_a_function_key(stack: Stack, sim: SimControl, tmp_path: Path) -> None:
