@@ -2,7 +2,8 @@
 
 One stack for the module: the API (with the gallery router) over uvicorn, a queue
 runner for the jobs, and a day of generations, jobs in every state, and an older day
-written through the archive (with an edit that names its input). Browser tests drive
+made by the service under that day's prefix (two generations, and a masked edit of the first).
+Every record a page reads is one the service wrote, never a shape written here. Browser tests drive
 Debian's chromium through Playwright and are skipped, saying why, only when it is absent.
 
 ``GALLERY_SCREENSHOT=docs/gallery.png`` makes the screenshot test write the README's picture.
@@ -34,9 +35,12 @@ from client import BatchRequest, JobError, submit, wait
 from local.azurite import ROOT, Azurite
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
-from local.simulator import render_image
+from shared import edits
 from shared.api import create_app
+from shared.inputs import InputStore, input_name
 from shared.jobs import handle_queue_message
+from shared.models import parse_request
+from shared.models.image_bytes import sniff
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.browser import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
@@ -75,6 +79,7 @@ class Seeded:
     jobs: dict[str, str]  # status -> job id
     past_ids: list[str]
     edit_id: str
+    mask_name: str
     storage_calls: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -110,24 +115,35 @@ async def _jobs(url: str, settings: Settings, azurite: Azurite) -> dict[str, str
     return ids
 
 
-async def _past_day(settings: Settings) -> tuple[list[str], str]:
-    """Two generations and an edit of the first on an older day, written as the service writes them."""
-    ids = [uuid.uuid4().hex for _ in range(2)]
-    edit_id = uuid.uuid4().hex
+def _mask(size: int, hole: int) -> bytes:
+    """A PNG mask, opaque but for a transparent square in the top left corner (where the edit paints)."""
+    mask = Image.new("RGBA", (size, size), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, hole, hole))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def _past_day(settings: Settings) -> tuple[list[str], str, str]:
+    """Two generations and a masked edit of the first on an older day, made by the service itself (the simulator
+    upstream, Azurite below) under that day's prefix: the records are the ones the service writes.
+
+    Returns the generations' ids, the edit's id and the mask's archived name."""
     async with Runtime(settings) as runtime:
-        archive = runtime.service.archive
-        for index, generation_id in enumerate([*ids, edit_id]):
-            prompt = ["A quiet harbour in winter", "Snow on a red roof", "The harbour, at night"][index]
-            record: dict[str, Any] = {
-                "id": generation_id, "kind": "edit" if generation_id == edit_id else "sync",
-                "created": f"{PAST}T10:0{index}:00+00:00", "deployment": "gpt-image-1", "model": "gpt-image-1", "prompt": prompt,
-                "parameters": {"asked": {"prompt": prompt, "size": "1024x1024"}, "sent": {"prompt": prompt, "size": "1024x1024"}},
-                "usage": {"total_tokens": 1100 + index}, "cost": {"usd": 0.042},
-            }
-            if generation_id == edit_id:
-                record["inputs"] = [f"{PAST}/{ids[0]}/0.png"]
-            await archive.store(PAST, generation_id, [(render_image(256, 256, seed=index), "image/png")], record)
-    return ids, edit_id
+        service = runtime.service
+        made = []
+        for prompt in ("A quiet harbour in winter", "Snow on a red roof"):
+            request = parse_request({"prompt": prompt, "size": "1024x1024"}, "gpt-image-1", "gpt-image-1")
+            made.append(await service.generate(request, generation_id=uuid.uuid4().hex, prefix=PAST, timeout=30, budget=5))
+        mask = _mask(1024, 256)
+        facts = sniff(mask)
+        assert facts is not None
+        mask_name = input_name(mask, facts)
+        await InputStore(service.archive).put(mask_name, mask, "image/png")
+        body = {"prompt": "The harbour, at night", "image": [made[0].images[0].name], "mask": mask_name, "size": "1024x1024"}
+        edit = await edits.run_edit(service, edits.edit_from_json(body, "gpt-image-1", "gpt-image-1"), generation_id=uuid.uuid4().hex,
+                                    prefix=PAST, timeout=30, budget=5)  # fmt: skip
+    return [g.id for g in made], edit.id, mask_name
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +166,10 @@ def seeded(azurite: Azurite, simulator: ServerThread) -> Iterator[Seeded]:
                 assert answer.status_code == 200, answer.text
                 sync_ids.append(answer.headers["x-request-id"])
                 day = urlsplit(answer.json()["data"][0]["url"]).path.split("/")[-3]
-        past_ids, edit_id = asyncio.run(_past_day(settings))
+        past_ids, edit_id, mask_name = asyncio.run(_past_day(settings))
         app.dependency_overrides[shared.gallery.today] = lambda: day  # "today" is the day the generations above were filed under
         calls.clear()
-        yield Seeded(server.url, settings, day, sync_ids, jobs, past_ids, edit_id, calls)
+        yield Seeded(server.url, settings, day, sync_ids, jobs, past_ids, edit_id, mask_name, calls)
     finally:
         server.stop()
 
@@ -316,15 +332,13 @@ def test_a_busy_day_reads_only_what_a_page_shows(seeded: Seeded, http: httpx.Cli
 
 
 async def _busy_day(settings: Settings, day: str, count: int) -> None:
-    """``count`` small generations on ``day``, written as the service writes them, a few at a time."""
+    """``count`` small generations filed under ``day``, made by the service (the simulator, Azurite), a few at a time."""
     async with Runtime(settings) as runtime:
-        archive = runtime.service.archive
-        image = render_image(64, 64, seed=7)
 
         async def one(index: int) -> None:
-            generation_id = uuid.uuid4().hex
-            record = {"id": generation_id, "kind": "sync", "created": f"{day}T08:00:00.{index:06d}+00:00", "deployment": "gpt-image-1-mini", "prompt": f"item {index}"}
-            await archive.store(day, generation_id, [(image, "image/png")], record)
+            body = {"prompt": f"item {index}", "quality": "low", "output_format": "jpeg", "output_compression": 100}
+            request = parse_request(body, "gpt-image-1-mini", "gpt-image-1-mini")
+            await runtime.service.generate(request, generation_id=uuid.uuid4().hex, prefix=day, timeout=30, budget=5)
 
         for start in range(0, count, 25):
             await asyncio.gather(*(one(i) for i in range(start, min(count, start + 25))))
@@ -343,7 +357,20 @@ def test_days_link_to_each_other(seeded: Seeded, http: httpx.Client) -> None:
     past = http.get(f"/gallery?day={PAST}").text
     assert f'href="/gallery?day={seeded.day}" class="newer-day"' in past
     assert tile_ids(past) == [seeded.edit_id, *seeded.past_ids[::-1]]
-    assert "$0.0420" in past
+    assert re.search(r"\$0\.\d{4}", past)  # the cost the service priced the past day's generations at
+
+
+def test_an_edit_shows_as_an_edit_with_its_input_and_mask(seeded: Seeded, http: httpx.Client) -> None:
+    index = http.get(f"/gallery?day={PAST}").text
+    tile = re.search(rf'data-id="{seeded.edit_id}">(.*?)</a>', index, re.S)
+    assert tile is not None and "<span>edit</span>" in tile.group(1)
+    detail = http.get(f"/gallery/{PAST}/{seeded.edit_id}").text
+    assert f"<title>Edit {seeded.edit_id}" in detail and f"<h1>Edit {seeded.edit_id}</h1>" in detail and "<h2>Inputs</h2>" in detail
+    source = f"{PAST}/{seeded.past_ids[0]}/0.png"
+    assert f'src="/images/{source}"' in detail and f'src="/images/{seeded.mask_name}"' in detail
+    assert f"mask · {seeded.mask_name}" in detail and "<dd>edit</dd>" in detail
+    plain = http.get(f"/gallery/{PAST}/{seeded.past_ids[1]}").text
+    assert f"<h1>Generation {seeded.past_ids[1]}</h1>" in plain and "Inputs" not in plain
 
 
 def test_a_job_page_shows_its_record_and_events(seeded: Seeded, http: httpx.Client) -> None:
@@ -485,8 +512,10 @@ def test_browser_shows_an_edit_with_its_inputs_at_full_size(seeded: Seeded, page
     assert tab.locator("h1").inner_text() == f"Edit {seeded.edit_id}"
     assert tab.locator("h2", has_text="Inputs").count() == 1
     images = every_image_decoded(tab)
-    assert [i["src"].split("?")[0] for i in images] == [f"/images/{PAST}/{seeded.past_ids[0]}/0.png", f"/images/{PAST}/{seeded.edit_id}/0.png"]
-    assert all(i["w"] == 256 for i in images)  # at full size: the archived image itself
+    expected = [f"/images/{PAST}/{seeded.past_ids[0]}/0.png", f"/images/{seeded.mask_name}", f"/images/{PAST}/{seeded.edit_id}/0.png"]
+    assert [i["src"].split("?")[0] for i in images] == expected
+    assert all(i["w"] == 1024 for i in images)  # at full size: the archived images themselves
+    assert images[1]["alt"] == f"Mask of {seeded.edit_id}"
     assert "Cost" in tab.locator("dl.record").inner_text()
     assert page.problems == []
 

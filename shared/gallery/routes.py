@@ -17,7 +17,7 @@ from shared.errors import ServiceError
 from shared.gallery.browse import DEFAULT_PER_PAGE, MAX_PER_PAGE, GalleryQuery, build_page
 from shared.gallery.pages import Links, origin, render
 from shared.gallery.reader import DAY, JOB_PREFIX, GalleryReader, day_of
-from shared.gallery.tiles import STATUSES, Tile, image_names, tile_from_job, tile_from_record
+from shared.gallery.tiles import STATUSES, Tile, tile_from_job, tile_from_record
 from shared.runtime import Runtime
 from shared.service import sync_prefix
 
@@ -104,8 +104,8 @@ async def gallery_item(prefix: str, item_id: str, request: Request, runtime: Run
         "record": record,
         "job": job,
         "images": _images(record, tile),
-        "inputs": image_names((record or {}).get("inputs")),
-        "mask": image_names([(record or {}).get("mask")]),
+        "inputs": tile.inputs,
+        "mask": [tile.mask] if tile.mask else [],
         "links": _links(request),
         "day": prefix if DAY.fullmatch(prefix) else (day_of(tile.time) if tile.time else None),
     }

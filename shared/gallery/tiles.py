@@ -14,6 +14,8 @@ from typing import Any
 SUCCEEDED = "succeeded"
 STATUSES = ("succeeded", "failed", "running", "notRunning")
 KIND_LABELS = {"sync": "generation", "job": "background job", "edit": "edit", "edit job": "background edit"}
+HEADINGS = {"sync": "Generation", "job": "Job", "edit": "Edit", "edit job": "Edit job"}
+EDIT_OPERATION = "edit"  # what the service's records and job requests say of an edit (shared/models/edits.py)
 STATUS_LABELS = {"succeeded": "succeeded", "failed": "failed", "running": "running", "notRunning": "queued"}
 ALT_LIMIT = 250  # alt text: the prompt, cut where a screen reader user would want it cut
 
@@ -35,6 +37,13 @@ class Tile:
     usage: dict[str, Any] | None = None
     cost: Any = None
     error: dict[str, Any] | None = None
+    inputs: list[str] = field(default_factory=list)  # an edit's input images, archived names in order
+    mask: str | None = None  # an edit's mask, its archived name
+
+    @property
+    def heading(self) -> str:
+        """What the page of one is called: Generation, Edit, Job or Edit job."""
+        return HEADINGS.get(self.kind, self.kind.capitalize())
 
     @property
     def alt(self) -> str:
@@ -118,13 +127,29 @@ def image_names(items: Any) -> list[str]:
     return names
 
 
+def _kind(kind: str, operation: Any) -> str:
+    """The tile's kind: ``sync`` or ``job`` as the record says, an ``edit`` (``edit job``) when its operation says so."""
+    if operation != EDIT_OPERATION:
+        return kind
+    return "edit job" if kind == "job" else "edit"
+
+
+def edit_inputs(inputs: Any) -> tuple[list[str], str | None]:
+    """An edit's inputs as the service records them: ``{"image": [names] or name, "mask": name or null}``."""
+    found = _object(inputs)
+    images = found.get("image")
+    mask = found.get("mask")
+    return image_names(images if isinstance(images, list) else [images]), mask if isinstance(mask, str) and mask else None
+
+
 def tile_from_record(prefix: str, record: dict[str, Any]) -> Tile:
     """A tile for an archived generation or edit (``{prefix}/{id}/record.json``)."""
     parameters = _object(record.get("parameters"))
+    inputs, mask = edit_inputs(record.get("inputs"))
     return Tile(
         prefix=prefix,
         id=_text(record.get("id")),
-        kind=_text(record.get("kind")) or "sync",
+        kind=_kind(_text(record.get("kind")) or "sync", record.get("operation")),
         status=SUCCEEDED,  # a record is written only for a finished generation
         prompt=_text(record.get("prompt")),
         deployment=_text(record.get("deployment")),
@@ -134,6 +159,8 @@ def tile_from_record(prefix: str, record: dict[str, Any]) -> Tile:
         images=image_names(record.get("images")),
         usage=_object(record.get("usage")) or None,
         cost=record.get("cost"),
+        inputs=inputs,
+        mask=mask,
     )
 
 
@@ -142,10 +169,11 @@ def tile_from_job(job: dict[str, Any], family_of: Callable[[str], str | None]) -
     request = _object(job.get("request"))
     result = _object(job.get("result"))
     deployment = _text(job.get("deployment"))
+    inputs, mask = edit_inputs(request) if request.get("operation") == EDIT_OPERATION else ([], None)
     return Tile(
         prefix="jobs",
         id=_text(job.get("id")),
-        kind="edit job" if request.get("operation") == "edit" else "job",
+        kind=_kind("job", request.get("operation")),
         status=_text(job.get("status")) or "notRunning",
         prompt=_text(request.get("prompt")),
         deployment=deployment,
@@ -156,4 +184,6 @@ def tile_from_job(job: dict[str, Any], family_of: Callable[[str], str | None]) -
         usage=_object(result.get("usage")) or None,
         cost=result.get("cost"),
         error=_object(job.get("error")) or None,
+        inputs=inputs,
+        mask=mask,
     )
