@@ -130,6 +130,8 @@ async def test_a_queue_message_names_archived_inputs(queued: Queued, sim: SimCon
     queued.drop({"id": wrong, "deployment": "gpt-image-2", "operation": "variation", "image": [input_name(source)], "prompt": "x"})
     queued.run().drain(received=3)
     assert (await queued.status(job_id))["status"] == "succeeded"
+    page = (await queued.client.get(f"/gallery/jobs/{job_id}")).text  # the gallery shows it as the edit it is
+    assert f"<h1>Edit job {job_id}</h1>" in page and f'src="/images/{input_name(source)}"' in page and "background edit" in page
     failed = {j: (await queued.status(j))["error"] for j in (missing, wrong)}
     assert failed[missing]["param"] == "image" and failed[wrong]["param"] == "operation"
     assert sim.stats()["edits"] == 2  # the synchronous one and the queued one; the refused jobs called nobody
