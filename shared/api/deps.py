@@ -9,8 +9,10 @@ from fastapi import Depends, Request
 from shared.runtime import Runtime
 
 
-def runtime(request: Request) -> Runtime:
-    """The app's runtime: settings, the generation service and the jobs."""
+async def runtime(request: Request) -> Runtime:
+    """The app's runtime: settings, the generation service and the jobs.
+
+    ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request for a lookup."""
     found: Runtime = request.app.state.runtime
     return found
 

@@ -24,13 +24,13 @@ from shared.service import sync_prefix
 router = APIRouter(tags=["gallery"], dependencies=FUNCTION_KEY)
 
 
-def app_runtime(request: Request) -> Runtime:
+async def app_runtime(request: Request) -> Runtime:
     """The app's runtime (set by create_app)."""
     found: Runtime = request.app.state.runtime
     return found
 
 
-def today() -> str:
+async def today() -> str:
     """The default day: today in UTC, as the archive files synchronous generations (tests override this)."""
     return sync_prefix()
 
