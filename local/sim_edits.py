@@ -51,7 +51,7 @@ from local.simulator import (
     _invalid,
     _redacted_headers,
     check_request,
-    refuse_flagged_prompt,
+    refuse_flagged,
 )
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class EditSimulator:
             raise _azure_error(403, "Forbidden", POLICY_BLOCKED, outcome="blocked")
         headers.update(sim._quota(deployment, api_version, flavor))
         sim._fault(params.prompt, flavor)
-        refuse_flagged_prompt(params.prompt, int(sim.clock.now()), params.prompt)  # edits are filtered as generations are
+        refuse_flagged(params.prompt, int(sim.clock.now()), params.prompt)  # edits are filtered as generations are
         # The work starts: billed from here, as for generations.
         sim.stats.generations += 1
         sim.stats.edits += 1

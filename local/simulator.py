@@ -184,21 +184,28 @@ ModelInBody = Literal["match", "reject", "ignore"]
 Flavor = Literal["azure", "openai"]
 
 
-def refuse_flagged_prompt(prompt: str, created: int, revised: str | None) -> None:
-    """A prompt with a prompt-filter marker: the 400 Azure answers for a flagged prompt (current or legacy shape)."""
-    if "[[filter:prompt:legacy]]" in prompt:
-        raise SimError(400, {"created": created, "error": {"code": "contentFilter", "message": PROMPT_FILTERED}}, outcome="filtered")
-    if "[[filter:prompt]]" in prompt:
+_FLAGGED = {  # side -> (the legacy shape's message, the current shape's message, the category filtered)
+    "prompt": (PROMPT_FILTERED, PROMPT_REJECTED, ("violence", "high")),
+    "image": (IMAGE_FILTERED, IMAGE_FILTERED + " Try a different prompt.", ("sexual", "medium")),
+}
+
+
+def refuse_flagged(prompt: str, created: int, revised: str | None, side: Literal["prompt", "image"] = "prompt") -> None:
+    """A prompt with a filter marker for ``side``: the 400 Azure answers for it (current or legacy shape)."""
+    legacy, current, (category, severity) = _FLAGGED[side]
+    if f"[[filter:{side}:legacy]]" in prompt:
+        raise SimError(400, {"created": created, "error": {"code": "contentFilter", "message": legacy}}, outcome="filtered")
+    if f"[[filter:{side}]]" in prompt:
         raise _azure_error(
             400,
             "content_policy_violation",
-            PROMPT_REJECTED,
+            current,
             outcome="filtered",
             type="invalid_request_error",
             param=None,
             inner_error={
                 "code": "ResponsibleAIPolicyViolation",
-                "content_filter_results": _filter_results("violence", "high"),
+                "content_filter_results": _filter_results(category, severity),
                 "revised_prompt": revised,
             },
         )
@@ -1471,10 +1478,9 @@ class Simulator:
         if (refused := faults.refusal(params.prompt, request)) is not None:
             return refused
 
-        filters = [kind for marker, kind in FILTER_MARKERS.items() if marker in params.prompt]
         created = int(self.clock.now())
         revised = _revised_prompt(params)
-        refuse_flagged_prompt(params.prompt, created, revised)
+        refuse_flagged(params.prompt, created, revised)
 
         # The work starts: billed from here (a client that goes away during the sleep still pays).
         self.stats.generations += 1
@@ -1490,22 +1496,7 @@ class Simulator:
                 499, {"error": {"code": "ClientClosedRequest", "message": "The client went away during the generation."}}, outcome="abandoned"
             )
 
-        if "image:legacy" in filters:
-            raise SimError(400, {"created": created, "error": {"code": "contentFilter", "message": IMAGE_FILTERED}}, outcome="filtered")
-        if "image" in filters:
-            raise _azure_error(
-                400,
-                "content_policy_violation",
-                IMAGE_FILTERED + " Try a different prompt.",
-                outcome="filtered",
-                type="invalid_request_error",
-                param=None,
-                inner_error={
-                    "code": "ResponsibleAIPolicyViolation",
-                    "content_filter_results": _filter_results("sexual", "medium"),
-                    "revised_prompt": revised,
-                },
-            )
+        refuse_flagged(params.prompt, created, revised, "image")
 
         created = int(self.clock.now())
         first = next(self._counter)
