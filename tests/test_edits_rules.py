@@ -9,7 +9,16 @@ from PIL import Image
 
 from shared.api.edits_schema import edit_bodies
 from shared.errors import ServiceError
-from shared.models.edits import EditRequest, check_inputs, edit_record_fields, edit_rules, form_values, parse_edit
+from shared.models.edits import (
+    NOT_OFFERED,
+    EditRequest,
+    accepted_fields,
+    check_inputs,
+    edit_record_fields,
+    edit_rules,
+    form_values,
+    parse_edit,
+)
 from shared.models.families import TABLE
 from shared.models.image_bytes import MAX_FILL, MAX_STEPS, sniff
 from shared.models.parsing import parse_request
@@ -143,3 +152,14 @@ def test_the_published_schema_lists_every_edit_field() -> None:
     assert set(bodies["multipart/form-data"]["schema"]["properties"]) == fields | {"image[]"}
     assert set(bodies["application/json"]["schema"]["properties"]) == fields
     assert bodies["multipart/form-data"]["schema"]["properties"]["input_fidelity"]["enum"] == ["high", "low"]
+
+
+@pytest.mark.parametrize("family", ["gpt-image-1-mini", "gpt-image-2"])
+def test_a_refusal_lists_only_what_the_service_accepts(family: str) -> None:
+    with pytest.raises(ServiceError) as caught:
+        parse_edit({"prompt": "x", "input_fidelity": "high"}, ["inputs/a.png"], None, family, family)
+    listed = caught.value.message.split("accept: ", 1)[1].rstrip(".").split(", ")
+    assert listed == accepted_fields(edit_rules(family)) and "prompt" in listed and "mask" in listed
+    assert "stream" not in listed and "partial_images" not in listed  # refused while streaming is not offered
+    # Derived from the rules: once a parameter is offered, the same refusal lists it.
+    assert set(accepted_fields(edit_rules(family))) == set(edit_rules(family).fields) - set(NOT_OFFERED)
