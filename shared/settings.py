@@ -8,7 +8,7 @@ How it is built:
 
 - :class:`Settings` is a frozen pydantic-settings model, one field per setting: its
   environment name (the alias), default, bounds, description, and where infrastructure
-  sets it (``json_schema_extra={"deploy": "app" | "optional" | "local"}``).
+  sets it (``json_schema_extra={"deploy": "app" | "optional" | "local" | "platform"}``).
 - :meth:`Settings.from_env` reads those names from the environment, or from a given
   mapping and nothing else (no ``os.environ`` behind its back, no ``.env`` file).
   A blank value means unset, so the default applies.
@@ -39,19 +39,16 @@ from pydantic_core import ErrorDetails, PydanticUndefined
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.host import host_max_dequeue_count
-from shared.models import FAMILIES, family_for_name
+from shared.models import FAMILIES
 from shared.pool.config import ENVIRON, Backend, PoolConfigError, parse_backends
+from shared.settings_rules import ApiStyle, AuthMode, SettingsError, base_from_hostname, caller_auth, deployments, model_auth
 
-ApiStyle = Literal["deployment", "v1", "openai"]
-AuthMode = Literal["key", "keyvault", "entra"]
-Deploy = Literal["app", "optional", "local"]
+__all__ = ["SETTINGS", "ApiStyle", "AuthMode", "Setting", "Settings", "SettingsError", "StorageSettings", "setting_names"]
+
+Deploy = Literal["app", "optional", "local", "platform"]
 
 MAX_LINK_TTL_SECONDS = 7 * 24 * 3600  # user delegation keys and SAS links: 7 days at most
 DEFAULT_API_VERSION = "2025-04-01-preview"  # gpt-image needs a preview version on the deployment path
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it."""
 
 
 def _storage_name(value: str) -> str:
@@ -141,6 +138,8 @@ class Settings(BaseSettings):
     public_base_url: str = _setting("IMAGES_PUBLIC_BASE_URL", "", "Base of the URLs the app hands out (Operation-Location), e.g. https://images.example.com behind a custom domain or gateway. Empty: https://{WEBSITE_HOSTNAME}, which Azure sets; locally the address the server listens on. Never the request's Host header.")
     telemetry_prompts: bool = _setting("IMAGES_TELEMETRY_PROMPTS", False, "Put prompts and revised prompts into spans. Off: telemetry carries no prompt text.")
     telemetry_exporter: str = _setting("IMAGES_TELEMETRY_EXPORTER", "none", "Where spans and metrics are written locally: console, file:<path> (JSON lines) or none. In Azure the Functions worker sends them to Application Insights.", "local")
+    caller_auth: Literal["key", "entra"] = _setting("IMAGES_CALLER_AUTH", "key", "How callers are known (README: Callers): key (function keys, one caller) or entra (App Service authentication with Entra ID: each calling identity is a caller, and sees only its own).")
+    platform_auth: bool = _setting("WEBSITE_AUTH_ENABLED", False, "Set by the platform, never by you: True when App Service authentication is on. IMAGES_CALLER_AUTH=entra does not start without it.", "platform")
 
     # What the settings leave implicit, worked out once by _resolve.
     _api_style: ApiStyle = PrivateAttr("deployment")
@@ -157,7 +156,7 @@ class Settings(BaseSettings):
         given = {name: env[name].strip() for name in setting_names() if env.get(name, "").strip()}
         token = ENVIRON.set(env)  # IMAGES_BACKENDS names the settings holding its keys
         if "IMAGES_PUBLIC_BASE_URL" not in given and env.get("WEBSITE_HOSTNAME", "").strip():
-            given["IMAGES_PUBLIC_BASE_URL"] = _base_from_hostname(env["WEBSITE_HOSTNAME"].strip())
+            given["IMAGES_PUBLIC_BASE_URL"] = base_from_hostname(env["WEBSITE_HOSTNAME"].strip())
         try:
             return cls.model_validate(given)
         except ValidationError as exc:
@@ -177,7 +176,7 @@ class Settings(BaseSettings):
         """Only the values handed in (by :meth:`from_env`): a given mapping must not be topped up from elsewhere."""
         return (init_settings,)
 
-    @field_validator("auth_setting", "api_style_setting", mode="before")
+    @field_validator("auth_setting", "api_style_setting", "caller_auth", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -211,8 +210,9 @@ class Settings(BaseSettings):
         if endpoint.scheme == "http" and not self.allow_http_upstream:
             raise SettingsError("AZURE_OPENAI_ENDPOINT must use https (set IMAGES_ALLOW_HTTP_UPSTREAM=true only for the local simulator)")
         self._api_style = self.api_style_setting or ("openai" if endpoint.hostname == "api.openai.com" else "deployment")
-        self._deployments = _deployments(self.deployments_setting, self.default_deployment)
-        self._auth_mode = _auth_mode(self.auth_setting, self.api_key, self.key_vault_url, self._api_style)
+        self._deployments = deployments(self.deployments_setting, self.default_deployment)
+        self._auth_mode = model_auth(self.auth_setting, self.api_key, self.key_vault_url, self._api_style)
+        caller_auth(self.caller_auth, self.platform_auth)
         self._storage = _storage(self)
         self._backends = parse_backends(self.backends_setting, known_families=self._deployments, allow_http=self.allow_http_upstream)
         self._deployments |= {pool: backends[0].family for pool, backends in self._backends.items()}
@@ -256,56 +256,6 @@ class Settings(BaseSettings):
     def family_of(self, deployment: str) -> str | None:
         """Model family of an allowed deployment, or None if it is not allowed."""
         return self._deployments.get(deployment)
-
-
-def _base_from_hostname(hostname: str) -> str:
-    """WEBSITE_HOSTNAME as a base URL: https in Azure; http for loopback, where Core Tools sets it (localhost:7071)."""
-    try:
-        host = urlsplit(f"//{hostname}").hostname
-    except ValueError:  # not a host[:port]: the URL check names the setting
-        host = None
-    return f"{'http' if host in ('localhost', '127.0.0.1', '::1') else 'https'}://{hostname}"
-
-
-def _deployments(listed: str, default: str) -> dict[str, str]:
-    """IMAGES_DEPLOYMENTS ('name=family,...'; a family-like name may stand alone) plus AZURE_OPENAI_DEPLOYMENT."""
-    deployments: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in listed.split(","))):
-        name, sep, family = (x.strip() for x in item.partition("="))
-        if not name:
-            raise SettingsError(f"IMAGES_DEPLOYMENTS has an entry without a name: {item!r}")
-        family = family if sep else (family_for_name(name) or "")
-        if family not in FAMILIES:
-            raise SettingsError(
-                f"IMAGES_DEPLOYMENTS: deployment {name!r} needs a model family "
-                f"(name={'|'.join(sorted(FAMILIES))}), got {family or 'none'!r}"
-            )
-        deployments[name] = family
-    if default and default not in deployments:
-        inferred = family_for_name(default)
-        if inferred is None:
-            raise SettingsError(
-                f"AZURE_OPENAI_DEPLOYMENT {default!r} is not named like a model family; give its family in IMAGES_DEPLOYMENTS (name=family)"
-            )
-        deployments[default] = inferred
-    if not deployments:
-        raise SettingsError("Set AZURE_OPENAI_DEPLOYMENT or IMAGES_DEPLOYMENTS: no deployment is allowed")
-    return deployments
-
-
-def _auth_mode(requested: Literal["", "key", "keyvault", "entra"], api_key: str, vault: str, api_style: ApiStyle) -> AuthMode:
-    """AZURE_OPENAI_AUTH, or the way the other settings point to; and what that way needs."""
-    auth: AuthMode = requested or ("key" if api_key else ("keyvault" if vault else "entra"))
-    if auth == "key" and not api_key:
-        raise SettingsError("AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_AUTH=key")
-    if auth == "keyvault":
-        if not vault:
-            raise SettingsError("AZURE_KEY_VAULT_ENDPOINT is required when AZURE_OPENAI_AUTH=keyvault")
-        if urlsplit(vault).scheme != "https":
-            raise SettingsError("AZURE_KEY_VAULT_ENDPOINT must be an https URL")
-    if api_style == "openai" and auth == "entra":
-        raise SettingsError("IMAGES_API_STYLE=openai needs a key (AZURE_OPENAI_API_KEY or the keyvault way)")
-    return auth
 
 
 def _storage(s: Settings) -> StorageSettings:
@@ -373,7 +323,7 @@ class Setting:
     default: str | None
     doc: str
     # "app" (every deployment sets it), "optional" (set only for some choices,
-    # e.g. the keyvault way), "local" (never in Azure).
+    # e.g. the keyvault way), "local" (never in Azure), "platform" (Azure sets it, never the templates).
     deploy: Deploy = "app"
 
 

@@ -136,14 +136,18 @@ SAMPLES = {
     "IMAGES_RETENTION_DAYS": "30",
     "IMAGES_TELEMETRY_PROMPTS": "true",
     "IMAGES_TELEMETRY_EXPORTER": "console",
+    "IMAGES_CALLER_AUTH": "entra",
+    "WEBSITE_AUTH_ENABLED": "True",  # as the platform writes it
 }
+# What a sample needs beside it to be accepted.
+NEEDS = {"IMAGES_CALLER_AUTH": {"WEBSITE_AUTH_ENABLED": "True"}}
 
 
 def test_catalogue_is_the_model_fields() -> None:
     fields = list(Settings.model_fields.values())
     assert setting_names() == [f.alias for f in fields]
     assert [s.doc for s in SETTINGS] == [f.description for f in fields]
-    assert all(s.deploy in ("app", "optional", "local") for s in SETTINGS)
+    assert all(s.deploy in ("app", "optional", "local", "platform") for s in SETTINGS)
     assert set(SAMPLES) == set(setting_names())  # a new setting needs a sample below
     assert [s.name for s in SETTINGS if s.default is None] == ["AZURE_OPENAI_ENDPOINT"]  # the one required setting
 
@@ -157,7 +161,7 @@ def test_catalogue_defaults_read_back_as_the_defaults() -> None:
 @pytest.mark.parametrize("name", setting_names())
 def test_every_setting_is_read_under_its_environment_name(name: str) -> None:
     field = next(n for n, f in Settings.model_fields.items() if f.alias == name)
-    assert getattr(load(**{name: SAMPLES[name]}), field) != getattr(load(), field)
+    assert getattr(load(**{name: SAMPLES[name]}, **NEEDS.get(name, {})), field) != getattr(load(), field)
 
 
 def test_a_given_mapping_is_the_only_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from shared.callers import Caller, request_caller
 from shared.runtime import Runtime
 
 
@@ -17,4 +18,13 @@ async def runtime(request: Request) -> Runtime:
     return found
 
 
+async def caller(request: Request) -> Caller:
+    """Who is calling, as the configured mode (IMAGES_CALLER_AUTH) knows it: 401/403 in entra mode without a usable principal.
+
+    Key mode reads no header: whatever identity a client sends is ignored."""
+    found: Runtime = request.app.state.runtime
+    return request_caller(found.settings.caller_auth, request.headers)
+
+
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
+CallerDep = Annotated[Caller, Depends(caller)]
