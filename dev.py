@@ -6,6 +6,8 @@
     python3 dev.py serve    serve the local stack on http://127.0.0.1:7071 until Ctrl-C or SIGTERM;
                             --port P (default 7071), --latency S (simulated model seconds, default 2),
                             --data DIR (Azurite's data, default .azurite/), --azurite-ports usual|free
+    python3 dev.py token    print a bearer token of the running local stack for a caller: --principal NAME
+                            --roles Images.Caller[,Images.Operator] (the stack runs in entra mode, README: Callers)
     python3 dev.py test     run the test suite (starts Azurite and the simulator itself); tests marked
                             slow (the benchmark's smoke run) only with -m slow, or all with -m ""
     python3 dev.py lint     ruff and mypy
@@ -130,7 +132,7 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036  # dev.py is run by whatever python3 is on PATH
         sys.exit("dev.py: Python 3.11 or newer is needed")
     command, args = (argv[0], argv[1:]) if argv else ("help", [])
-    if command not in ("run", "test", "serve", "bench", "lint"):
+    if command not in ("run", "test", "serve", "token", "bench", "lint"):
         print(__doc__)
         return 0 if command in ("help", "-h", "--help") else 2
     if os.environ.get("DEV_PY_SKIP_SETUP") != "1":

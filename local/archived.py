@@ -29,7 +29,7 @@ def fetch_archived(stack: Stack, link: str, out_dir: Path, suffix: str = "") -> 
     image.raise_for_status()
     name = httpx.URL(link).path.split(f"/{stack.settings.images_container}/", 1)[1]  # /<account>/<container>/<name>
     record_name = name.rsplit("/", 1)[0] + "/record.json"
-    record = httpx.get(f"{stack.url}/images/{record_name}", follow_redirects=True, timeout=60).json()
+    record = httpx.get(f"{stack.url}/images/{record_name}", headers=stack.headers(), follow_redirects=True, timeout=60).json()
     out_dir.mkdir(parents=True, exist_ok=True)
     extension = "png" if image.headers.get("content-type") == "image/png" else "jpg"
     saved = out_dir / f"{record['id']}{suffix}.{extension}"

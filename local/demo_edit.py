@@ -33,7 +33,7 @@ def demo_edit(stack: Stack, generated: dict[str, Any], out_dir: Path) -> dict[st
     body = {"image": [generated["name"]], "prompt": EDIT_PROMPT, "size": "1024x1024", "quality": "medium"}
     print(f"\nPOST {url}\n     {json.dumps(body)}")
     started = time.monotonic()
-    response = httpx.post(url, json=body, timeout=300)
+    response = httpx.post(url, json=body, headers=stack.headers(), timeout=300)
     if response.status_code != 200:
         raise SystemExit(f"edit failed: HTTP {response.status_code} {response.text}")
     found = fetch_archived(stack, response.json()["data"][0]["url"], out_dir, "-edit")

@@ -43,12 +43,15 @@ from azure.storage.queue import QueueClient
 from local.archived import fetch_archived
 from local.azurite import ROOT, USUAL_PORTS, Azurite, FolderInUse, describe_holder, start_azurite
 from local.demo_edit import demo_edit
+from local.easyauth import IDENTITY_PREFIX, EasyAuthFront
+from local.identity import LOCAL_AUDIENCE, LOCAL_TOKEN_PATH, IdentityEndpoint, TokenIssuer
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from local.sim_pool import stack_pool
 from local.simulator import SimulatorConfig, create_simulator
 from shared import redaction
 from shared.api import create_app
+from shared.callers import CALLER_ROLE, OPERATOR_ROLE
 from shared.host import host_queue_settings
 from shared.runtime import Runtime
 from shared.settings import Settings, SettingsError
@@ -60,6 +63,7 @@ log = logging.getLogger("local.stack")
 # The deployments the simulator serves locally, each named like its model family.
 SIMULATED_DEPLOYMENTS = "gpt-image-1-mini=gpt-image-1-mini,gpt-image-1=gpt-image-1,gpt-image-1.5=gpt-image-1.5,gpt-image-2=gpt-image-2,dall-e-3=dall-e-3"
 DEMO_PROMPT = "A multi-colored umbrella on the beach, disposable camera"
+DEMO_PRINCIPAL = "local-developer"  # who `dev.py run` calls as (entra mode)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 AzuritePorts = Literal["usual", "free"]
 
@@ -87,10 +91,19 @@ class Stack:
     simulator: ServerThread | None = None
     extras: list[Any] = field(default_factory=list)
     own_queue: bool = False  # a queue of its own on another stack's Azurite (removed when it stops, if empty)
+    identity: IdentityEndpoint | None = None  # entra mode: the identity stand-in behind the front's /.auth/local/
 
     @property
     def url(self) -> str:
         return self.api.url
+
+    def headers(self, principal: str = DEMO_PRINCIPAL, roles: tuple[str, ...] = (CALLER_ROLE,)) -> dict[str, str]:
+        """What a caller sends: a bearer token for ``principal`` holding ``roles`` (entra mode); nothing in key mode."""
+        if self.identity is None:
+            return {}
+        client_id, _ = self.identity.issuer.add_principal(principal, roles, LOCAL_AUDIENCE)
+        token, _ = self.identity.issuer.issue(LOCAL_AUDIENCE, client_id, 3600)
+        return {"Authorization": f"Bearer {token}"}
 
     @property
     def owns_azurite(self) -> bool:
@@ -142,6 +155,10 @@ def stack_env(azurite: Azurite | None, simulator_url: str | None, sim_key: str) 
         )
     if azurite is not None:
         env["AzureWebJobsStorage"] = azurite.connection_string
+    # Callers as in Azure: entra mode, with the front (local/easyauth.py) standing in for App Service authentication.
+    env["IMAGES_CALLER_AUTH"] = env.get("IMAGES_CALLER_AUTH") or "entra"
+    if env["IMAGES_CALLER_AUTH"].lower() == "entra":
+        env["WEBSITE_AUTH_ENABLED"] = "True"
     return env
 
 
@@ -218,11 +235,13 @@ def running_stack(
             env["IMAGES_QUEUE"] = own_queue(env)
             print(f"Queue      '{env['IMAGES_QUEUE']}', this stack's own: the stack holding the folder drains its own queue", flush=True)
         settings = Settings.from_env(env)
+        identity = IdentityEndpoint(TokenIssuer(lifetime=3600)) if settings.caller_auth == "entra" else None
         # uvicorn's lifespan opens and closes the API's runtime in the server's event loop.
-        api = serve_in_thread(create_app(Runtime(settings)), port=api_port)
+        app: Any = create_app(Runtime(settings))
+        api = serve_in_thread(EasyAuthFront(app, identity, audiences=[LOCAL_AUDIENCE]) if identity else app, port=api_port)
         if azurite is not None and azurite.lock is not None:
             azurite.lock.describe(api=api.url, queue=settings.queue_name)
-        stack = Stack(settings, api, env, azurite, simulator, own_queue=shares)
+        stack = Stack(settings, api, env, azurite, simulator, own_queue=shares, identity=identity)
         try:
             if settings.storage.connection_string:
                 stack.extras.append(_queue_runner(settings))
@@ -259,7 +278,7 @@ def demo(stack: Stack, out_dir: Path) -> dict[str, Any]:
     body = {"prompt": DEMO_PROMPT, "size": "1024x1024", "quality": "hd", "style": "vivid"}
     print(f"POST {url}\n     {json.dumps(body)}")
     started = time.monotonic()
-    response = httpx.post(url, json=body, timeout=300)
+    response = httpx.post(url, json=body, headers=stack.headers(), timeout=300)
     elapsed = time.monotonic() - started
     if response.status_code != 200:
         raise SystemExit(f"generation failed: HTTP {response.status_code} {response.text}")
@@ -286,14 +305,14 @@ def demo_job(stack: Stack) -> dict[str, Any]:
     url = f"{stack.url}/openai/deployments/{deployment}/images/generations:submit?api-version={stack.settings.api_version}"
     body = {"prompt": "A lighthouse in a storm, oil painting", "size": "1536x1024", "quality": "medium"}
     print(f"\nPOST {url}\n     {json.dumps(body)}")
-    accepted = httpx.post(url, json=body, timeout=60)
+    accepted = httpx.post(url, json=body, headers=stack.headers(), timeout=60)
     if accepted.status_code != 202:
         raise SystemExit(f"submission failed: HTTP {accepted.status_code} {accepted.text}")
     location = accepted.headers["Operation-Location"]
     print(f"HTTP 202 {accepted.json()}  Operation-Location: {location}")
     deadline = time.monotonic() + 300
     while True:
-        view = httpx.get(location, timeout=30).json()
+        view = httpx.get(location, headers=stack.headers(), timeout=30).json()
         if view["status"] in ("succeeded", "failed"):
             break
         if time.monotonic() > deadline:
@@ -362,6 +381,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"API        {stack.url}  (try: curl {stack.url}/healthz)")
         print(f"OpenAPI    {stack.url}/openapi.json")
         print(f"Gallery    {stack.url}/gallery  (what was generated, newest first)")
+        if stack.identity is not None:
+            print(f"Callers    entra mode: a bearer token from `python3 dev.py token --principal NAME --roles {CALLER_ROLE}` (--url {stack.url});")
+            print(f"           the front checks it as App Service authentication would (identity stand-in at {stack.url}{IDENTITY_PREFIX}/)")
         if stack.azurite:
             print(f"Storage    Azurite, data in {stack.azurite.location}")
             print(f"           AzureWebJobsStorage={stack.azurite.connection_string}")
@@ -374,6 +396,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    """``dev.py token``: the token on stdout (for ``$(...)``), who it names on stderr."""
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    try:
+        answer = httpx.post(f"{args.url.rstrip('/')}{IDENTITY_PREFIX}{LOCAL_TOKEN_PATH}", json={"principal": args.principal, "roles": roles, "lifetime": args.lifetime}, timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"dev.py token: no local stack at {args.url} ({type(exc).__name__}); start one with `python3 dev.py serve`", file=sys.stderr)
+        return 1
+    if answer.status_code != 200:
+        print(f"dev.py token: {answer.status_code} {answer.text[:300]} (is the stack in entra mode?)", file=sys.stderr)
+        return 1
+    found = answer.json()
+    print(f"principal {found['principal']} (object id {found['object_id']}), roles {', '.join(found['roles']) or 'none'}, "
+          f"audience {found['audience']}, valid {found['expires_in']} s", file=sys.stderr)  # fmt: skip
+    print(found["access_token"])
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +423,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the stack on 127.0.0.1 until Ctrl-C or SIGTERM")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the API's port (default {DEFAULT_PORT}, as `func start`)")
     serve.add_argument("--latency", type=float, default=2.0, help="simulated model latency in seconds (default 2)")
+    token = sub.add_parser("token", help="print a bearer token of the local stack's identity stand-in for a principal with app roles")
+    token.add_argument("--principal", required=True, help="a name (e.g. orders-service) or an object id; a name always maps to the same object id")
+    token.add_argument("--roles", default=CALLER_ROLE, help=f"app roles, comma-separated (default {CALLER_ROLE}; operators: {OPERATOR_ROLE})")
+    token.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help=f"the running stack (default http://127.0.0.1:{DEFAULT_PORT})")
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
     for command in (run, serve):
         command.add_argument("--data", default=str(ROOT / ".azurite"), help="Azurite's data folder (default: .azurite/); one Azurite per folder")
         command.add_argument(
@@ -394,6 +439,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "token":
+        return _token(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redaction.install_log_hygiene()
     prog = f"dev.py {args.command}"
