@@ -120,7 +120,7 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@description('Object ids of the services (their managed identities) that drop jobs on the queue and read job records: each gets Storage Queue Data Message Sender on the job queue and Storage Blob Data Reader on the jobs container.')
+@description('Object ids of the calling services (their managed identities): each gets Storage Queue Data Message Sender on the job queue and, the entra way (callerAuth), the caller app role; the key way, Storage Blob Data Reader on the jobs container instead.')
 param callerPrincipalIds array = []
 
 @allowed([
@@ -130,6 +130,14 @@ param callerPrincipalIds array = []
 ])
 param callerPrincipalType string = 'ServicePrincipal'
 
+@description('How callers are known (IMAGES_CALLER_AUTH, README: Callers): entra (an app registration made here, App Service authentication, each calling identity a caller that sees only its own) or key (function keys, one caller).')
+@allowed([
+  'entra'
+  'key'
+])
+param callerAuth string = 'entra'
+@description('Object ids of the operators (entra way): people or services that see every caller\'s jobs, images and records. Each gets the operator app role.')
+param operatorPrincipalIds array = []
 @description('Days archived images, records and job records are kept before a Blob lifecycle rule deletes them (IMAGES_RETENTION_DAYS); 0: kept.')
 @minValue(0)
 @maxValue(36500)
@@ -192,6 +200,11 @@ var imagesBackends = empty(fallbackDeploymentName) ? '' : string({
     { endpoint: openAiEndpoint, deployment: fallbackDeploymentName, rpm: fallbackRpm, priority: 1 }
   ]
 })
+// The app registration of the entra way (app/registration.bicep): its Application ID URI and role ids.
+var useEntraCallers = callerAuth == 'entra'
+var callerAppUri = 'api://${tenant().tenantId}/images-${token}'
+var callerRoleId = guid(token, 'Images.Caller')
+var operatorRoleId = guid(token, 'Images.Operator')
 var keyVaultEndpoint = useKeyVault ? 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/' : ''
 
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(token, 7)}'
@@ -295,6 +308,19 @@ module keyVault 'core/keyvault.bicep' = if (useKeyVault) {
   ]
 }
 
+module registration 'app/registration.bicep' = if (useEntraCallers) {
+  name: 'registration'
+  scope: rg
+  params: {
+    uniqueName: 'images-${token}'
+    displayName: 'Image generation (${environmentName})'
+    identifierUri: callerAppUri
+    callerRoleId: callerRoleId
+    operatorRoleId: operatorRoleId
+    callerPrincipalIds: callerPrincipalIds
+    operatorPrincipalIds: operatorPrincipalIds
+  }
+}
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -316,6 +342,9 @@ module rbac 'app/rbac.bicep' = {
     openAiAccountName: aiAccountName
     callerPrincipalIds: callerPrincipalIds
     callerPrincipalType: callerPrincipalType
+    // Entra way: the job records are read through the API, each caller its own; a container-wide
+    // read would show every caller's (README: Callers).
+    withCallerJobReader: !useEntraCallers
     jobQueueName: queueName
     jobsContainerName: jobsContainerName
   }
@@ -353,6 +382,13 @@ module api 'app/function.bicep' = {
     queueName: queueName
     resultsQueueName: resultsQueueName
     retentionDays: retentionDays
+    callerAuth: callerAuth
+    authClientId: useEntraCallers ? registration.outputs.clientId : ''
+    authAudiences: useEntraCallers ? [
+      callerAppUri
+      registration.outputs.clientId
+    ] : []
+    authIdentities: concat(callerPrincipalIds, operatorPrincipalIds)
   }
   // The host starts as soon as the app exists; its roles should be there first.
   dependsOn: [
@@ -382,3 +418,7 @@ output AZURE_KEY_VAULT_ENDPOINT string = keyVaultEndpoint
 output AZURE_OPENAI_ENDPOINT string = openAiEndpoint
 output AZURE_OPENAI_DEPLOYMENT string = deploymentName
 output AZURE_OPENAI_AUTH string = authMode
+output IMAGES_CALLER_AUTH string = callerAuth
+// What a calling service asks tokens for (entra way): get_bearer_token_provider(credential, IMAGES_CALLER_SCOPE).
+output IMAGES_CALLER_APP_ID string = useEntraCallers ? registration.outputs.clientId : ''
+output IMAGES_CALLER_SCOPE string = useEntraCallers ? '${callerAppUri}/.default' : ''

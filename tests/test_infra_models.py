@@ -167,6 +167,7 @@ def test_no_model_key_reaches_the_terraform_state() -> None:
 TERRAFORM_NOT_IN_TFVARS = {
     "existing_openai_api_key": "a secret: TF_VAR_existing_openai_api_key, never a file azd writes",
     "caller_principal_ids": "a list: TF_VAR_caller_principal_ids='[\"<object id>\"]' (azd substitutes strings only)",
+    "operator_principal_ids": "a list: TF_VAR_operator_principal_ids='[\"<object id>\"]' (azd substitutes strings only)",
 }
 # The same setting under different values in the two tools, so under different azd variables.
 DIFFERENT_VALUES = {"storageSkuName": "Standard_LRS", "storage_replication_type": "LRS"}

@@ -482,6 +482,10 @@ TERRAFORM_TO_ARM = {
     "azurerm_key_vault": {"Microsoft.KeyVault/vaults"},
     "azurerm_service_plan": {"Microsoft.Web/serverfarms"},
     "azurerm_role_assignment": {"Microsoft.Authorization/roleAssignments"},
+    # The entra way's app registration (Microsoft Graph, not ARM; Bicep: app/registration.bicep).
+    "azuread_application": {"Microsoft.Graph/applications"},
+    "azuread_service_principal": {"Microsoft.Graph/servicePrincipals"},
+    "azuread_app_role_assignment": {"Microsoft.Graph/appRoleAssignedTo"},
 }
 
 
@@ -505,7 +509,7 @@ def _bicep_declared_types() -> set[str]:
     for path in sorted(INFRA.rglob("*.bicep")):
         parent = ""
         for line in path.read_text(encoding="utf-8").splitlines():
-            declared = re.match(r"(\s*)resource \w+ '([\w./]+)(?:@[\w-]+)?' (existing )?=", line)
+            declared = re.match(r"(\s*)resource \w+ '([\w./]+)(?:@[\w.-]+)?' (existing )?=", line)
             if not declared:
                 continue
             indent, kind, existing = declared.groups()
@@ -578,9 +582,10 @@ BICEP_LOOPS = {"writableContainers": "every container", "developerContainers": "
                "callerPrincipalIds": "every caller"}  # fmt: skip
 TERRAFORM_LOOPS = {"local.container_names": "every container", "local.developer_containers": "app and host containers",
                    "local.queue_names": "every queue", "var.caller_principal_ids": "every caller"}  # fmt: skip
-BICEP_CONDITIONS = {"withKeyVault": "keyvault way", "withOpenAiUser": "entra way, account created", "withDeveloper": "developer"}
+BICEP_CONDITIONS = {"withKeyVault": "keyvault way", "withOpenAiUser": "entra way, account created", "withDeveloper": "developer",
+                    "withCallerJobReader": "key callers"}  # fmt: skip
 TERRAFORM_CONDITIONS = {"local.use_key_vault": "keyvault way", "local.with_openai_user": "entra way, account created",
-                        "local.with_developer": "developer"}  # fmt: skip
+                        "local.with_developer": "developer", "local.with_caller_job_reader": "key callers"}  # fmt: skip
 
 Assignment = tuple[str, str, str, str, frozenset[str]]  # principal, role GUID, scope, loop, conditions
 

@@ -87,6 +87,19 @@ AZURERM_DEPRECATED = {
     ("azurerm_storage_queue", "storage_account_name"): "storage_account_id (4.46.0)",
     ("azurerm_storage_account", "enable_https_traffic_only"): "https_traffic_only_enabled (4.0.0)",
 }
+# azuread (the entra way's app registration, callers.tf): arguments used, all in the schema of 3.0.0,
+# the release that named the service principal's application `client_id` (docs r/application,
+# r/service_principal, r/app_role_assignment at v3.0.0; the 3.0 upgrade guide for client_id).
+AZUREAD_SINCE_3_0 = {
+    "azuread_application": {
+        "display_name", "sign_in_audience", "identifier_uris", "api", "api.requested_access_token_version", "app_role",
+        "app_role.id", "app_role.value", "app_role.display_name", "app_role.description", "app_role.allowed_member_types",
+        "app_role.enabled",
+    },
+    "azuread_service_principal": {"client_id", "app_role_assignment_required"},
+    "azuread_app_role_assignment": {"app_role_id", "principal_object_id", "resource_object_id"},
+}  # fmt: skip
+V3_0 = "3.0.0"
 # azapi: what these files use beyond azapi_resource's 2.0 schema.
 AZAPI_LATER = {
     "sensitive_body": ("2.4.0", "Azure/terraform-provider-azapi CHANGELOG v2.4.0"),
@@ -206,3 +219,16 @@ def test_every_storage_call_of_terraform_stays_on_arm() -> None:
     for name, body in resources.items():
         if name.startswith(("azurerm_storage_container.", "azurerm_storage_queue.")):
             assert "storage_account_id" in body and "storage_account_name" not in body, f"{name}: the ARM form"
+
+
+def test_every_azuread_argument_used_is_in_the_pinned_major() -> None:
+    used: dict[str, set[str]] = {}
+    for name, body in _tf_resources(parse_terraform()).items():
+        kind = name.split(".")[0]
+        if kind.startswith("azuread_"):
+            used.setdefault(kind, set()).update(_arguments(body))
+    unlisted = {kind: sorted(arguments - AZUREAD_SINCE_3_0.get(kind, set())) for kind, arguments in used.items()}
+    assert not {k: v for k, v in unlisted.items() if v}, f"look up the first azuread release with these and list them: {unlisted}"
+    assert set(used) == set(AZUREAD_SINCE_3_0)
+    pin = _pin("azuread")
+    assert pin[0] == _version(V3_0)[0] and pin[:2] >= _version(V3_0)[:2], "client_id on azuread_service_principal needs azuread 3.x"

@@ -19,6 +19,7 @@ import pytest
 from test_infra import INFRA, ROOT, TERRAFORM, _fields, _tf_blocks, _tf_locals, _tf_resources, parse_bicep, parse_terraform
 from test_infra_parity import Assignment, _bicep_assignments
 
+from shared.callers import CALLER_ROLE, OPERATOR_ROLE
 from shared.settings import AuthMode, Settings
 
 DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "credentials.md", INFRA / "README.md"]
@@ -26,7 +27,7 @@ BEGIN = "<!-- roles-table:begin (tests/test_infra_roles.py renders it from the t
 END = "<!-- roles-table:end -->"
 
 SBDC = "Storage Blob Data Contributor"
-APP, CALLER, DEVELOPER, DEPLOYER = "app", "caller", "developer", "deployer"
+APP, CALLER, OPERATOR, DEVELOPER, DEPLOYER = "app", "caller", "operator", "developer", "deployer"
 TEMPLATES, YOU = "templates", "you"
 APP_CONTAINERS = "containers `images`, `image-jobs`"
 QUEUES = "queues `image-jobs`, `image-jobs-poison`, the results queue if any"
@@ -61,8 +62,8 @@ BY_ASSIGNMENT: dict[tuple[str, str, str, str, frozenset[str]], list[Row]] = {
     (CALLER, "Storage Queue Data Message Sender", "job queue", "every caller", frozenset()): [
         (CALLER, "Storage Queue Data Message Sender", "queue `image-jobs`", "listed in `callerPrincipalIds` / `caller_principal_ids`", TEMPLATES, "drops jobs on the queue, nothing else"),
     ],
-    (CALLER, "Storage Blob Data Reader", "jobs container", "every caller", frozenset()): [
-        (CALLER, "Storage Blob Data Reader", "container `image-jobs`", "listed in `callerPrincipalIds` / `caller_principal_ids`", TEMPLATES, "reads job records (the status of its jobs)"),
+    (CALLER, "Storage Blob Data Reader", "jobs container", "every caller", frozenset({"key callers"})): [
+        (CALLER, "Storage Blob Data Reader", "container `image-jobs`", "listed, key way (`callerAuth` / `caller_auth`)", TEMPLATES, "reads job records (the status of its jobs); the entra way leaves it out, it would show every caller's"),
     ],
     (DEVELOPER, SBDC, "container", "app and host containers", frozenset({"developer"})): [
         (DEVELOPER, SBDC, f"{APP_CONTAINERS}, `azure-webjobs-hosts`, `azure-webjobs-secrets`", "`principalId` / `principal_id` given", TEMPLATES, "runs the app and host locally against the cloud"),
@@ -83,17 +84,24 @@ BY_ASSIGNMENT: dict[tuple[str, str, str, str, frozenset[str]], list[Row]] = {
         (DEVELOPER, "Cognitive Services OpenAI User", "the AI account", "given, `entra` way, account created by the templates", TEMPLATES, "the same, for local runs"),
     ],
 }
+# The app roles of the entra way's app registration (Microsoft Graph, not Azure RBAC): granted by
+# both templates (test_the_app_roles_are_granted_alike_in_both checks it), shown in the same table.
+APP_ROLES: list[Row] = [
+    (CALLER, "app role `Images.Caller`", "the app registration `images-<token>`", "listed in `callerPrincipalIds` / `caller_principal_ids`, entra way", TEMPLATES, "calls the HTTP API with an Entra ID token; sees its own jobs, images and records"),
+    (OPERATOR, "app role `Images.Operator`", "the app registration `images-<token>`", "listed in `operatorPrincipalIds` / `operator_principal_ids`, entra way", TEMPLATES, "sees every caller's jobs, images and records"),
+]
 # What the templates cannot grant, each with why; shown in the same table.
 OUTSIDE_THE_TEMPLATES: list[Row] = [
     (APP, "Cognitive Services OpenAI User", "an existing AI account", "`entra` way with an existing endpoint", YOU, "the templates cannot reach an account they did not create"),
     (APP, "Key Vault Secrets User", "the vault (or the secret)", "`key` way with a Key Vault reference", YOU, "the platform resolves the reference with the app's identity; the templates do not offer `key`"),
-    (CALLER, "none: the function key", "the function app", "calling the HTTP API", YOU, "header `x-functions-key`, from `az functionapp keys list`"),
+    (CALLER, "none: the function key", "the function app", "key way: calling the HTTP API", YOU, "header `x-functions-key`, from `az functionapp keys list`"),
     (CALLER, "Storage Queue Data Message Processor", "the results queue", "`IMAGES_RESULTS_QUEUE` set", YOU, "reads and deletes result notifications"),
     (DEPLOYER, "Contributor and Role Based Access Control Administrator (or Owner)", "subscription", "always", YOU, "creates the resource group, the resources and the role assignments"),
 ]
 IDENTITIES = {
     APP: "**app**: the app's user-assigned managed identity (`id-<token>`), which the app, the Functions host and the platform all use",
     CALLER: "**caller**: a service that calls this one (its managed identity)",
+    OPERATOR: "**operator**: a person or service that looks after every caller's work (entra way, optional)",
     DEVELOPER: "**developer**: you or a CI principal, for local runs against the cloud (optional)",
     DEPLOYER: "**deployer**: whoever runs `azd up`, `az deployment` or `terraform apply`",
 }
@@ -114,7 +122,7 @@ def render_roles_table() -> str:
     present = {named(a) for a in _bicep_assignments()}
     rows = [row for key, shown in BY_ASSIGNMENT.items() if key in present for row in shown]
     order = list(IDENTITIES)
-    rows = sorted([*rows, *OUTSIDE_THE_TEMPLATES], key=lambda row: (order.index(row[0]), row[4] != TEMPLATES))
+    rows = sorted([*rows, *APP_ROLES, *OUTSIDE_THE_TEMPLATES], key=lambda row: (order.index(row[0]), row[4] != TEMPLATES))
     lines = ["Identities: " + "; ".join(IDENTITIES.values()) + ".", "", "| Identity | Role | Scope | When | Granted by | For |", "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -170,6 +178,22 @@ def test_calling_services_are_granted_through_one_list_in_both_templates() -> No
     assert (variables["caller_principal_ids"]["type"], variables["caller_principal_ids"]["default"]) == ("${list(string)}", [])
     granted = {(role, scope) for principal, role, scope, _, _ in map(named, _bicep_assignments()) if principal == CALLER}
     assert granted == {("Storage Queue Data Message Sender", "job queue"), ("Storage Blob Data Reader", "jobs container")}
+
+
+def test_the_app_roles_are_granted_alike_in_both() -> None:
+    """The entra way: one app registration with the two roles the app checks, each granted to its list, in both templates."""
+    registration = (INFRA / "app" / "registration.bicep").read_text(encoding="utf-8")
+    callers_tf = (TERRAFORM / "callers.tf").read_text(encoding="utf-8")
+    for role in (CALLER_ROLE, OPERATOR_ROLE):
+        assert f"value: '{role}'" in registration and f'value                = "{role}"' in callers_tf
+    assert re.search(r"callerRoles '[^']+' = \[for callerId in callerPrincipalIds: \{\s+appRoleId: callerRoleId", registration)
+    assert re.search(r"operatorRoles '[^']+' = \[for operatorId in operatorPrincipalIds: \{\s+appRoleId: operatorRoleId", registration)
+    assignments = {name: body for name, body in _tf_resources(parse_terraform()).items() if name.startswith("azuread_app_role_assignment.")}
+    assert assignments["azuread_app_role_assignment.caller"]["app_role_id"] == "${local.caller_role_id}"
+    assert "var.caller_principal_ids" in assignments["azuread_app_role_assignment.caller"]["for_each"]
+    assert assignments["azuread_app_role_assignment.operator"]["app_role_id"] == "${local.operator_role_id}"
+    assert "var.operator_principal_ids" in assignments["azuread_app_role_assignment.operator"]["for_each"]
+    assert "appRoleAssignmentRequired: true" in registration and "app_role_assignment_required = true" in callers_tf
 
 
 # ---------------------------------------------------------------- retention

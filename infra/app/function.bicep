@@ -53,6 +53,22 @@ param resultsQueueName string = ''
 @description('IMAGES_RETENTION_DAYS: the days of the storage lifecycle rule, so records say when they go.')
 param retentionDays int = 0
 
+@description('IMAGES_CALLER_AUTH: entra (App Service authentication with Entra ID, configured below) or key (function keys).')
+@allowed([
+  'entra'
+  'key'
+])
+param callerAuth string = 'entra'
+
+@description('Entra way: the client id of the app registration callers get tokens for (app/registration.bicep).')
+param authClientId string = ''
+
+@description('Entra way: the audiences a caller\'s token may carry (the Application ID URI and the client id).')
+param authAudiences array = []
+
+@description('Entra way: object ids of the identities allowed to call (the calling services and the operators); empty: any identity holding an app role.')
+param authIdentities array = []
+
 // Every value below comes from a param, known when this module starts, so the settings can
 // be looped into siteConfig.appSettings (a loop cannot wait for a runtime reference).
 // Read by the Functions host, not by the app. On Flex Consumption the runtime and its
@@ -81,6 +97,7 @@ var appSettings = {
   IMAGES_RESULTS_QUEUE: resultsQueueName
   IMAGES_BACKENDS: imagesBackends
   IMAGES_RETENTION_DAYS: string(retentionDays)
+  IMAGES_CALLER_AUTH: callerAuth
   // Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
   // AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
   // writes diagnostic events there, which needs a Table role this app has no use for
@@ -158,6 +175,54 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: '3.11'
+      }
+    }
+  }
+}
+
+// Entra way: App Service authentication in front of the app. Every request needs a token for this
+// app's registration from this tenant (401 otherwise, /healthz excepted); a token of an identity not
+// in authIdentities is 403. The platform removes any X-MS-CLIENT-PRINCIPAL* header a client sent and
+// sets them from the token; the app reads them in entra mode only, and starts in entra mode only when
+// the platform says authentication is on (WEBSITE_AUTH_ENABLED). Available on Flex Consumption
+// (README: Callers).
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (callerAuth == 'entra') {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/healthz'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: authAudiences
+          defaultAuthorizationPolicy: empty(authIdentities) ? {} : {
+            allowedPrincipals: {
+              identities: authIdentities
+            }
+          }
+        }
       }
     }
   }

@@ -24,8 +24,10 @@
 //   for an existing endpoint the operator grants it, see infra/README.md).
 // - Monitoring Metrics Publisher on Application Insights: telemetry with Entra ID auth.
 // Calling services (callerPrincipalIds): Storage Queue Data Message Sender on the job queue
-// (drop jobs, nothing else) and Storage Blob Data Reader on the jobs container (job status).
-// They call the HTTP API with the function key, which needs no role.
+// (drop jobs, nothing else); in the key way also Storage Blob Data Reader on the jobs container
+// (job status), which the entra way leaves out: it would show every caller's job records, which
+// the API shows each caller only its own of. They call the HTTP API with an Entra ID token (the
+// entra way, app/registration.bicep) or the function key (the key way), neither a role here.
 
 @description('Principal (object) id of the app\'s user-assigned identity.')
 param principalId string
@@ -73,6 +75,9 @@ param callerPrincipalIds array = []
   'User'
 ])
 param callerPrincipalType string = 'ServicePrincipal'
+
+@description('Grant the calling services read on the jobs container (the key way: one caller anyway).')
+param withCallerJobReader bool = true
 
 param jobQueueName string
 param jobsContainerName string
@@ -286,7 +291,7 @@ resource callerQueueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }]
 
-resource callerJobReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for callerId in callerPrincipalIds: {
+resource callerJobReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for callerId in callerPrincipalIds: if (withCallerJobReader) {
   name: guid(jobsContainer.id, callerId, storageBlobDataReader)
   scope: jobsContainer
   properties: {

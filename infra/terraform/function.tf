@@ -38,6 +38,7 @@ locals {
     IMAGES_RESULTS_QUEUE    = var.results_queue_name
     IMAGES_BACKENDS         = local.images_backends
     IMAGES_RETENTION_DAYS   = tostring(var.retention_days)
+    IMAGES_CALLER_AUTH      = var.caller_auth
     # Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
     # AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
     # writes diagnostic events there, which needs a Table role this app has no use for

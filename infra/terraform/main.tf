@@ -26,6 +26,14 @@ locals {
   }
   image_model_version = var.image_model_version == "" ? local.image_model_versions[var.image_model_name] : var.image_model_version
 
+  # The app registration of the entra way (callers.tf): its Application ID URI and role ids,
+  # Bicep's guid(token, 'Images.Caller') and guid(token, 'Images.Operator') exactly.
+  use_entra_callers      = var.caller_auth == "entra"
+  with_caller_job_reader = !local.use_entra_callers
+  caller_app_uri         = "api://${data.azurerm_client_config.current.tenant_id}/images-${local.resource_token}"
+  caller_role_id         = uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Caller"]))
+  operator_role_id       = uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Operator"]))
+
   create_ai_account         = var.existing_openai_endpoint == ""
   use_key_vault             = var.auth_mode == "keyvault"
   deployment_name           = var.image_deployment_name == "" ? var.image_model_name : var.image_deployment_name

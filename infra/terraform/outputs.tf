@@ -78,3 +78,16 @@ output "AZURE_OPENAI_DEPLOYMENT" {
 output "AZURE_OPENAI_AUTH" {
   value = var.auth_mode
 }
+
+output "IMAGES_CALLER_AUTH" {
+  value = var.caller_auth
+}
+
+# What a calling service asks tokens for (entra way): get_bearer_token_provider(credential, IMAGES_CALLER_SCOPE).
+output "IMAGES_CALLER_APP_ID" {
+  value = local.use_entra_callers ? azuread_application.callers[0].client_id : ""
+}
+
+output "IMAGES_CALLER_SCOPE" {
+  value = local.use_entra_callers ? "${local.caller_app_uri}/.default" : ""
+}

@@ -14,6 +14,11 @@ terraform {
       source  = "Azure/azapi"
       version = "~> 2.5"
     }
+    # The app registration callers get tokens for, its app roles and their assignments (callers.tf).
+    azuread = {
+      source  = "hashicorp/azuread"
+      version = "~> 3.0"
+    }
     # time_sleep: the wait for the app's roles before apply returns (rbac.tf).
     time = {
       source  = "hashicorp/time"
@@ -50,4 +55,8 @@ provider "azurerm" {
 
 provider "azapi" {
   subscription_id = var.subscription_id == "" ? null : var.subscription_id
+}
+
+provider "azuread" {
+  # The tenant of the subscription: ARM_TENANT_ID, or the one `az login` chose.
 }

@@ -192,7 +192,9 @@ resource "azurerm_role_assignment" "developer_openai_user" {
   principal_type     = var.principal_type
 }
 
-# ---- the calling services (optional): queue in, job records out; HTTP needs the function key, no role ----
+# ---- the calling services (optional): queue in; job records out in the key way only ----
+# (the entra way leaves the container-wide read out: it would show every caller's job records,
+# which the API shows each caller only its own of; callers.tf gives them the caller app role)
 
 resource "azurerm_role_assignment" "caller_queue_sender" {
   for_each = toset(var.caller_principal_ids)
@@ -205,7 +207,7 @@ resource "azurerm_role_assignment" "caller_queue_sender" {
 }
 
 resource "azurerm_role_assignment" "caller_job_reader" {
-  for_each = toset(var.caller_principal_ids)
+  for_each = local.with_caller_job_reader ? toset(var.caller_principal_ids) : toset([])
 
   name               = uuidv5(local.arm_guid_namespace, join("-", ["${local.arm_id.storage_account}/blobServices/default/containers/${var.jobs_container_name}", each.value, local.roles.storage_blob_data_reader]))
   scope              = azurerm_storage_container.main[var.jobs_container_name].id

@@ -226,7 +226,7 @@ variable "principal_type" {
 }
 
 variable "caller_principal_ids" {
-  description = "Object ids of the services (their managed identities) that drop jobs on the queue and read job records: each gets Storage Queue Data Message Sender on the job queue and Storage Blob Data Reader on the jobs container."
+  description = "Object ids of the calling services (their managed identities): each gets Storage Queue Data Message Sender on the job queue and, the entra way (caller_auth), the caller app role; the key way, Storage Blob Data Reader on the jobs container instead."
   type        = list(string)
   default     = []
 }
@@ -240,6 +240,23 @@ variable "caller_principal_type" {
     condition     = contains(["ServicePrincipal", "Group", "User"], var.caller_principal_type)
     error_message = "caller_principal_type must be ServicePrincipal, Group or User."
   }
+}
+
+variable "caller_auth" {
+  description = "How callers are known (IMAGES_CALLER_AUTH, README: Callers): entra (an app registration made here, App Service authentication, each calling identity a caller that sees only its own) or key (function keys, one caller)."
+  type        = string
+  default     = "entra"
+
+  validation {
+    condition     = contains(["entra", "key"], var.caller_auth)
+    error_message = "caller_auth must be entra or key."
+  }
+}
+
+variable "operator_principal_ids" {
+  description = "Object ids of the operators (entra way): people or services that see every caller's jobs, images and records. Each gets the operator app role."
+  type        = list(string)
+  default     = []
 }
 
 variable "retention_days" {

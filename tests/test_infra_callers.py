@@ -1,0 +1,123 @@
+"""Issue 21: both templates configure the entra way of knowing callers alike.
+
+- ``callerAuth`` / ``caller_auth`` (entra by default, or key) is what the app is told (IMAGES_CALLER_AUTH),
+  mapped to the same azd variable in both;
+- App Service authentication (authsettingsV2) in front of the app, the same in both: authentication
+  required, 401 for anonymous calls, /healthz excepted, Microsoft Entra ID with the app registration's
+  client id, the v2 issuer of the tenant, the Application ID URI and the client id as audiences, and the
+  calling services and the operators as the allowed identities;
+- the app registration is made by the templates (Bicep: the Microsoft Graph extension; Terraform: azuread),
+  with the same Application ID URI and app role ids in both;
+- the key way leaves all of it out and keeps the callers' read of the jobs container.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from test_infra import INFRA, TERRAFORM, _fields, _tf_blocks, _tf_locals, _tf_resources, parse_bicep, parse_terraform
+
+from shared.callers import OPERATOR_ROLE
+from shared.settings import Settings
+
+
+def _bicep_auth() -> dict[str, Any]:
+    resource = parse_bicep()[INFRA / "app" / "function.bicep"]["resources"]["authSettings"]
+    assert resource["type"] == "Microsoft.Web/sites/config" and resource["config"]["condition"]["operator"]["operands"] == {
+        "operand_1": "callerAuth",
+        "operand_2": "entra",
+    }
+    config: dict[str, Any] = resource["config"]["config"]
+    assert (config["parent"], config["name"]) == ("site", "authsettingsV2")
+    return config["properties"]
+
+
+def _terraform_auth() -> dict[str, Any]:
+    resource = _tf_resources(parse_terraform())["azapi_resource.auth_settings"]
+    assert resource["count"] == "${local.use_entra_callers ? 1 : 0}"
+    assert (resource["type"], resource["name"]) == ('"Microsoft.Web/sites/config@2024-04-01"', '"authsettingsV2"')
+    assert resource["parent_id"] == "${azapi_resource.function_app.id}"
+    properties: dict[str, Any] = resource["body"]["properties"]
+    return properties
+
+
+def _unquoted(value: Any) -> Any:
+    """A Terraform literal as Bicep's parser gives it: strings without their quotes."""
+    if isinstance(value, dict):
+        return {k: _unquoted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unquoted(v) for v in value]
+    return value[1:-1] if isinstance(value, str) and value.startswith('"') and value.endswith('"') else value
+
+
+def test_app_service_authentication_is_the_same_in_both() -> None:
+    bicep, terraform = _bicep_auth(), _terraform_auth()
+    literal = ("platform", "globalValidation", "httpSettings", "login")
+    assert {k: bicep[k] for k in literal} == {k: _unquoted(terraform[k]) for k in literal}
+    assert bicep["platform"] == {"enabled": True}
+    assert bicep["globalValidation"] == {"requireAuthentication": True, "unauthenticatedClientAction": "Return401", "excludedPaths": ["/healthz"]}
+    assert bicep["login"] == {"tokenStore": {"enabled": False}}  # nothing keeps callers' tokens
+    aad_bicep, aad_tf = bicep["identityProviders"]["azureActiveDirectory"], terraform["identityProviders"]["azureActiveDirectory"]
+    assert aad_bicep["enabled"] is aad_tf["enabled"] is True
+    # The registration's client id, and the tenant's v2 issuer.
+    assert aad_bicep["registration"]["clientId"] == "authClientId"
+    assert aad_tf["registration"]["clientId"] == "${azuread_application.callers[0].client_id}"
+    assert aad_bicep["registration"]["openIdIssuer"] == "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0"
+    assert aad_tf["registration"]["openIdIssuer"] == '"https://login.microsoftonline.com/${data.azurerm_client_config.current.tenant_id}/v2.0"'
+    # Audiences: the Application ID URI and the client id; identities: the callers and the operators.
+    assert aad_tf["validation"]["allowedAudiences"] == ["${local.caller_app_uri}", "${azuread_application.callers[0].client_id}"]
+    main = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert re.search(r"authAudiences: useEntraCallers \? \[\s+callerAppUri\s+registration\.outputs\.clientId\s+\] : \[\]", main)
+    assert "authIdentities: concat(callerPrincipalIds, operatorPrincipalIds)" in main
+    policy = aad_bicep["validation"]["defaultAuthorizationPolicy"]["operator"]["operands"]
+    assert policy["false_value"] == {"allowedPrincipals": {"identities": "authIdentities"}} and policy["true_value"] == {}
+    both = "concat(var.caller_principal_ids, var.operator_principal_ids)"
+    assert aad_tf["validation"]["defaultAuthorizationPolicy"] == f"${{length({both}) == 0 ? {{}} : {{allowedPrincipals = {{identities = {both}}}}}}}"
+
+
+def test_the_app_registration_is_named_alike_in_both() -> None:
+    main = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert "var callerAppUri = 'api://${tenant().tenantId}/images-${token}'" in main
+    assert "var callerRoleId = guid(token, 'Images.Caller')" in main and "var operatorRoleId = guid(token, 'Images.Operator')" in main
+    locals_ = _tf_locals(parse_terraform())
+    assert locals_["caller_app_uri"] == '"api://${data.azurerm_client_config.current.tenant_id}/images-${local.resource_token}"'
+    assert locals_["caller_role_id"] == '${uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Caller"]))}'
+    assert locals_["operator_role_id"] == '${uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Operator"]))}'
+    module = parse_bicep()[INFRA / "main.bicep"]["modules"]["registration"]
+    assert module["detail"]["path"] == "app/registration.bicep" and "useEntraCallers" in json.dumps(module["config"]["condition"])
+    application = _tf_resources(parse_terraform())["azuread_application.callers"]
+    assert application["identifier_uris"] == ["${local.caller_app_uri}"] and application["sign_in_audience"] == '"AzureADMyOrg"'
+    assert [r["value"] for r in application["app_role"]] == ['"Images.Caller"', f'"{OPERATOR_ROLE}"']
+    registration = (INFRA / "app" / "registration.bicep").read_text(encoding="utf-8")
+    assert "signInAudience: 'AzureADMyOrg'" in registration and "requestedAccessTokenVersion: 2" in registration
+    assert application["api"][0]["requested_access_token_version"] == 2
+
+
+def test_both_tell_the_app_the_way_chosen_and_default_to_entra() -> None:
+    assert "IMAGES_CALLER_AUTH: callerAuth\n" in (INFRA / "app" / "function.bicep").read_text(encoding="utf-8")
+    assert _tf_locals(parse_terraform())["app_settings"]["IMAGES_CALLER_AUTH"] == "${var.caller_auth}"
+    bicep = parse_bicep()[INFRA / "main.bicep"]["parameters"]["callerAuth"]
+    allowed = next(d["argument"] for d in bicep["decorators"] if d["type"] == "allowed")
+    variables = {k: v for block in _tf_blocks(parse_terraform(), "variable") for k, v in _fields(block).items()}
+    assert set(allowed) == {"entra", "key"} == set(re.findall(r'"(\w+)"', variables["caller_auth"]["validation"][0]["condition"]))
+    assert bicep["default"] == "entra" == variables["caller_auth"]["default"].strip('"')
+    assert Settings.model_fields["caller_auth"].default == "key"  # the app's own default: a deployment says entra
+    for path in (INFRA / "main.parameters.json", TERRAFORM / "main.tfvars.json"):
+        assert "${IMAGES_CALLER_AUTH=entra}" in path.read_text(encoding="utf-8")
+
+
+def test_the_key_way_keeps_the_job_readers_and_the_entra_way_drops_them() -> None:
+    main = (INFRA / "main.bicep").read_text(encoding="utf-8")
+    assert "withCallerJobReader: !useEntraCallers" in main
+    assert _tf_locals(parse_terraform())["with_caller_job_reader"] == "${!local.use_entra_callers}"
+    reader = _tf_resources(parse_terraform())["azurerm_role_assignment.caller_job_reader"]
+    assert reader["for_each"] == "${local.with_caller_job_reader ? toset(var.caller_principal_ids) : toset([])}"
+
+
+def test_both_output_what_a_calling_service_asks_tokens_for() -> None:
+    outputs = parse_bicep()[INFRA / "main.bicep"]["outputs"]
+    assert {"IMAGES_CALLER_AUTH", "IMAGES_CALLER_APP_ID", "IMAGES_CALLER_SCOPE"} <= set(outputs)
+    text = (TERRAFORM / "outputs.tf").read_text(encoding="utf-8")
+    assert '"${local.caller_app_uri}/.default"' in text and "'${callerAppUri}/.default'" in (INFRA / "main.bicep").read_text(encoding="utf-8")
