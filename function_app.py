@@ -19,8 +19,11 @@ from shared.runtime import Runtime
 runtime = Runtime.from_env()  # settings checked, log hygiene installed, nothing opened
 
 # One catch-all HTTP function serves every route of the FastAPI app; host.json
-# sets routePrefix "" so the paths are exactly Azure OpenAI's.
-app = func.AsgiFunctionApp(app=create_app(runtime, owns_runtime=False), http_auth_level=func.AuthLevel.FUNCTION)
+# sets routePrefix "" so the paths are exactly Azure OpenAI's. Callers are known by function keys
+# (IMAGES_CALLER_AUTH=key), or by App Service authentication in front of the app (entra), which
+# then is the one gate: a function key on top would make every caller hold one too.
+AUTH_LEVEL = func.AuthLevel.ANONYMOUS if runtime.settings.caller_auth == "entra" else func.AuthLevel.FUNCTION
+app = func.AsgiFunctionApp(app=create_app(runtime, owns_runtime=False), http_auth_level=AUTH_LEVEL)
 
 
 @app.function_name("image_jobs")

@@ -6,6 +6,11 @@ Layout in the images container (private)::
                                       and what rebuilding the record needs (created, usage, revised prompt)
     {prefix}/{id}/record.json         the record: names, sizes and hashes of every image; metadata: count
 
+Every blob carries the id of the caller it was made for (metadata ``caller``,
+:data:`OWNER_METADATA`), so a read can tell whose it is from the one request that
+finds it (:meth:`Archive.owner`); a blob written before callers were known has none,
+and only operators see it (shared/callers).
+
 Names come from ids, never from the prompt. Links are read-only SAS URLs: a user
 delegation SAS when the app authenticates with an identity, a blob-scoped
 service SAS signed with the account key on Azurite (connection strings).
@@ -60,10 +65,11 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 RECORD_NAME = "record.json"
+OWNER_METADATA = "caller"  # blob metadata: the Caller.id a blob was made for
 # Used with fullmatch: $ with match() would accept a trailing newline. [0-9], not \d (other scripts' digits).
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _BLOB_PATH = re.compile(r"(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:[0-9]{1,2}\.(?:png|jpg|webp)|record\.json)")
-# Inputs of edits, content-addressed (shared/inputs.py): inputs/<sha256>.<png|jpg|webp>.
+# Inputs of edits, content-addressed per caller (shared/inputs.py): inputs/<64 hex>.<png|jpg|webp>.
 INPUT_PATH = re.compile(r"inputs/[0-9a-f]{64}\.(?:png|jpg|webp)")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _IMAGE_CACHE_CONTROL = "private, max-age=31536000, immutable"
@@ -100,7 +106,7 @@ class _ImageUpload:
 
 def _image_metadata(generation_id: str, index: int, count: int, digest: str, record: dict[str, Any], detail: dict[str, Any]) -> dict[str, str]:
     """Blob metadata (ASCII, < 8 KiB in all): enough to rebuild the record if it was never written."""
-    meta = {"generation": generation_id, "index": str(index), "count": str(count), "sha256": digest}
+    meta = {"generation": generation_id, "index": str(index), "count": str(count), "sha256": digest, **_owner(record)}
     if record.get("upstream_created") is not None:
         meta["created"] = str(record["upstream_created"])
     if record.get("usage"):
@@ -111,6 +117,12 @@ def _image_metadata(generation_id: str, index: int, count: int, digest: str, rec
         if len(encoded) <= 6000:
             meta["revisedprompt"] = encoded
     return meta
+
+
+def _owner(record: dict[str, Any]) -> dict[str, str]:
+    """The metadata naming the record's caller (none for a record without one)."""
+    caller = record.get("caller")
+    return {OWNER_METADATA: caller["id"]} if isinstance(caller, dict) and isinstance(caller.get("id"), str) else {}
 
 
 def _read_metadata(meta: dict[str, str]) -> dict[str, Any]:
@@ -259,7 +271,7 @@ class Archive:
             json.dumps(written, ensure_ascii=False, indent=2).encode(),
             overwrite=True,
             content_settings=ContentSettings(content_type="application/json"),
-            metadata={"count": str(count)},
+            metadata={"count": str(count), **_owner(written)},
         )
 
     async def write_record(self, prefix: str, generation_id: str, record: dict[str, Any], archived: list[ArchivedImage]) -> dict[str, Any]:
@@ -336,13 +348,14 @@ class Archive:
         return record
 
     @storage_call("looking up an image")
-    async def exists(self, name: str) -> bool:
-        """True if the blob ``name`` exists."""
+    async def owner(self, name: str) -> tuple[bool, str | None]:
+        """(whether the blob ``name`` exists, the caller id it was made for, or None when it names none):
+        one request, whoever asks, so an answer for another caller's blob takes what one for a missing blob takes."""
         try:
-            await self.container.get_blob_client(name).get_blob_properties()
+            properties = await self.container.get_blob_client(name).get_blob_properties()
         except ResourceNotFoundError:
-            return False
-        return True
+            return False, None
+        return True, (properties.metadata or {}).get(OWNER_METADATA)
 
     async def link(self, name: str) -> str:
         """A read-only SAS URL for one blob, valid for the configured lifetime."""

@@ -1,8 +1,8 @@
 """What the archive keeps so a generation can be audited: who asked, what upstream said, what came back.
 
-- **Caller**: the App Service authentication headers (``X-MS-CLIENT-PRINCIPAL-NAME``,
-  ``-ID``, ``-IDP``), which the platform sets, after stripping any a client sent, when App
-  Service authentication is on; and the request's own ``user`` field.
+- **Caller**: who asked, as the platform vouches for it (shared/callers: the key holder, the
+  Entra identity App Service authentication validated, or the queue), never a name the client
+  chose. The request's own ``user`` field stays what it is, a parameter (``parameters.asked``).
 - **Upstream**: endpoint, path style, api-version (deployment-scoped path only) and
   upstream's request id (``apim-request-id``, else ``x-request-id``), which Azure support asks for.
 - **Images**: the real format and dimensions, read from each image's header (PNG IHDR,
@@ -20,12 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from azure.storage.blob import ContentSettings
 
-from shared.archive import Archive
+from shared.archive import OWNER_METADATA, Archive
+from shared.callers import Caller
 from shared.errors import ServiceError, storage_call
 from shared.models import ImageRequest
 from shared.models.edits import edit_record_fields
@@ -34,35 +34,9 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# App Service authentication sets these on every authenticated request (and removes any a client sent).
-PRINCIPAL_HEADERS = {
-    "name": "x-ms-client-principal-name",
-    "id": "x-ms-client-principal-id",
-    "idp": "x-ms-client-principal-idp",
-}
-_MAX_HEADER_CHARS = 256
 # Failures raised before anything was sent: no connection, no credential.
 NOT_SENT_CODES = frozenset({"UpstreamUnavailable", "CredentialUnavailable", "ConfigurationError"})
 _JSON = ContentSettings(content_type="application/json")
-
-
-def caller_identity(headers: Mapping[str, str]) -> dict[str, str]:
-    """The caller as the platform names it: {"name", "id", "idp"}, each only when its header is there."""
-    found = {}
-    for key, header in PRINCIPAL_HEADERS.items():
-        value = headers.get(header, "").strip()
-        if value:
-            found[key] = value[:_MAX_HEADER_CHARS]
-    return found
-
-
-def caller_record(identity: Mapping[str, str] | None, request: ImageRequest) -> dict[str, Any]:
-    """The record's ``caller``: the platform's identity (when there is one) and the request's ``user``."""
-    caller: dict[str, Any] = dict(identity or {})
-    user = request.asked.get("user")
-    if isinstance(user, str):
-        caller["user"] = user
-    return caller
 
 
 def upstream_record(settings: Settings, request_id: str | None, attempts: int | None = None) -> dict[str, Any]:
@@ -114,7 +88,7 @@ def failure_record(
     error: ServiceError,
     *,
     settings: Settings,
-    caller: Mapping[str, str] | None,
+    caller: Caller,
     now: dt.datetime,
 ) -> dict[str, Any]:
     """The record of a call that reached upstream and failed: the request, the caller, upstream's answer."""
@@ -129,7 +103,7 @@ def failure_record(
         "prompt": request.asked.get("prompt"),
         "parameters": {"asked": request.asked, "sent": request.upstream_body},
         "translations": request.translations,
-        "caller": caller_record(caller, request),
+        "caller": caller.record(),
         "upstream": upstream_record(settings, error.upstream_request_id) | {"status": error.status},
         "error": body,
         "retention": retention_record(settings, now),
@@ -142,13 +116,15 @@ def failure_record(
 
 
 async def write_failure(archive: Archive, base: str, record: dict[str, Any], now: dt.datetime) -> str | None:
-    """Write a failure record; its name, or None when storage refused it (logged, never raised over upstream's error)."""
+    """Write a failure record (its caller's id in its metadata, as every archived blob has); its name,
+    or None when storage refused it (logged, never raised over upstream's error)."""
     name = failure_name(base, now)
     try:
         async with storage_call("writing a failure record"):
             await archive.container.upload_blob(
-                name, json.dumps(record, ensure_ascii=False, indent=2).encode(), overwrite=False, content_settings=_JSON
-            )
+                name, json.dumps(record, ensure_ascii=False, indent=2).encode(), overwrite=False, content_settings=_JSON,
+                metadata={OWNER_METADATA: record["caller"]["id"]},
+            )  # fmt: skip
     except ServiceError as exc:
         log.warning("could not write the failure record %s: %s", name, exc.message)
         return None

@@ -19,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
+from shared.callers import Caller
 from shared.errors import ServiceError, invalid
 from shared.inputs import InputStore, check_source, input_name
 from shared.models import ImageRequest
 from shared.models.edits import EDIT_OPERATION, EditInput, EditRequest, check_inputs, edit_rules, names_from_json, parse_edit
 from shared.models.families import EditRules
+from shared.models.image_bytes import ImageFacts
 from shared.service import Generation, ImageService
 from shared.upstream import UpstreamClient, UpstreamResult
 from shared.upstream.edits import edit as upstream_edit
@@ -81,45 +83,53 @@ def _openai(service: ImageService) -> bool:
 
 
 Chunks = Sequence[bytes]  # an upload as it arrived, not joined yet
+Namer = Callable[[bytes, ImageFacts], tuple[str, str]]  # bytes, facts -> (archive name, sha256)
 
 
-async def check_uploads(service: ImageService, family: str, images: Sequence[tuple[str, Chunks]], mask: Chunks | None) -> EditInputs:
-    """Check uploaded images (``(param, chunks)``) and mask by their bytes; each named by its content address.
+async def check_uploads(service: ImageService, family: str, images: Sequence[tuple[str, Chunks]], mask: Chunks | None, caller: Caller) -> EditInputs:
+    """Check uploaded images (``(param, chunks)``) and mask by their bytes; each named by its content address for ``caller``.
 
     In a worker thread: joining and hashing tens of megabytes takes tens of milliseconds (both let go
     of the GIL), and the event loop meanwhile serves every other request of the instance."""
-    return await asyncio.to_thread(_check_uploads, edit_rules(family), _openai(service), images, mask)
+    namer = functools.partial(input_name, await service.scope.key(), caller)
+    return await asyncio.to_thread(_check_uploads, edit_rules(family), _openai(service), images, mask, namer)
 
 
-def _check_uploads(rules: EditRules, openai: bool, uploads: Sequence[tuple[str, Chunks]], mask_chunks: Chunks | None) -> EditInputs:
+def _check_uploads(rules: EditRules, openai: bool, uploads: Sequence[tuple[str, Chunks]], mask_chunks: Chunks | None, namer: Namer) -> EditInputs:
     images = [(param, b"".join(chunks)) for param, chunks in uploads]
     mask = b"".join(mask_chunks) if mask_chunks is not None else None
     facts, mask_facts = check_inputs(rules, images, mask, openai=openai)
-    checked = tuple(EditInput(input_name(data, found), data, found) for (_, data), found in zip(images, facts, strict=True))
-    return EditInputs(checked, EditInput(input_name(mask, mask_facts), mask, mask_facts) if mask is not None and mask_facts else None)
+    checked = tuple(EditInput(*_named_upload(namer, data, found)) for (_, data), found in zip(images, facts, strict=True))
+    return EditInputs(checked, EditInput(*_named_upload(namer, mask, mask_facts)) if mask is not None and mask_facts else None)
 
 
-async def store_uploads(service: ImageService, inputs: EditInputs) -> None:
-    """Store each uploaded input once (the same bytes twice in one request are one blob)."""
+def _named_upload(namer: Namer, data: bytes, facts: ImageFacts) -> tuple[str, bytes, ImageFacts, str]:
+    name, digest = namer(data, facts)
+    return name, data, facts, digest
+
+
+async def store_uploads(service: ImageService, inputs: EditInputs, caller: Caller) -> None:
+    """Store each uploaded input once (the same bytes twice in one request are one blob), as ``caller``'s."""
     every = [*inputs.images, *((inputs.mask,) if inputs.mask else ())]
-    unique = {item.name: (item.name, item.data, item.facts.content_type) for item in every}
-    await InputStore(service.archive).put_all(list(unique.values()))
+    unique = {item.name: (item.name, item.data, item.facts.content_type, item.sha256) for item in every}
+    await InputStore(service.archive).put_all(list(unique.values()), caller)
 
 
-async def check_names(service: ImageService, request: EditRequest) -> None:
-    """The archived images a queued edit names exist and fit the edit limits (their bytes are checked when it runs)."""
+async def check_names(service: ImageService, request: EditRequest, caller: Caller) -> None:
+    """The archived images a queued edit names are ``caller``'s (or it is an operator), exist and fit the
+    edit limits (their bytes are checked when it runs)."""
     settings = service.settings
-    await InputStore(service.archive).sizes(_named(request), settings.max_edit_file_bytes, settings.max_edit_total_bytes)
+    await InputStore(service.archive).sizes(_named(request), settings.max_edit_file_bytes, settings.max_edit_total_bytes, caller)
 
 
 def _named(request: EditRequest) -> list[tuple[str, str]]:
     return [*((name, "image") for name in request.images), *(((request.mask, "mask"),) if request.mask else ())]
 
 
-async def read_inputs(service: ImageService, request: EditRequest) -> EditInputs:
-    """Read the archived images an edit names (each and all together within the edit limits) and check them."""
+async def read_inputs(service: ImageService, request: EditRequest, caller: Caller) -> EditInputs:
+    """Read the archived images an edit names, which ``caller`` may see (each and all together within the edit limits), and check them."""
     settings = service.settings
-    datas = await InputStore(service.archive).read_all(_named(request), settings.max_edit_file_bytes, settings.max_edit_total_bytes)
+    datas = await InputStore(service.archive).read_all(_named(request), settings.max_edit_file_bytes, settings.max_edit_total_bytes, caller)
     images = [("image", data) for data in datas[: len(request.images)]]
     mask = datas[len(request.images)] if request.mask else None
     facts, mask_facts = check_inputs(edit_rules(request.family), images, mask, openai=_openai(service))
@@ -137,7 +147,7 @@ async def run_edit(
     timeout: float,
     budget: float,
     kind: str = "sync",
-    caller: Mapping[str, str] | None = None,
+    caller: Caller,
 ) -> Generation:
     """Edit (reading the inputs by name unless given) and archive every output with the record before returning.
 
@@ -146,7 +156,7 @@ async def run_edit(
     upstream and failed leaves a failure record."""
     await service.archive.ensure_container()  # fail on storage before reading or paying for anything
     if inputs is None:
-        inputs = await read_inputs(service, request)
+        inputs = await read_inputs(service, request, caller)
     images, mask = inputs.images, inputs.mask
 
     async def send(client: UpstreamClient, routed: ImageRequest, budget: float) -> UpstreamResult:

@@ -28,6 +28,7 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared import credentials, redaction, telemetry
 from shared.archive import Archive
+from shared.callers.scope import ScopeKey
 from shared.jobs import Jobs, Outcome, QueueMessageLike, handle_queue_message
 from shared.models import retired_warnings
 from shared.pool.clients import open_pools
@@ -90,7 +91,7 @@ async def open_clients(
     telemetry.instrument_httpx(http)
     upstream = UpstreamClient(s, auth, http)
     pools = await open_pools(s, stack, upstream, http=http, blobs=blobs, credential=credential, key_vault_options=key_vault_options)
-    return Clients(upstream=upstream, blobs=blobs, queues=queues, archive=Archive(s, blobs), pools=pools)
+    return Clients(upstream=upstream, blobs=blobs, queues=queues, archive=Archive(s, blobs), scope=ScopeKey(blobs), pools=pools)
 
 
 def warn_retired(settings: Settings, today: dt.date) -> None:

@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,8 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared import audit, telemetry
 from shared.archive import Archive, ArchivedImage
+from shared.callers import Caller
+from shared.callers.scope import ScopeKey
 from shared.errors import ServiceError
 from shared.models import ImageRequest, rules_of
 from shared.models.edits import edit_record_fields
@@ -44,6 +46,7 @@ class Clients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     archive: Archive
+    scope: ScopeKey  # the app's secret, for names a caller cannot compute for another (shared/callers/scope.py)
     pools: Pools | None = None  # the deployment pools (None: every deployment on ``upstream``)
 
 
@@ -100,6 +103,10 @@ class ImageService:
         return self.clients.archive
 
     @property
+    def scope(self) -> ScopeKey:
+        return self.clients.scope
+
+    @property
     def upstream(self) -> UpstreamClient:
         return self.clients.upstream
 
@@ -117,7 +124,7 @@ class ImageService:
         timeout: float,
         budget: float,
         kind: str = "sync",
-        caller: Mapping[str, str] | None = None,
+        caller: Caller,
     ) -> Generation:
         """Generate ``request`` through its deployment's pool and archive every image with its record (:meth:`produce`).
 
@@ -136,7 +143,7 @@ class ImageService:
         generation_id: str,
         prefix: str,
         kind: str = "sync",
-        caller: Mapping[str, str] | None = None,
+        caller: Caller,
     ) -> Generation:
         """The one way a generation or an edit is made: ``call`` upstream (through the pool), then archive
         every image with its record before returning.
@@ -145,7 +152,8 @@ class ImageService:
         A job's record is written after them, because the job handler reads an existing
         record as "finished" when a message comes back (see shared/archive.py). A call that
         reached upstream and failed leaves a failure record (shared/audit.py) and raises.
-        ``caller``: the platform's identity of the caller (:func:`shared.audit.caller_identity`).
+        ``caller``: who asked, as the platform vouches (shared/callers): the records name it, and its
+        images, record and failure record carry its id (so only it, and operators, see them).
         """
         archive = self.archive
         await archive.ensure_container()  # fail on storage before paying for an image
@@ -168,7 +176,7 @@ class ImageService:
         generation_id: str,
         prefix: str,
         kind: str,
-        caller: Mapping[str, str] | None = None,
+        caller: Caller,
         extra: dict[str, Any] | None = None,
     ) -> Generation:
         """Archive every image of ``result`` with its record (a generation's or an edit's), as :meth:`generate` says.
@@ -181,7 +189,7 @@ class ImageService:
         archived, written = await self.archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
         return Generation(generation_id, request, result, archived, written)
 
-    async def recover(self, request: ImageRequest, *, generation_id: str, prefix: str, kind: str = "job") -> dict[str, Any] | None:
+    async def recover(self, request: ImageRequest, *, generation_id: str, prefix: str, caller: Caller, kind: str = "job") -> dict[str, Any] | None:
         """Finish a generation whose images were archived but whose record was not: write the record, return it."""
         archive = self.archive
         found = await archive.recover(prefix, generation_id)
@@ -193,7 +201,7 @@ class ImageService:
             images=[UpstreamImage(b"", a.content_type, m.get("revised_prompt")) for a, m in zip(archived, metadata, strict=True)],
             usage=next((m["usage"] for m in metadata if m.get("usage")), None),
         )
-        record = build_record(generation_id, kind, request, result, settings=self.settings)
+        record = build_record(generation_id, kind, request, result, settings=self.settings, caller=caller)
         record["cost"] = cost(request.family, result.usage, request.upstream_body, len(result.images))
         # Which backend made the images was in memory only; the record says it is not known.
         record["recovered"] = "record rebuilt from the archived images after an interrupted delivery (the serving backend is not known)"
@@ -250,7 +258,7 @@ def build_record(
     result: UpstreamResult,
     *,
     settings: Settings,
-    caller: Mapping[str, str] | None = None,
+    caller: Caller,
 ) -> dict[str, Any]:
     """The JSON record written beside the images (the archive adds names, sizes and hashes).
 
@@ -272,7 +280,7 @@ def build_record(
         "parameters": {"asked": request.asked, "sent": request.upstream_body},
         "translations": request.translations,
         "response_format": answer_format(request) if kind == "sync" else "url",  # a job's result carries links only
-        "caller": audit.caller_record(caller, request),
+        "caller": caller.record(),
         "upstream": audit.upstream_record(settings, result.request_id, result.attempts),
         "usage": result.usage,
         "upstream_attempts": result.attempts,

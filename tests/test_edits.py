@@ -25,6 +25,7 @@ from PIL import Image
 from local.azurite import Azurite
 from local.servers import ServerThread
 from local.sim_edits import fill_colour
+from tests import scoping
 from tests.conftest import SimControl
 
 InProcess = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -62,8 +63,9 @@ def pixels(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def input_name(data: bytes, extension: str = "png") -> str:
-    return f"inputs/{hashlib.sha256(data).hexdigest()}.{extension}"
+def input_name(azurite: Azurite, data: bytes, extension: str = "png") -> str:
+    """Where the app stores the key holder's upload ``data`` (keyed with the app's secret: tests/scoping.py)."""
+    return scoping.input_name(azurite, data, extension)
 
 
 def blob_names(azurite: Azurite, container: str) -> set[str]:
@@ -99,9 +101,9 @@ def test_sdk_single_image_edit_keeps_the_image_and_archives_input_and_output(api
     output = httpx.get(result.data[0].url)
     assert output.status_code == 200 and pixels(output.content).getpixel((10, 10)) == BLUE  # no mask: the image kept
     record = record_of(azurite, "images", archived_name(result.data[0].url))
-    assert record["operation"] == "edit" and record["inputs"] == {"image": [input_name(source)], "mask": None}
+    assert record["operation"] == "edit" and record["inputs"] == {"image": [input_name(azurite, source)], "mask": None}
     assert record["parameters"]["sent"]["input_fidelity"] == "high"
-    assert input_name(source) in blob_names(azurite, "images")
+    assert input_name(azurite, source) in blob_names(azurite, "images")
     [call] = sim.stats()["recent"]
     assert call["path"] == "/openai/deployments/gpt-image-1/images/edits"
     assert [f["sha256"] for f in call["body"]["files"]] == [hashlib.sha256(source).hexdigest()]
@@ -206,9 +208,9 @@ async def test_a_body_over_the_total_limit_is_refused_while_it_streams(in_proces
     [
         ({"prompt": "x", "image": "../../etc/passwd"}, "image"),
         ({"prompt": "x", "image": ["2026-11-25/abc/record.json"]}, "image"),
-        ({"prompt": "x", "image": [input_name(b"never stored")]}, "image"),
+        ({"prompt": "x", "image": [f"inputs/{'0' * 64}.png"]}, "image"),  # well formed, never stored
         ({"prompt": "x", "image": "2026-11-25/abc/0.png"}, "image"),
-        ({"prompt": "x", "image": [input_name(PNG)], "mask": "https://example.com/mask.png"}, "mask"),
+        ({"prompt": "x", "image": [f"inputs/{'1' * 64}.png"], "mask": "https://example.com/mask.png"}, "mask"),
         ({"prompt": "x", "image": 7}, "image"),
         ({"prompt": "x"}, "image"),
     ],
@@ -246,7 +248,7 @@ async def test_the_same_input_sent_twice_is_stored_once(in_process: InProcess, a
         response = await client.post(EDITS.format("gpt-image-1"), files=files, data={"prompt": prompt})
         assert response.status_code == 200, response.text
     inputs = {name for name in blob_names(azurite, container) if name.startswith("inputs/")}
-    assert inputs == {input_name(source), input_name(mask)}
+    assert inputs == {input_name(azurite, source), input_name(azurite, mask)}
     # Every upload is conditional (If-None-Match: *): the first request's write, the second's refused as present.
     assert sorted(uploads) == [("*", 201), ("*", 201), ("*", 409), ("*", 409)]
     assert sim.stats()["edits"] == 2
@@ -260,15 +262,15 @@ async def test_edit_by_archived_name_without_uploading(in_process: InProcess, az
     mask = mask_bytes((1024, 1024), (0, 0, 100, 100))
     content, headers = multipart({"prompt": "earlier"}, [("image", image_bytes((1024, 1024))), ("mask", mask)])
     assert (await client.post(EDITS.format("gpt-image-1"), content=content, headers=headers)).status_code == 200
-    edited = await client.post(EDITS.format("gpt-image-1"), json={"prompt": "a lamp at night", "image": [name], "mask": input_name(mask), "size": "1024x1024"})
+    edited = await client.post(EDITS.format("gpt-image-1"), json={"prompt": "a lamp at night", "image": [name], "mask": input_name(azurite, mask), "size": "1024x1024"})
     assert edited.status_code == 200, edited.text
     original = pixels(httpx.get(generated.json()["data"][0]["url"]).content)
     out = pixels(httpx.get(edited.json()["data"][0]["url"]).content)
     assert out.getpixel((50, 50)) == fill_colour("a lamp at night") and out.getpixel((600, 600)) == original.getpixel((600, 600))
     record = record_of(azurite, container, archived_name(edited.json()["data"][0]["url"], container))
-    assert record["inputs"] == {"image": [name], "mask": input_name(mask)}
+    assert record["inputs"] == {"image": [name], "mask": input_name(azurite, mask)}
     assert record["parameters"]["asked"]["image"] == [name]
-    assert (await client.get(f"/images/{input_name(mask)}")).status_code == 302  # inputs have stable links too
+    assert (await client.get(f"/images/{input_name(azurite, mask)}")).status_code == 302  # inputs have stable links too
     assert sim.stats()["edits"] == 2
 
 
@@ -306,7 +308,7 @@ async def test_a_failed_edit_leaves_a_failure_record_under_its_request_id_as_a_g
         client_blob = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(container, name)
         records[kind] = json.loads(client_blob.download_blob().readall())
         assert records[kind]["id"] == request_id and records[kind]["outcome"] == "filtered"
-    assert records["edit"]["operation"] == "edit" and records["edit"]["inputs"] == {"image": [input_name(PNG)], "mask": None}
+    assert records["edit"]["operation"] == "edit" and records["edit"]["inputs"] == {"image": [input_name(azurite, PNG)], "mask": None}
     assert set(records["edit"]) - set(records["generation"]) == {"operation", "inputs"}  # the same record, naming its inputs
     assert sim.stats()["requests"] == 2
 
@@ -320,7 +322,7 @@ async def test_openai_upstream_takes_webp_and_the_bearer_key(in_process: InProce
     call = sim.stats()["recent"][-1]
     assert call["path"] == "/v1/images/edits" and call["body"]["fields"]["model"] == "gpt-image-1"
     assert call["headers"]["authorization"].lower().startswith("bearer") and "api-key" not in call["headers"]
-    assert input_name(webp, "webp") in blob_names(azurite, container)
+    assert input_name(azurite, webp, "webp") in blob_names(azurite, container)
 
 
 async def test_the_bytes_decide_the_format_not_the_claim(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
@@ -328,21 +330,21 @@ async def test_the_bytes_decide_the_format_not_the_claim(in_process: InProcess, 
     jpeg = image_bytes(colour=BLUE, fmt="JPEG")
     content, headers = multipart({"prompt": "x"}, [("image", jpeg)])  # sent as f0.png, image/png
     assert (await client.post(EDITS.format("gpt-image-1"), content=content, headers=headers)).status_code == 200
-    assert input_name(jpeg, "jpg") in blob_names(azurite, container)
+    assert input_name(azurite, jpeg, "jpg") in blob_names(azurite, container)
     [sent] = sim.stats()["recent"][-1]["body"]["files"]
     assert sent["filename"] == "image-0.jpg" and sent["sha256"] == hashlib.sha256(jpeg).hexdigest()  # forwarded untouched
 
 
-async def test_json_submit_checks_the_names_before_queueing(in_process: InProcess, sim: SimControl) -> None:
+async def test_json_submit_checks_the_names_before_queueing(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
     client, _ = await own_container(in_process, IMAGES_QUEUE=f"edits-{uuid.uuid4().hex[:10]}")
     content, headers = multipart({"prompt": "store"}, [("image", PNG)])
     assert (await client.post(EDITS.format("gpt-image-1"), content=content, headers=headers)).status_code == 200
     submit = "/openai/deployments/gpt-image-1/images/edits:submit?api-version=2025-04-01-preview"
-    missing = await client.post(submit, json={"prompt": "x", "image": [input_name(b"never stored")]})
+    missing = await client.post(submit, json={"prompt": "x", "image": [input_name(azurite, b"never stored")]})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "image"
-    accepted = await client.post(submit, json={"prompt": "x", "image": input_name(PNG)})
+    accepted = await client.post(submit, json={"prompt": "x", "image": input_name(azurite, PNG)})
     assert accepted.status_code == 202 and accepted.headers["Operation-Location"]
-    v1 = await client.post("/openai/v1/images/edits:submit", json={"model": "gpt-image-2", "prompt": "x", "image": [input_name(PNG)]})
+    v1 = await client.post("/openai/v1/images/edits:submit", json={"model": "gpt-image-2", "prompt": "x", "image": [input_name(azurite, PNG)]})
     assert v1.status_code == 202, v1.text
     assert sim.stats()["edits"] == 1  # only the synchronous edit so far
 

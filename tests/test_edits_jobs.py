@@ -19,10 +19,10 @@ from azure.storage.queue import QueueClient
 
 from local.azurite import Azurite
 from local.queue_runner import QueueRunner, SimulatedCrash
-from shared.api.generation import scoped_job_id
 from shared.host import host_queue_settings
 from shared.runtime import Runtime
 from shared.settings import Settings
+from tests import scoping
 from tests.conftest import SimControl
 from tests.test_edits import EDITS, GREEN, InProcess, image_bytes, input_name, mask_bytes, multipart, pixels
 
@@ -103,7 +103,7 @@ async def test_submitted_multipart_edit_survives_a_crash_without_a_second_upstre
     job_id = accepted.json()["id"]  # the key, scoped by deployment (and caller)
     assert accepted.headers["Operation-Location"].split("?")[0].endswith(f"/openai/operations/images/{job_id}")
     # The inputs are in the archive before the job runs; the message names them.
-    assert queued.blob(queued.settings.images_container, input_name(source)) == source
+    assert queued.blob(queued.settings.images_container, input_name(queued.azurite, source)) == source
     hook = crash_before_record(job_id)
     stats = queued.run({"raw_request_hook": hook}).drain(received=2)  # the crashed delivery and the one after it
     assert hook.crashed and stats.crashed == 1 and [o.action for o in stats.outcomes] == ["succeeded"]
@@ -113,27 +113,37 @@ async def test_submitted_multipart_edit_survives_a_crash_without_a_second_upstre
     record = json.loads(queued.blob(queued.settings.images_container, f"jobs/{job_id}/record.json"))
     assert record["recovered"] and record["operation"] == "edit"
     assert record["cost"]["usd"] > 0 and "gpt-image-1" in record["cost"]["basis"]  # priced from the usage kept with the images
-    assert record["inputs"] == {"image": [input_name(source)], "mask": input_name(mask)}
+    assert record["inputs"] == {"image": [input_name(queued.azurite, source)], "mask": input_name(queued.azurite, mask)}
     out = pixels(httpx.get(view["result"]["data"][0]["url"]).content)
     assert out.getpixel((40, 30)) == GREEN
 
 
-async def test_a_queue_message_names_archived_inputs(queued: Queued, sim: SimControl) -> None:
+async def test_a_queue_message_names_archived_inputs_of_the_queue_only(queued: Queued, sim: SimControl) -> None:
+    """A queued edit names archived images by name, as a JSON edit does; the queue is a caller of its own
+    (issue 21), so it may name the images its own jobs made, and another caller's are as if they did not exist."""
     source = image_bytes(colour=GREEN)
     content, headers = multipart({"prompt": "store it"}, [("image", source)])
     assert (await queued.client.post(EDITS.format("gpt-image-1-mini"), content=content, headers=headers)).status_code == 200
+    made = f"made-{uuid.uuid4().hex[:8]}"
+    queued.drop({"id": made, "deployment": "gpt-image-2", "prompt": "a queue's own image", "size": "1024x1024"})
+    runner = queued.run()
+    runner.drain(received=1)
+    own = f"jobs/{made}/0.png"
     job_id = f"drop-{uuid.uuid4().hex[:8]}"
-    queued.drop({"id": job_id, "deployment": "gpt-image-2", "operation": "edit", "image": [input_name(source)], "prompt": "from the queue"})
+    queued.drop({"id": job_id, "deployment": "gpt-image-2", "operation": "edit", "image": [own], "prompt": "from the queue"})
+    others = f"others-{uuid.uuid4().hex[:8]}"  # the key holder's upload: not the queue's
+    queued.drop({"id": others, "deployment": "gpt-image-2", "operation": "edit", "image": [input_name(queued.azurite, source)], "prompt": "x"})
     missing = f"missing-{uuid.uuid4().hex[:8]}"
-    queued.drop({"id": missing, "deployment": "gpt-image-2", "operation": "edit", "image": [input_name(b"never stored")], "prompt": "x"})
+    queued.drop({"id": missing, "deployment": "gpt-image-2", "operation": "edit", "image": [f"inputs/{'0' * 64}.png"], "prompt": "x"})
     wrong = f"wrong-{uuid.uuid4().hex[:8]}"
-    queued.drop({"id": wrong, "deployment": "gpt-image-2", "operation": "variation", "image": [input_name(source)], "prompt": "x"})
-    queued.run().drain(received=3)
+    queued.drop({"id": wrong, "deployment": "gpt-image-2", "operation": "variation", "image": [own], "prompt": "x"})
+    runner.drain(received=5)
     assert (await queued.status(job_id))["status"] == "succeeded"
     page = (await queued.client.get(f"/gallery/jobs/{job_id}")).text  # the gallery shows it as the edit it is
-    assert f"<h1>Edit job {job_id}</h1>" in page and f'src="/images/{input_name(source)}"' in page and "background edit" in page
-    failed = {j: (await queued.status(j))["error"] for j in (missing, wrong)}
-    assert failed[missing]["param"] == "image" and failed[wrong]["param"] == "operation"
+    assert f"<h1>Edit job {job_id}</h1>" in page and f'src="/images/{own}"' in page and "background edit" in page
+    failed = {j: (await queued.status(j))["error"] for j in (others, missing, wrong)}
+    assert failed[missing]["param"] == failed[others]["param"] == "image" and failed[wrong]["param"] == "operation"
+    assert failed[others]["message"].replace(input_name(queued.azurite, source), "N") == failed[missing]["message"].replace(f"inputs/{'0' * 64}.png", "N")
     assert sim.stats()["edits"] == 2  # the synchronous one and the queued one; the refused jobs called nobody
 
 
@@ -145,7 +155,7 @@ async def test_submit_is_idempotent_on_the_inputs_bytes(queued: Queued, sim: Sim
     path = EDITS.format("gpt-image-1")
     answers = [await queued.client.post(path, content=body, headers={**headers, "Idempotency-Key": key, "Prefer": "respond-async"}) for body, headers in (first, again, other)]
     assert [a.status_code for a in answers] == [202, 202, 409]
-    assert answers[0].json()["id"] == answers[1].json()["id"] == scoped_job_id("gpt-image-1", {}, key)
+    assert answers[0].json()["id"] == answers[1].json()["id"] == scoping.job_id(queued.azurite, "gpt-image-1", key)
     assert answers[2].json()["error"]["param"] == "Idempotency-Key"
     queue = QueueClient.from_connection_string(queued.azurite.connection_string, queued.settings.queue_name)
     assert queue.get_queue_properties().approximate_message_count == 1
@@ -170,5 +180,5 @@ async def test_a_failed_queued_edit_leaves_a_failure_record_as_a_queued_generati
     [name] = [b.name for b in images.list_blobs(name_starts_with=f"jobs/{job_id}/")]
     record = json.loads(queued.blob(queued.settings.images_container, name))
     assert name.rsplit("/", 1)[1].startswith("failed-") and record["kind"] == "job" and record["operation"] == "edit"
-    assert record["inputs"]["image"] == [input_name(image_bytes())]
+    assert record["inputs"]["image"] == [input_name(queued.azurite, image_bytes())]
     assert sim.stats()["requests"] == 1

@@ -37,6 +37,7 @@ from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from shared import edits
 from shared.api import create_app
+from shared.callers import key_caller
 from shared.inputs import InputStore, input_name
 from shared.jobs import handle_queue_message
 from shared.models import parse_request
@@ -134,15 +135,15 @@ async def _past_day(settings: Settings) -> tuple[list[str], str, str]:
         made = []
         for prompt in ("A quiet harbour in winter", "Snow on a red roof"):
             request = parse_request({"prompt": prompt, "size": "1024x1024"}, "gpt-image-1", "gpt-image-1")
-            made.append(await service.generate(request, generation_id=uuid.uuid4().hex, prefix=PAST, timeout=30, budget=5))
+            made.append(await service.generate(request, generation_id=uuid.uuid4().hex, prefix=PAST, timeout=30, budget=5, caller=key_caller()))
         mask = _mask(1024, 256)
         facts = sniff(mask)
         assert facts is not None
-        mask_name = input_name(mask, facts)
-        await InputStore(service.archive).put(mask_name, mask, "image/png")
+        mask_name, digest = input_name(await service.scope.key(), key_caller(), mask, facts)
+        await InputStore(service.archive).put(mask_name, mask, "image/png", digest=digest, owner=key_caller())
         body = {"prompt": "The harbour, at night", "image": [made[0].images[0].name], "mask": mask_name, "size": "1024x1024"}
         edit = await edits.run_edit(service, edits.edit_from_json(body, "gpt-image-1", "gpt-image-1"), generation_id=uuid.uuid4().hex,
-                                    prefix=PAST, timeout=30, budget=5)  # fmt: skip
+                                    prefix=PAST, timeout=30, budget=5, caller=key_caller())  # fmt: skip
     return [g.id for g in made], edit.id, mask_name
 
 
@@ -338,7 +339,7 @@ async def _busy_day(settings: Settings, day: str, count: int) -> None:
         async def one(index: int) -> None:
             body = {"prompt": f"item {index}", "quality": "low", "output_format": "jpeg", "output_compression": 100}
             request = parse_request(body, "gpt-image-1-mini", "gpt-image-1-mini")
-            await runtime.service.generate(request, generation_id=uuid.uuid4().hex, prefix=day, timeout=30, budget=5)
+            await runtime.service.generate(request, generation_id=uuid.uuid4().hex, prefix=day, timeout=30, budget=5, caller=key_caller())
 
         for start in range(0, count, 25):
             await asyncio.gather(*(one(i) for i in range(start, min(count, start + 25))))

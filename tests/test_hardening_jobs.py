@@ -23,6 +23,7 @@ from azure.storage.blob import BlobServiceClient
 
 from local.azurite import Azurite
 from local.queue_runner import SimulatedCrash
+from shared.callers import key_caller
 from shared.jobs import Jobs, JobStatus, JobStore, StoredJob
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -114,15 +115,15 @@ async def test_a_crash_between_record_and_enqueue_is_repaired_by_the_status_read
     job_id = f"lost-{uuid.uuid4().hex[:8]}"
     try:
         with pytest.raises(SimulatedCrash):
-            await jobs.submit(job_id, "gpt-image-1-mini", {"prompt": "accepted, then the process died"})
-        assert (await jobs.status(job_id) or {})["status"] == "notRunning"
+            await jobs.submit(job_id, "gpt-image-1-mini", {"prompt": "accepted, then the process died"}, caller=key_caller())
+        assert (await jobs.status(job_id, key_caller()) or {})["status"] == "notRunning"
         assert stack.queue().peek_messages() == []  # nothing repaired while the submission may still be under way
         clock.advance(3600)
-        assert (await jobs.status(job_id) or {})["status"] == "notRunning"
+        assert (await jobs.status(job_id, key_caller()) or {})["status"] == "notRunning"
         [message] = stack.queue().receive_messages()
         assert json.loads(message.content)["prompt"] == "accepted, then the process died"
         clock.advance(3600)
-        await jobs.status(job_id)
+        await jobs.status(job_id, key_caller())
         assert stack.queue().peek_messages() == []  # repaired once
         outcome = await jobs.handle(message.content, message.id, 1)
     finally:
@@ -141,7 +142,7 @@ def test_a_stray_message_for_an_existing_job_is_refused_and_only_the_record_s_bo
     async def submit() -> None:
         await stack.runtime.open()
         try:
-            await stack.jobs.submit(job_id, "gpt-image-1-mini", {"prompt": "the submitted body"})
+            await stack.jobs.submit(job_id, "gpt-image-1-mini", {"prompt": "the submitted body"}, caller=key_caller())
         finally:
             await stack.runtime.close()
 
@@ -228,9 +229,9 @@ async def test_a_running_job_whose_lease_ended_long_ago_is_failed_when_read(
         with pytest.raises(SimulatedCrash):
             await jobs.handle(json.dumps({"id": job_id, "prompt": "x"}), "m-1", 1)
         clock.advance(settings.upstream_timeout_seconds)
-        assert (await jobs.status(job_id) or {})["status"] == "running"  # its lease is still live
+        assert (await jobs.status(job_id, key_caller()) or {})["status"] == "running"  # its lease is still live
         clock.advance(24 * 3600)
-        view = await jobs.status(job_id) or {}
+        view = await jobs.status(job_id, key_caller()) or {}
     finally:
         await runtime.close()
     assert view["status"] == "failed" and "abandoned" in view["error"]["message"]

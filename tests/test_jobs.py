@@ -35,13 +35,13 @@ from local.azurite import Azurite
 from local.queue_runner import QueueRunner, RunnerStats, SimulatedCrash
 from local.servers import ServerThread, serve_in_thread
 from shared.api import create_app
-from shared.api.generation import scoped_job_id
 from shared.host import host_queue_settings
 from shared.jobs import JobRecord, Jobs, JobStatus, JobStore, StoredJob
 from shared.jobs.handler import LEASE_MARGIN_SECONDS
 from shared.runtime import Runtime
 from shared.service import ImageService
 from shared.settings import Settings
+from tests import scoping
 from tests.conftest import SimControl
 
 SUBMIT = "/openai/deployments/{}/images/generations:submit?api-version=2025-04-01-preview"
@@ -501,8 +501,8 @@ def test_prefer_respond_async_and_idempotency_key(job_stack: Callable[..., JobSt
         first = client.post(path, json={"prompt": "same"}, headers=headers)
         second = client.post(path, json={"prompt": "same"}, headers=headers)
         assert first.status_code == second.status_code == 202
-        # The key is scoped by deployment (and caller, when the platform names one): its job id is derived from all three.
-        assert first.json()["id"] == second.json()["id"] == scoped_job_id("gpt-image-1-mini", {}, key)
+        # The key is scoped by deployment and caller, keyed with the app's secret: its job id is derived from all three.
+        assert first.json()["id"] == second.json()["id"] == scoping.job_id(stack.azurite, "gpt-image-1-mini", key)
         conflict = client.post(path, json={"prompt": "different"}, headers=headers)
         assert conflict.status_code == 409 and conflict.json()["error"]["param"] == "Idempotency-Key"
         bad = client.post(path, json={"prompt": "x"}, headers={"Prefer": "respond-async", "Idempotency-Key": "no spaces allowed"})

@@ -20,9 +20,9 @@ from azure.storage.queue import QueueClient
 
 from local.azurite import Azurite
 from shared.api import create_app
-from shared.api.generation import scoped_job_id
 from shared.runtime import Runtime
 from shared.settings import Settings
+from tests import scoping
 from tests.conftest import SimControl
 from tests.test_api import DEPLOYMENT_PATH, PNG_MAGIC, apost, blob_name_from_url, record_for
 
@@ -109,8 +109,12 @@ async def test_the_job_result_names_its_blobs_and_reports_translations(
     assert view["result"]["translations"] == ["quality: 'hd' -> 'high'"]
 
 
-async def test_idempotency_keys_are_scoped_by_deployment_and_caller(runtime_client: tuple[Runtime, httpx.AsyncClient], sim: SimControl) -> None:
-    """Finding 10: the same key from another service, or for another deployment, was a 409."""
+async def test_idempotency_keys_are_scoped_by_deployment_and_caller(
+    runtime_client: tuple[Runtime, httpx.AsyncClient], azurite: Azurite, sim: SimControl
+) -> None:
+    """Finding 10: the same key from another service, or for another deployment, was a 409. Issue 21: in key
+    mode every key holder is one caller, so a principal header a client sends changes nothing (another
+    caller's scope is tested in entra mode, tests/test_callers_http.py)."""
     _, client = runtime_client
     key = f"order-{uuid.uuid4().hex[:8]}"
     body = {"prompt": "a red kite"}
@@ -121,11 +125,11 @@ async def test_idempotency_keys_are_scoped_by_deployment_and_caller(runtime_clie
     first = await submit("gpt-image-1-mini", body)
     again = await submit("gpt-image-1-mini", body)
     other_deployment = await submit("gpt-image-2", body)
-    other_caller = await submit("gpt-image-1-mini", body, **{"X-MS-CLIENT-PRINCIPAL-ID": "11111111-2222-3333-4444-555555555555"})
-    assert [r.status_code for r in (first, again, other_deployment, other_caller)] == [202] * 4
-    ids = [r.json()["id"] for r in (first, again, other_deployment, other_caller)]
-    assert ids[0] == ids[1] and len(set(ids)) == 3
-    assert ids[3] == scoped_job_id("gpt-image-1-mini", {"id": "11111111-2222-3333-4444-555555555555"}, key)
+    forged = await submit("gpt-image-1-mini", body, **{"X-MS-CLIENT-PRINCIPAL-ID": "11111111-2222-3333-4444-555555555555"})
+    assert [r.status_code for r in (first, again, other_deployment, forged)] == [202] * 4
+    ids = [r.json()["id"] for r in (first, again, other_deployment, forged)]
+    assert ids[0] == ids[1] == ids[3] and ids[2] != ids[0]
+    assert ids[0] == scoping.job_id(azurite, "gpt-image-1-mini", key)
     conflict = await submit("gpt-image-1-mini", {"prompt": "another kite"})
     assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "IdempotencyKeyReused"
     async_route = await client.post(

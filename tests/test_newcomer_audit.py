@@ -1,7 +1,8 @@
 """Issue 15, finding 4: the archive is enough for an audit.
 
 Every call that reached upstream leaves a record, filtered ones included; records name the caller
-(App Service authentication headers, the ``user`` field), upstream's request id, endpoint and
+(as the platform vouches for it: in key mode the key holder, whatever principal headers a client
+sends, issue 21; the ``user`` field stays a parameter), upstream's request id, endpoint and
 api-version, the real format and dimensions of each image, and when retention deletes them.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -19,6 +21,7 @@ from PIL import Image
 
 from local.azurite import Azurite
 from shared.audit import failure_name, image_facts
+from shared.callers import key_caller
 from shared.jobs import JobRetry
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -27,8 +30,14 @@ from tests.test_api import apost, blob_name_from_url, blob_names, failure_record
 from tests.test_newcomer_answers import SUBMIT_PATH, app_with_own_queue
 
 InProcess = Callable[..., Awaitable[httpx.AsyncClient]]
-CALLER = {"X-MS-CLIENT-PRINCIPAL-NAME": "orders-service", "X-MS-CLIENT-PRINCIPAL-ID": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"}
-EXPECTED_CALLER = {"name": "orders-service", "id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "idp": "aad", "user": "user-42"}
+# Principal headers a client sends in key mode: forged (only App Service authentication sets them), never written.
+CALLER = {"X-MS-CLIENT-PRINCIPAL-NAME": "ceo@contoso.com", "X-MS-CLIENT-PRINCIPAL-ID": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"}
+EXPECTED_CALLER = key_caller().record()  # the key holder, as key mode knows every caller
+
+
+def assert_names_the_key_holder(record: dict[str, object]) -> None:
+    assert record["caller"] == EXPECTED_CALLER
+    assert "ceo@contoso.com" not in json.dumps(record) and "0f1e2d3c" not in json.dumps(record)
 
 
 async def test_a_filtered_request_leaves_a_record_with_the_side_the_categories_and_the_caller(
@@ -41,7 +50,8 @@ async def test_a_filtered_request_leaves_a_record_with_the_side_the_categories_a
     upstream_call = sim.stats()["recent"][-1]
     assert record["outcome"] == "filtered" and record["filtered"] == "prompt" and record["categories"]
     assert record["prompt"] == "a fight [[filter:prompt]]" and record["deployment"] == "gpt-image-1"
-    assert record["caller"] == EXPECTED_CALLER
+    assert_names_the_key_holder(record)
+    assert record["parameters"]["asked"]["user"] == "user-42"  # the request's own field, a parameter
     assert record["upstream"]["request_id"] == upstream_call["id"]
     assert record["upstream"]["status"] == 400 and record["error"]["content_filter_results"]
 
@@ -56,7 +66,7 @@ async def test_a_generation_record_names_caller_upstream_call_and_real_image_fac
     item = response.json()["data"][0]
     record = record_for(azurite, blob_name_from_url(item["url"]))
     upstream_call = sim.stats()["recent"][-1]
-    assert record["caller"] == EXPECTED_CALLER
+    assert_names_the_key_holder(record)
     assert record["upstream"] == {
         "endpoint": sim.url,
         "api_style": "deployment",
@@ -73,10 +83,10 @@ async def test_a_generation_record_names_caller_upstream_call_and_real_image_fac
     assert record["retention"] == {"days": 30, "delete_after": (created + dt.timedelta(days=30)).date().isoformat()}
 
 
-async def test_without_a_platform_identity_the_record_keeps_the_user_field_only(app_client: httpx.AsyncClient, azurite: Azurite, sim: SimControl) -> None:
+async def test_the_user_field_is_a_parameter_never_the_caller(app_client: httpx.AsyncClient, azurite: Azurite, sim: SimControl) -> None:
     response = await apost(app_client, "gpt-image-1-mini", {"prompt": "x", "user": "user-7"})
     record = record_for(azurite, blob_name_from_url(response.json()["data"][0]["url"]))
-    assert record["caller"] == {"user": "user-7"} and record["retention"] is None
+    assert record["caller"] == EXPECTED_CALLER and record["parameters"]["asked"]["user"] == "user-7" and record["retention"] is None
 
 
 async def test_calls_that_never_reached_upstream_leave_no_failure_record(in_process: InProcess, azurite: Azurite) -> None:
@@ -159,14 +169,14 @@ async def test_a_submitted_job_and_a_synchronous_edit_name_their_caller_as_a_gen
     accepted = await client.post(SUBMIT_PATH.format("gpt-image-1"), json={"prompt": "a kite", "user": "user-42"}, headers=CALLER)
     assert accepted.status_code == 202, accepted.text
     stored = await runtime.jobs.store.get(accepted.json()["id"])
-    assert stored is not None and stored.record.caller == {k: v for k, v in EXPECTED_CALLER.items() if k != "user"}
+    assert stored is not None and stored.record.caller == EXPECTED_CALLER
     queue = QueueClient.from_connection_string(azurite.connection_string, runtime.settings.queue_name)
     message = queue.receive_message()
     assert message is not None
     assert (await runtime.jobs.handle(message.content, message.id, 1)).action == "succeeded"
     queue.delete_message(message)
     view = (await client.get(accepted.headers["Operation-Location"])).json()
-    assert record_for(azurite, view["result"]["data"][0]["name"])["caller"] == EXPECTED_CALLER
+    assert_names_the_key_holder(record_for(azurite, view["result"]["data"][0]["name"]))
 
     edited = await client.post(
         "/openai/deployments/gpt-image-1/images/edits?api-version=2025-04-01-preview",
@@ -175,4 +185,4 @@ async def test_a_submitted_job_and_a_synchronous_edit_name_their_caller_as_a_gen
         headers=CALLER,
     )
     assert edited.status_code == 200, edited.text
-    assert record_for(azurite, blob_name_from_url(edited.json()["data"][0]["url"]))["caller"] == EXPECTED_CALLER
+    assert_names_the_key_holder(record_for(azurite, blob_name_from_url(edited.json()["data"][0]["url"])))

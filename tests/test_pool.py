@@ -27,6 +27,7 @@ from local.azurite import Azurite
 from local.servers import ServerThread, free_port, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
 from shared.api import create_app
+from shared.callers import key_caller
 from shared.errors import ServiceError
 from shared.host import host_queue_settings
 from shared.jobs.handler import POLL_LEAD_SECONDS, continuation_delay
@@ -115,7 +116,7 @@ async def generate(runtime: Runtime, body: dict[str, Any] | None = None, *, time
     family = runtime.settings.family_of(POOL)
     assert family is not None
     request = parse_request(body or PROMPT, POOL, family)
-    generation = await runtime.service.generate(request, generation_id=new_generation_id(), prefix=sync_prefix(), timeout=timeout, budget=budget)
+    generation = await runtime.service.generate(request, generation_id=new_generation_id(), prefix=sync_prefix(), timeout=timeout, budget=budget, caller=key_caller())
     return generation.record
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from local.simulator import render_image
+from shared.callers import key_caller
 from shared.pricing import COST_HEADER, PRICES, ImagePrice, TokenPrice, cost, cost_header, token_cost
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -60,7 +61,7 @@ async def test_a_job_result_and_its_record_carry_the_cost(sim: SimControl, make_
     async with Runtime(make_settings()) as runtime:
         outcome = await runtime.jobs.handle(json.dumps({"id": job_id, "deployment": "gpt-image-2", "prompt": "a red kite", "quality": "low"}), "m-1", 1)
         assert outcome.action == "succeeded", outcome.detail
-        status = await runtime.jobs.status(job_id)
+        status = await runtime.jobs.status(job_id, key_caller())
         record = await runtime.service.archive.read_record("jobs", job_id)
     assert status is not None and record is not None
     assert status["result"]["cost"] == record["cost"]

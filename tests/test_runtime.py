@@ -30,7 +30,7 @@ async def test_the_service_has_clients_only_while_its_runtime_is_open(make_setti
     assert opened == [runtime, runtime]
     clients = runtime.service.clients
     assert await runtime.open() is runtime and runtime.service.clients is clients  # opening again changes nothing
-    assert await runtime.service.archive.exists("no/such/0.png") is False
+    assert await runtime.service.archive.owner("no/such/0.png") == (False, None)
     assert seen and all("/no/such/0.png" in url for url in seen)  # the injected options reach the storage clients
     await runtime.close()
     assert not runtime.is_open

@@ -20,14 +20,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from shared import audit, edits
+from shared import edits
 from shared.api.body import read_json_body
-from shared.api.deps import RuntimeDep
+from shared.api.deps import CallerDep, RuntimeDep
 from shared.api.edits_schema import edit_openapi
 from shared.api.generation import _family, _submit, _wants_async, answer_now
 from shared.api.multipart import Limits, read_form
 from shared.api.public import check_api_version
 from shared.api.schema import FUNCTION_KEY, edit_responses, submit_responses
+from shared.callers import Caller
 from shared.errors import ServiceError, invalid
 from shared.models.edits import FILE_FIELDS, EditRequest, edit_rules, form_values, parse_edit
 from shared.models.families import TABLE
@@ -47,6 +48,7 @@ class Incoming:
     request: EditRequest
     fields: dict[str, Any]
     uploaded: edits.EditInputs | None
+    caller: Caller
 
 
 @router.post(
@@ -56,10 +58,10 @@ class Incoming:
     responses=edit_responses(),
     openapi_extra=edit_openapi("required", prefer=True),
 )
-async def edit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
+async def edit_deployment(deployment: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """Edit now, or queue with ``Prefer: respond-async``."""
     check_api_version(request.query_params.get("api-version"))
-    incoming = await _read_deployment(runtime, request, deployment)
+    incoming = await _read_deployment(runtime, request, deployment, caller)
     return await (_submit_edit if _wants_async(request) else _edit_now)(runtime, request, incoming)
 
 
@@ -71,10 +73,10 @@ async def edit_deployment(deployment: str, request: Request, runtime: RuntimeDep
     responses=submit_responses(edits=True),
     openapi_extra=edit_openapi("required", prefer=False),
 )
-async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
+async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """Store the uploaded inputs, record and queue the edit: 202 with ``Operation-Location``."""
     check_api_version(request.query_params.get("api-version"))
-    return await _submit_edit(runtime, request, await _read_deployment(runtime, request, deployment))
+    return await _submit_edit(runtime, request, await _read_deployment(runtime, request, deployment, caller))
 
 
 @router.post(
@@ -84,9 +86,9 @@ async def submit_deployment(deployment: str, request: Request, runtime: RuntimeD
     responses=edit_responses(),
     openapi_extra=edit_openapi("none", prefer=True),
 )
-async def edit_v1(request: Request, runtime: RuntimeDep) -> Response:
+async def edit_v1(request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """The v1 path: ``model`` names the deployment."""
-    incoming = await _read(runtime, request, None)
+    incoming = await _read(runtime, request, None, caller)
     return await (_submit_edit if _wants_async(request) else _edit_now)(runtime, request, incoming)
 
 
@@ -98,24 +100,24 @@ async def edit_v1(request: Request, runtime: RuntimeDep) -> Response:
     responses=submit_responses(edits=True),
     openapi_extra=edit_openapi("none", prefer=False),
 )
-async def submit_v1(request: Request, runtime: RuntimeDep) -> Response:
+async def submit_v1(request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """The v1 path's background form."""
-    return await _submit_edit(runtime, request, await _read(runtime, request, None))
+    return await _submit_edit(runtime, request, await _read(runtime, request, None, caller))
 
 
-async def _read_deployment(runtime: Runtime, request: Request, deployment: str) -> Incoming:
+async def _read_deployment(runtime: Runtime, request: Request, deployment: str, caller: Caller) -> Incoming:
     # A deployment that cannot edit is refused before its body is read.
     edit_rules(_family(runtime, deployment, None), "deployment")
-    return await _read(runtime, request, deployment)
+    return await _read(runtime, request, deployment, caller)
 
 
-async def _read(runtime: Runtime, request: Request, deployment: str | None) -> Incoming:
+async def _read(runtime: Runtime, request: Request, deployment: str | None, caller: Caller) -> Incoming:
     """The body, multipart or JSON, checked; ``deployment`` None on the v1 path (``model`` names it)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media == "multipart/form-data":
-        return await _read_multipart(runtime, request, deployment)
+        return await _read_multipart(runtime, request, deployment, caller)
     if media == "application/json":
-        return await _read_json(runtime, request, deployment)
+        return await _read_json(runtime, request, deployment, caller)
     raise ServiceError(
         415, "unsupported_media_type", f"Edits take multipart/form-data (uploaded images) or application/json (archived names), got {media or 'none'!r}."
     )
@@ -133,7 +135,7 @@ def _target(runtime: Runtime, deployment: str | None, fields: dict[str, Any]) ->
     return model, _family(runtime, model, "model")
 
 
-async def _read_multipart(runtime: Runtime, request: Request, deployment: str | None) -> Incoming:
+async def _read_multipart(runtime: Runtime, request: Request, deployment: str | None, caller: Caller) -> Incoming:
     s = runtime.settings
     limits = Limits(s.max_edit_total_bytes, s.max_edit_file_bytes, s.max_body_bytes, MAX_FILES, FILE_FIELDS)
     form = await read_form(request, limits)
@@ -150,14 +152,14 @@ async def _read_multipart(runtime: Runtime, request: Request, deployment: str | 
         raise invalid("image[]", "Send the images either as one 'image' or as 'image[]' parts, not both.")
     # The fields first (no I/O, no bytes read): then the images are joined, sniffed and hashed.
     parse_edit(fields, [name for name, _ in images], "mask" if masks else None, deployment, family, api_style_v1=v1, image_param=param)
-    uploaded = await edits.check_uploads(runtime.service, family, images, masks[0] if masks else None)
+    uploaded = await edits.check_uploads(runtime.service, family, images, masks[0] if masks else None, caller)
     names = [item.name for item in uploaded.images]
     mask = uploaded.mask.name if uploaded.mask else None
     edit = parse_edit(fields, names, mask, deployment, family, api_style_v1=v1, image_param=param)
-    return Incoming(edit, fields, uploaded)
+    return Incoming(edit, fields, uploaded, caller)
 
 
-async def _read_json(runtime: Runtime, request: Request, deployment: str | None) -> Incoming:
+async def _read_json(runtime: Runtime, request: Request, deployment: str | None, caller: Caller) -> Incoming:
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise invalid(None, "The body must be a JSON object.", "invalid_type")
@@ -165,7 +167,7 @@ async def _read_json(runtime: Runtime, request: Request, deployment: str | None)
     deployment, family = _target(runtime, deployment, body)
     edit = edits.edit_from_json(body, deployment, family, api_style_v1=v1)
     fields = {k: v for k, v in body.items() if k not in ("image", "mask")}
-    return Incoming(edit, fields, None)
+    return Incoming(edit, fields, None, caller)
 
 
 async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> Response:
@@ -174,11 +176,10 @@ async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> R
 
     async def edit(generation_id: str) -> Generation:
         if incoming.uploaded is not None:
-            await edits.store_uploads(service, incoming.uploaded)
+            await edits.store_uploads(service, incoming.uploaded, incoming.caller)
         return await edits.run_edit(
             service, incoming.request, inputs=incoming.uploaded, generation_id=generation_id, prefix=sync_prefix(),
-            timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds,
-            caller=audit.caller_identity(request.headers),
+            timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds, caller=incoming.caller,
         )  # fmt: skip
 
     return await answer_now(runtime, incoming.request, edit)
@@ -188,7 +189,7 @@ async def _submit_edit(runtime: Runtime, request: Request, incoming: Incoming) -
     """Inputs stored (or the named ones looked up) first, then the edit queued by name: 202."""
     queued = edits.queued_edit(incoming.request, incoming.fields)
     if incoming.uploaded is not None:
-        await edits.store_uploads(runtime.service, incoming.uploaded)
+        await edits.store_uploads(runtime.service, incoming.uploaded, incoming.caller)
     else:
-        await edits.check_names(runtime.service, incoming.request)
-    return await _submit(runtime, request, incoming.request, queued)
+        await edits.check_names(runtime.service, incoming.request, incoming.caller)
+    return await _submit(runtime, request, incoming.request, queued, incoming.caller)

@@ -46,7 +46,7 @@ def edit_bodies() -> dict[str, Any]:
     named = {
         "image": {
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": _MAX_IMAGES}],
-            "description": "Archived names: inputs/<sha256>.png|jpg|webp, or an archived image such as 2026-11-25/<id>/0.png.",
+            "description": "Archived names of your own: an input as an earlier edit named it (inputs/<64 hex>.png|jpg|webp), or an archived image such as 2026-11-25/<id>/0.png.",
         },
         "mask": {"type": "string", "description": "The archived name of a PNG with an alpha channel, the size of the first image."},
     }

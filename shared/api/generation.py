@@ -7,20 +7,19 @@ and queued (202 with ``Operation-Location``).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from shared import audit
 from shared.api.body import read_json_body
-from shared.api.deps import RuntimeDep
+from shared.api.deps import CallerDep, RuntimeDep
 from shared.api.errors import error_response
 from shared.api.public import check_api_version, operation_location
 from shared.api.schema import FUNCTION_KEY, generation_openapi, generation_responses, submit_responses
 from shared.archive import is_safe_id
+from shared.callers import Caller
 from shared.echo import shown
 from shared.errors import ServiceError, invalid
 from shared.jobs import new_job_id
@@ -39,15 +38,15 @@ router = APIRouter(dependencies=FUNCTION_KEY)
     responses=generation_responses(),
     openapi_extra=generation_openapi("required"),
 )
-async def generate_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
+async def generate_deployment(deployment: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """Generate now, or queue with ``Prefer: respond-async``."""
     check_api_version(request.query_params.get("api-version"))
     family = _family(runtime, deployment, None)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     image_request = parse_request(body, deployment, family)
     if _wants_async(request):
-        return await _submit(runtime, request, image_request, body)
-    return await _generate_now(runtime, request, image_request)
+        return await _submit(runtime, request, image_request, body, caller)
+    return await _generate_now(runtime, image_request, caller)
 
 
 @router.post(
@@ -58,12 +57,12 @@ async def generate_deployment(deployment: str, request: Request, runtime: Runtim
     responses=submit_responses(),
     openapi_extra=generation_openapi("required", prefer=False),
 )
-async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep) -> Response:
+async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """Record and queue the generation: 202 with ``Operation-Location``."""
     check_api_version(request.query_params.get("api-version"))
     family = _family(runtime, deployment, None)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
-    return await _submit(runtime, request, parse_request(body, deployment, family), body)
+    return await _submit(runtime, request, parse_request(body, deployment, family), body, caller)
 
 
 @router.post(
@@ -73,7 +72,7 @@ async def submit_deployment(deployment: str, request: Request, runtime: RuntimeD
     responses=generation_responses(),
     openapi_extra=generation_openapi("none"),
 )
-async def generate_v1(request: Request, runtime: RuntimeDep) -> Response:
+async def generate_v1(request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """The v1 path: ``model`` names the deployment."""
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     if not isinstance(body, dict):
@@ -85,8 +84,8 @@ async def generate_v1(request: Request, runtime: RuntimeDep) -> Response:
         raise invalid("model", "'model' must be a string (the deployment name).", "invalid_type")
     image_request = parse_request(body, model, _family(runtime, model, "model"), api_style_v1=True)
     if _wants_async(request):
-        return await _submit(runtime, request, image_request, body)
-    return await _generate_now(runtime, request, image_request)
+        return await _submit(runtime, request, image_request, body, caller)
+    return await _generate_now(runtime, image_request, caller)
 
 
 def _family(runtime: Runtime, deployment: str, param: str | None) -> str:
@@ -102,14 +101,14 @@ def _wants_async(request: Request) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-async def _generate_now(runtime: Runtime, request: Request, image_request: ImageRequest) -> Response:
+async def _generate_now(runtime: Runtime, image_request: ImageRequest, caller: Caller) -> Response:
     """Generate, archive and answer."""
     settings, service = runtime.settings, runtime.service
 
     async def generate(generation_id: str) -> Generation:
         return await service.generate(
             image_request, generation_id=generation_id, prefix=sync_prefix(), timeout=settings.sync_timeout_seconds,
-            budget=settings.retry_budget_seconds, caller=audit.caller_identity(request.headers),
+            budget=settings.retry_budget_seconds, caller=caller,
         )  # fmt: skip
 
     return await answer_now(runtime, image_request, generate)
@@ -131,23 +130,16 @@ async def answer_now(runtime: Runtime, image_request: ImageRequest, make: Callab
     return JSONResponse(await runtime.service.response_body(generation), headers={**headers, **cost_header(generation.record)})
 
 
-def scoped_job_id(deployment: str, caller: Mapping[str, str], key: str) -> str:
-    """The job id of an ``Idempotency-Key``: scoped by deployment and, when the platform names one, by caller.
+async def _submit(runtime: Runtime, request: Request, image_request: ImageRequest, body: dict[str, Any], caller: Caller) -> JSONResponse:
+    """Record and enqueue a checked request: 202 with Operation-Location.
 
-    The same key from another caller or for another deployment is another job, not a 409.
-    """
-    who = caller.get("id") or caller.get("name") or ""
-    digest = hashlib.sha256("\n".join((deployment, who, key)).encode()).hexdigest()
-    return f"idem-{digest[:40]}"
-
-
-async def _submit(runtime: Runtime, request: Request, image_request: ImageRequest, body: dict[str, Any]) -> JSONResponse:
-    """Record and enqueue a checked request: 202 with Operation-Location."""
+    An ``Idempotency-Key`` names the job through the app's secret, scoped by caller and deployment
+    (shared/callers/scope.py): the same key from another caller or for another deployment is another
+    job, not a 409, and nobody can compute another caller's job id from its key."""
     key = request.headers.get("idempotency-key")
     if key is not None and not is_safe_id(key):
         raise invalid("Idempotency-Key", "Idempotency-Key must be 1-64 letters, digits, '-' or '_'.")
-    caller = audit.caller_identity(request.headers)
-    job_id = scoped_job_id(image_request.deployment, caller, key) if key else new_job_id()
+    job_id = await runtime.service.scope.job_id(caller, image_request.deployment, key) if key else new_job_id()
     queued = {k: v for k, v in body.items() if k != "model"}
     job, created = await runtime.jobs.submit(job_id, image_request.deployment, queued, caller=caller)
     if not created and (job.request != queued or job.deployment != image_request.deployment):

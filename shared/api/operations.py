@@ -1,11 +1,15 @@
-"""Status of a background generation: the shape Azure used for its own asynchronous image API."""
+"""Status of a background generation: the shape Azure used for its own asynchronous image API.
+
+Each caller sees its own jobs (operators every one): another caller's job is answered as an
+unknown id is, with the same 404 after the same one storage read.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from shared.api.deps import RuntimeDep
+from shared.api.deps import CallerDep, RuntimeDep
 from shared.api.public import check_api_version
 from shared.api.schema import FUNCTION_KEY, operation_responses
 from shared.archive import is_safe_id
@@ -23,13 +27,13 @@ router = APIRouter(dependencies=FUNCTION_KEY)
     response_description="The job",
     responses=operation_responses(),
 )
-async def operation_status(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
+async def operation_status(job_id: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """``{id, status, created, result?, error?}``; ``Retry-After`` while the job is not finished.
 
     ``api-version`` (as in ``Operation-Location``) is optional here, and checked when given.
     """
     check_api_version(request.query_params.get("api-version"), required=False)
-    view = await runtime.jobs.status(job_id) if is_safe_id(job_id) else None
+    view = await runtime.jobs.status(job_id, caller) if is_safe_id(job_id) else None
     if view is None:
         raise ServiceError(404, "NotFound", f"No image operation has the id {shown(job_id)}.", param="id")
     return JSONResponse(view, headers={} if JobStatus(view["status"]).terminal else {"Retry-After": "5"})

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
+from shared.callers import Caller, caller_from_record, key_caller, queue_caller
 from shared.errors import ServiceError
 from shared.jobs.messages import send_message
 from shared.jobs.record import Clock, JobRecord, JobResult, JobStatus, utc_now
@@ -129,4 +130,16 @@ class JobsBase:
         await self.store.replace(stored)
 
     def _new_record(self, job_id: str, deployment: str, request: dict[str, Any], source: str, *, enqueued: bool = True) -> JobRecord:
-        return JobRecord.new(job_id, deployment, request, source, self.clock(), enqueued=enqueued)
+        """A new job; one that arrived as a queue message is the queue's caller's (the queue is its own trust domain)."""
+        record = JobRecord.new(job_id, deployment, request, source, self.clock(), enqueued=enqueued)
+        if source == "queue":
+            record.caller = queue_caller(self.settings.queue_name).record()
+        return record
+
+    def _caller_of(self, record: JobRecord) -> Caller:
+        """Whose job it is: the caller its record names; for a record written before callers were known,
+        the queue's (a queue message) or the key holder's (an HTTP submission), which operators see."""
+        found = caller_from_record(record.caller)
+        if found is not None:
+            return found
+        return queue_caller(self.settings.queue_name) if record.source == "queue" else key_caller()

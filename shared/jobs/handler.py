@@ -150,7 +150,7 @@ class Jobs(JobIntake):
         except ServiceError as error:
             return await self._fail(stored, error)
         if claimed_before:
-            recovered = await self.service.recover(request, generation_id=record.id, prefix=JOB_PREFIX)
+            recovered = await self.service.recover(request, generation_id=record.id, prefix=JOB_PREFIX, caller=self._caller_of(record))
             if recovered is not None:
                 return await self._succeed(stored, recovered, "record rebuilt from archived images")
         busy = await self._claim(stored, delivery)
@@ -199,7 +199,7 @@ class Jobs(JobIntake):
                     timeout=self.settings.upstream_timeout_seconds,
                     budget=0,  # waiting belongs to the queue, not to a worker slot (a pool holds a job 2.5 s at most)
                     kind="job",
-                    caller=stored.record.caller,
+                    caller=self._caller_of(stored.record),
                 )
             except ServiceError as error:
                 failure = error

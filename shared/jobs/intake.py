@@ -20,9 +20,9 @@ Reading also ends jobs nobody will finish: a job ``running`` whose lease ended
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
+from shared.callers import Caller, owner_of
 from shared.errors import ServiceError
 from shared.jobs.base import JobsBase
 from shared.jobs.messages import JobMessage
@@ -47,14 +47,14 @@ ABANDONED = ServiceError(
 class JobIntake(JobsBase):
     """Submission and status: the HTTP side of the jobs."""
 
-    async def submit(self, job_id: str, deployment: str, body: dict[str, Any], *, caller: Mapping[str, str] | None = None) -> tuple[JobRecord, bool]:
+    async def submit(self, job_id: str, deployment: str, body: dict[str, Any], *, caller: Caller) -> tuple[JobRecord, bool]:
         """Record a checked request, then enqueue it: (the record, True). An id recorded before gives
-        (that record, False) and sends nothing (the caller compares the request). ``caller``: the
-        platform's identity of whoever submitted it (:func:`shared.audit.caller_identity`), kept on
-        the job record and written into the archive record as a synchronous call's is."""
+        (that record, False) and sends nothing (the caller compares the request). ``caller``: who
+        submitted it (shared/callers), kept on the job record, which only it (and operators) may
+        read, and written into the archive record as a synchronous call's is."""
         await self.store.ensure_container()
         record = self._new_record(job_id, deployment, body, "http", enqueued=False)
-        record.caller = dict(caller) if caller else None
+        record.caller = caller.record()
         created = await self.store.create(record)
         if created is None:
             existing = await self.store.get(job_id)
@@ -65,10 +65,11 @@ class JobIntake(JobsBase):
         await self._mark_enqueued(created)
         return created.record, True
 
-    async def status(self, job_id: str) -> dict[str, Any] | None:
-        """The operation view: {id, status, created, result?, error?} with fresh links; None if unknown."""
+    async def status(self, job_id: str, caller: Caller) -> dict[str, Any] | None:
+        """The operation view: {id, status, created, result?, error?} with fresh links; None if unknown,
+        or another caller's (one read either way; nothing of another caller's job is repaired or shown)."""
         stored = await self.store.get(job_id)
-        if stored is None:
+        if stored is None or not caller.may_read(owner_of({"caller": stored.record.caller})):
             return None
         return await status_view((await self._repair(stored)).record, self.service.archive)
 

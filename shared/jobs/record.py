@@ -95,8 +95,10 @@ class JobRecord(BaseModel):
     source: str  # "http" (submitted) or "queue" (a message dropped on the queue)
     deployment: str
     request: dict[str, Any]  # the generation body as received (without id, deployment)
-    # Who submitted it, as the platform names them ({"name", "id", "idp"}); None for queue messages.
-    caller: dict[str, str] | None = Field(default=None, exclude_if=lambda value: value is None)
+    # Whose job it is (shared/callers Caller.record()): the HTTP caller that submitted it, or the queue's
+    # caller for a message dropped on the queue. Only it and operators read the job. Records written
+    # before callers were known have none (or the headers' {"name", "id", "idp"}): operators only.
+    caller: dict[str, Any] | None = Field(default=None, exclude_if=lambda value: value is None)
     attempts: int = 0  # deliveries that claimed the job; > 0 means upstream may have been called
     # False from the moment a submission records the job until its message is sent: a record left so
     # (the process died in between) is re-enqueued when it is read (see shared.jobs.intake).

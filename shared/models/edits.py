@@ -76,6 +76,7 @@ class EditInput:
     name: str
     data: bytes = dataclasses.field(repr=False)
     facts: ImageFacts
+    sha256: str = ""  # of the bytes, for an upload (stored with it); "" for an input read by name
 
 
 def edit_rules(family: str, param: str | None = None) -> EditRules:
