@@ -38,6 +38,15 @@ class BearerTokenAuth(httpx.Auth):
         yield request
 
 
+def static_token(token: str) -> BearerTokenAuth:
+    """A bearer token given as it is (the local stack's ``dev.py token``); it is not renewed."""
+
+    async def provider() -> str:
+        return token
+
+    return BearerTokenAuth(provider)
+
+
 def entra_auth(scope: str) -> tuple[BearerTokenAuth, Any]:
     """Tokens for ``scope`` (e.g. ``api://<app id>/.default``) from DefaultAzureCredential.
 

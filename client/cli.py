@@ -19,7 +19,7 @@ import httpx
 from azure.identity.aio import DefaultAzureCredential
 from rich.console import Console
 
-from client.auth import FunctionKeyAuth, entra_auth
+from client.auth import FunctionKeyAuth, entra_auth, static_token
 from client.batch import BatchConfig, failed, run_batch
 from client.progress import reporter_for
 from client.queue import DEFAULT_QUEUE, QueueSubmitter
@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--via", choices=("http", "queue"), default="http", help="submit through the HTTP :submit route (default) or straight onto the queue")
     batch.add_argument("--deployment", help="deployment for lines that name none")
     batch.add_argument("--key", default=os.environ.get("IMAGES_FUNCTION_KEY"), help="function key (default: $IMAGES_FUNCTION_KEY); without one, Entra ID when --scope is given")
-    batch.add_argument("--scope", help="Entra ID scope of the function app, e.g. api://<app id>/.default (DefaultAzureCredential)")
+    batch.add_argument("--scope", help="Entra ID scope of the function app, e.g. api://<tenant id>/images-<token>/.default (DefaultAzureCredential)")
+    batch.add_argument("--token", default=os.environ.get("IMAGES_TOKEN"), help="a bearer token as it is (default: $IMAGES_TOKEN), e.g. from `python3 dev.py token` for the local stack")
     batch.add_argument("--connection-string", default=os.environ.get("AZURE_STORAGE_CONNECTION_STRING"), help="storage connection string for --via queue (default: $AZURE_STORAGE_CONNECTION_STRING)")
     batch.add_argument("--queue-url", help="queue service URL for --via queue with Entra ID, e.g. https://<account>.queue.core.windows.net")
     batch.add_argument("--queue", default=DEFAULT_QUEUE, help=f"queue name (default {DEFAULT_QUEUE})")
@@ -53,6 +54,8 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         auth: httpx.Auth | None = None
         if args.key:
             auth = FunctionKeyAuth(args.key)
+        elif args.token:
+            auth = static_token(args.token)
         elif args.scope:
             auth, credential = entra_auth(args.scope)
             stack.push_async_callback(credential.close)

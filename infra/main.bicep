@@ -136,7 +136,7 @@ param callerPrincipalType string = 'ServicePrincipal'
   'key'
 ])
 param callerAuth string = 'entra'
-@description('Object ids of the operators (entra way): people or services that see every caller\'s jobs, images and records. Each gets the operator app role.')
+@description('Object ids of the operators (entra way): people or services that see every caller\'s jobs, images and records. Each gets the operator app role, and so does principalId.')
 param operatorPrincipalIds array = []
 @description('Days archived images, records and job records are kept before a Blob lifecycle rule deletes them (IMAGES_RETENTION_DAYS); 0: kept.')
 @minValue(0)
@@ -205,6 +205,11 @@ var useEntraCallers = callerAuth == 'entra'
 var callerAppUri = 'api://${tenant().tenantId}/images-${token}'
 var callerRoleId = guid(token, 'Images.Caller')
 var operatorRoleId = guid(token, 'Images.Operator')
+// The deploying user (principalId) operates what it deployed: it sees every caller's work and can run
+// infra/smoke_test.py, whose queued job is the queue's caller's.
+var operators = concat(empty(principalId) ? [] : [
+  principalId
+], operatorPrincipalIds)
 var keyVaultEndpoint = useKeyVault ? 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/' : ''
 
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(token, 7)}'
@@ -318,7 +323,7 @@ module registration 'app/registration.bicep' = if (useEntraCallers) {
     callerRoleId: callerRoleId
     operatorRoleId: operatorRoleId
     callerPrincipalIds: callerPrincipalIds
-    operatorPrincipalIds: operatorPrincipalIds
+    operatorPrincipalIds: operators
   }
 }
 module rbac 'app/rbac.bicep' = {
@@ -388,7 +393,7 @@ module api 'app/function.bicep' = {
       callerAppUri
       registration.outputs.clientId
     ] : []
-    authIdentities: concat(callerPrincipalIds, operatorPrincipalIds)
+    authIdentities: concat(callerPrincipalIds, operators)
   }
   // The host starts as soon as the app exists; its roles should be there first.
   dependsOn: [

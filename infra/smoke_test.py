@@ -5,12 +5,20 @@
     eval "$(azd env get-values)" && .venv/bin/python infra/smoke_test.py      the outputs from the environment (azd)
 
 Every value can also be given as an option or read from the environment under the output's name:
-AZURE_FUNCTION_URL, AZURE_OPENAI_DEPLOYMENT, AZURE_STORAGE_QUEUE_ENDPOINT, IMAGES_QUEUE,
-AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME (to fetch the function key with `az`), FUNCTION_KEY
-(or --function-key) to give it instead. The queue message is sent with your Entra ID login
-(DefaultAzureCredential: `az login`), which needs Storage Queue Data Contributor or Message Sender
-on the queue (the templates grant it to `principalId` and to `callerPrincipalIds`). Against the local
-stack: --url http://127.0.0.1:7071 --queue-connection-string "$AzureWebJobsStorage" (serve prints it).
+AZURE_FUNCTION_URL, AZURE_OPENAI_DEPLOYMENT, AZURE_STORAGE_QUEUE_ENDPOINT, IMAGES_QUEUE.
+
+How it calls the API: in the entra way (IMAGES_CALLER_SCOPE is in the outputs) with a token of your
+`az login` for that scope (`az account get-access-token --scope ...`; the first time, `az login --scope
+<IMAGES_CALLER_SCOPE>` asks your consent), or IMAGES_TOKEN (--token) as given; your account needs the
+operator app role, which the templates give `principalId`: the queued job is the queue's caller's, which
+only operators see over HTTP. In the key way with the function key: FUNCTION_KEY (--function-key), or
+fetched with `az` from AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME.
+
+The queue message is sent with your Entra ID login (DefaultAzureCredential: `az login`), which needs
+Storage Queue Data Contributor or Message Sender on the queue (the templates grant it to `principalId`
+and to `callerPrincipalIds`). Against the local stack (entra mode): --url http://127.0.0.1:7071
+--queue-connection-string "$AzureWebJobsStorage" (serve prints it) --token "$(python3 dev.py token
+--principal smoke --roles Images.Operator)".
 
 Exit code 0 when both the image and the job succeeded; 1 otherwise, with the reason.
 """
@@ -70,6 +78,8 @@ def _config(args: argparse.Namespace, outputs: Mapping[str, str]) -> dict[str, s
         "queue_endpoint": pick(args.queue_endpoint, "AZURE_STORAGE_QUEUE_ENDPOINT"),
         "queue_connection_string": args.queue_connection_string or "",
         "key": pick(args.function_key, "FUNCTION_KEY"),
+        "scope": pick(args.scope, "IMAGES_CALLER_SCOPE"),
+        "token": pick(args.token, "IMAGES_TOKEN"),
         "resource_group": outputs.get("AZURE_RESOURCE_GROUP") or os.environ.get("AZURE_RESOURCE_GROUP", ""),
         "app": outputs.get("AZURE_FUNCTION_APP_NAME") or os.environ.get("AZURE_FUNCTION_APP_NAME", ""),
     }
@@ -89,6 +99,29 @@ def function_key(config: Mapping[str, str]) -> str:
     if found.returncode != 0 or not found.stdout.strip():
         raise SmokeFailed(f"`az functionapp keys list` failed: {found.stderr.strip()[:300]}")
     return found.stdout.strip()
+
+
+def entra_token(config: Mapping[str, str]) -> str:
+    """A bearer token for the app: given, or your `az login`'s for the app's scope."""
+    if config["token"]:
+        return config["token"]
+    az = shutil.which("az")
+    if not az:
+        raise SmokeFailed(f"no token: give --token (IMAGES_TOKEN), or install the Azure CLI and `az login --scope {config['scope']}`")
+    found = subprocess.run(  # noqa: S603  # az from PATH, with the scope the deployment output
+        [az, "account", "get-access-token", "--scope", config["scope"], "--query", "accessToken", "-o", "tsv"], capture_output=True, text=True, check=False
+    )
+    if found.returncode != 0 or not found.stdout.strip():
+        raise SmokeFailed(f"`az account get-access-token` failed (the first time, `az login --scope {config['scope']}`): {found.stderr.strip()[:300]}")
+    return found.stdout.strip()
+
+
+def auth_headers(config: Mapping[str, str]) -> dict[str, str]:
+    """How this deployment knows its callers: a bearer token (entra way, or one given) or the function key."""
+    if config["token"] or config["scope"]:
+        return {"Authorization": f"Bearer {entra_token(config)}"}
+    key = function_key(config)
+    return {"x-functions-key": key} if key else {}
 
 
 def generate_one(http: httpx.Client, deployment: str) -> str:
@@ -145,9 +178,7 @@ def run(config: Mapping[str, str], timeout: float, poll: float) -> None:
     """Both checks; SmokeFailed says what failed."""
     if not (config["url"] and config["deployment"]):
         raise SmokeFailed("give the deployment's outputs (--outputs) or --url and --deployment")
-    key = function_key(config)
-    headers = {"x-functions-key": key} if key else {}
-    with httpx.Client(base_url=config["url"], headers=headers, timeout=300) as http:
+    with httpx.Client(base_url=config["url"], headers=auth_headers(config), timeout=300) as http:
         health = http.get("/healthz")
         if health.status_code != 200 or config["deployment"] not in health.json().get("deployments", []):
             raise SmokeFailed(f"/healthz: HTTP {health.status_code} {health.text[:300]}")
@@ -166,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, help="outputs file: terraform output -json, az deployment outputs, or azd env get-values")
     parser.add_argument("--url", help="the function app's URL (AZURE_FUNCTION_URL)")
     parser.add_argument("--deployment", help="the model deployment (AZURE_OPENAI_DEPLOYMENT)")
-    parser.add_argument("--function-key", help="the function key (FUNCTION_KEY); default: fetched with az")
+    parser.add_argument("--function-key", help="the function key (FUNCTION_KEY), the key way; default: fetched with az")
+    parser.add_argument("--scope", help="the app's Entra ID scope (IMAGES_CALLER_SCOPE), the entra way: a token for it from `az account get-access-token`")
+    parser.add_argument("--token", help="a bearer token as it is (IMAGES_TOKEN), e.g. `python3 dev.py token` for the local stack")
     parser.add_argument("--queue", help="the job queue (IMAGES_QUEUE, default image-jobs)")
     parser.add_argument("--queue-endpoint", help="queue service URL (AZURE_STORAGE_QUEUE_ENDPOINT); sent with your Entra ID login")
     parser.add_argument("--queue-connection-string", help="a connection string instead (the local stack's Azurite)")

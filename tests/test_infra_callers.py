@@ -70,10 +70,12 @@ def test_app_service_authentication_is_the_same_in_both() -> None:
     assert aad_tf["validation"]["allowedAudiences"] == ["${local.caller_app_uri}", "${azuread_application.callers[0].client_id}"]
     main = (INFRA / "main.bicep").read_text(encoding="utf-8")
     assert re.search(r"authAudiences: useEntraCallers \? \[\s+callerAppUri\s+registration\.outputs\.clientId\s+\] : \[\]", main)
-    assert "authIdentities: concat(callerPrincipalIds, operatorPrincipalIds)" in main
+    assert "authIdentities: concat(callerPrincipalIds, operators)" in main and "operatorPrincipalIds: operators" in main
+    assert re.search(r"var operators = concat\(empty\(principalId\) \? \[\] : \[\s+principalId\s+\], operatorPrincipalIds\)", main)
+    assert _tf_locals(parse_terraform())["operator_ids"] == '${concat(var.principal_id == "" ? [] : [var.principal_id], var.operator_principal_ids)}'
     policy = aad_bicep["validation"]["defaultAuthorizationPolicy"]["operator"]["operands"]
     assert policy["false_value"] == {"allowedPrincipals": {"identities": "authIdentities"}} and policy["true_value"] == {}
-    both = "concat(var.caller_principal_ids, var.operator_principal_ids)"
+    both = "concat(var.caller_principal_ids, local.operator_ids)"
     assert aad_tf["validation"]["defaultAuthorizationPolicy"] == f"${{length({both}) == 0 ? {{}} : {{allowedPrincipals = {{identities = {both}}}}}}}"
 
 

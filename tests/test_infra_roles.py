@@ -88,7 +88,7 @@ BY_ASSIGNMENT: dict[tuple[str, str, str, str, frozenset[str]], list[Row]] = {
 # both templates (test_the_app_roles_are_granted_alike_in_both checks it), shown in the same table.
 APP_ROLES: list[Row] = [
     (CALLER, "app role `Images.Caller`", "the app registration `images-<token>`", "listed in `callerPrincipalIds` / `caller_principal_ids`, entra way", TEMPLATES, "calls the HTTP API with an Entra ID token; sees its own jobs, images and records"),
-    (OPERATOR, "app role `Images.Operator`", "the app registration `images-<token>`", "listed in `operatorPrincipalIds` / `operator_principal_ids`, entra way", TEMPLATES, "sees every caller's jobs, images and records"),
+    (OPERATOR, "app role `Images.Operator`", "the app registration `images-<token>`", "listed in `operatorPrincipalIds` / `operator_principal_ids`, and `principalId` / `principal_id`, entra way", TEMPLATES, "sees every caller's jobs, images and records; runs infra/smoke_test.py"),
 ]
 # What the templates cannot grant, each with why; shown in the same table.
 OUTSIDE_THE_TEMPLATES: list[Row] = [
@@ -192,7 +192,7 @@ def test_the_app_roles_are_granted_alike_in_both() -> None:
     assert assignments["azuread_app_role_assignment.caller"]["app_role_id"] == "${local.caller_role_id}"
     assert "var.caller_principal_ids" in assignments["azuread_app_role_assignment.caller"]["for_each"]
     assert assignments["azuread_app_role_assignment.operator"]["app_role_id"] == "${local.operator_role_id}"
-    assert "var.operator_principal_ids" in assignments["azuread_app_role_assignment.operator"]["for_each"]
+    assert "local.operator_ids" in assignments["azuread_app_role_assignment.operator"]["for_each"]
     assert "appRoleAssignmentRequired: true" in registration and "app_role_assignment_required = true" in callers_tf
 
 

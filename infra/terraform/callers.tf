@@ -54,7 +54,7 @@ resource "azuread_app_role_assignment" "caller" {
 }
 
 resource "azuread_app_role_assignment" "operator" {
-  for_each = local.use_entra_callers ? toset(var.operator_principal_ids) : toset([])
+  for_each = local.use_entra_callers ? toset(local.operator_ids) : toset([])
 
   app_role_id         = local.operator_role_id
   principal_object_id = each.value
@@ -99,9 +99,9 @@ resource "azapi_resource" "auth_settings" {
           }
           validation = {
             allowedAudiences = [local.caller_app_uri, azuread_application.callers[0].client_id]
-            defaultAuthorizationPolicy = length(concat(var.caller_principal_ids, var.operator_principal_ids)) == 0 ? {} : {
+            defaultAuthorizationPolicy = length(concat(var.caller_principal_ids, local.operator_ids)) == 0 ? {} : {
               allowedPrincipals = {
-                identities = concat(var.caller_principal_ids, var.operator_principal_ids)
+                identities = concat(var.caller_principal_ids, local.operator_ids)
               }
             }
           }

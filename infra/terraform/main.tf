@@ -33,6 +33,9 @@ locals {
   caller_app_uri         = "api://${data.azurerm_client_config.current.tenant_id}/images-${local.resource_token}"
   caller_role_id         = uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Caller"]))
   operator_role_id       = uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Operator"]))
+  # The deploying user (principal_id) operates what it deployed: it sees every caller's work and can
+  # run infra/smoke_test.py, whose queued job is the queue's caller's.
+  operator_ids = concat(var.principal_id == "" ? [] : [var.principal_id], var.operator_principal_ids)
 
   create_ai_account         = var.existing_openai_endpoint == ""
   use_key_vault             = var.auth_mode == "keyvault"

@@ -254,7 +254,7 @@ variable "caller_auth" {
 }
 
 variable "operator_principal_ids" {
-  description = "Object ids of the operators (entra way): people or services that see every caller's jobs, images and records. Each gets the operator app role."
+  description = "Object ids of the operators (entra way): people or services that see every caller's jobs, images and records. Each gets the operator app role, and so does principal_id."
   type        = list(string)
   default     = []
 }
