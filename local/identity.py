@@ -22,7 +22,7 @@ basic`` mode accepts them and its Get User Delegation Key reads ``oid``/``tid``;
 Vault stand-in, the images simulator and the local front (local/easyauth.py) check them as
 a real service checks an Entra signature: from the public keys only.
 
-``POST /local/token`` with ``{"principal", "roles", "audience"?}`` is the one thing Entra has
+``POST /token`` (under ``/.auth/local/`` in the local stack) with ``{"principal", "roles", "audience"?}`` is the one thing Entra has
 no twin of: a token for a named principal holding the given app roles (Entra issues roles
 from app role assignments; locally you say which). ``python3 dev.py token`` asks it. Never
 deployed.
@@ -53,7 +53,7 @@ from local.servers import ServerThread, serve_in_thread
 
 API_VERSION = "2019-08-01"
 TOKEN_PATH = "/msi/token"  # noqa: S105  # a URL path, not a password
-LOCAL_TOKEN_PATH = "/local/token"  # noqa: S105  # a URL path, not a password
+LOCAL_TOKEN_PATH = "/token"  # noqa: S105  # a URL path, not a password
 KEYS_PATH = "/discovery/keys"
 LOCAL_AUDIENCE = "api://images-local"  # the local stack's stand-in of the app registration's Application ID URI
 MAX_LOCAL_TOKEN_SECONDS = 24 * 3600
@@ -237,7 +237,7 @@ class IdentityEndpoint:
 
     def __init__(self, issuer: TokenIssuer | None = None, *, header_secret: str | None = None, api_audience: str = LOCAL_AUDIENCE) -> None:
         self.issuer = issuer or TokenIssuer()
-        self.api_audience = api_audience  # the audience of POST /local/token when none is asked for
+        self.api_audience = api_audience  # the audience of POST /token when none is asked for
         self.header_secret = header_secret or secrets.token_urlsafe(24)
         self.status: int | None = None
         self.lifetime: float | None = None  # None: the issuer's lifetime

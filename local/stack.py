@@ -44,7 +44,7 @@ from local.archived import fetch_archived
 from local.azurite import ROOT, USUAL_PORTS, Azurite, FolderInUse, describe_holder, start_azurite
 from local.demo_edit import demo_edit
 from local.easyauth import IDENTITY_PREFIX, EasyAuthFront
-from local.identity import LOCAL_AUDIENCE, LOCAL_TOKEN_PATH, IdentityEndpoint, TokenIssuer
+from local.identity import LOCAL_AUDIENCE, LOCAL_TOKEN_PATH, TOKEN_PATH, IdentityEndpoint, TokenIssuer
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from local.sim_pool import stack_pool
@@ -104,6 +104,13 @@ class Stack:
         client_id, _ = self.identity.issuer.add_principal(principal, roles, LOCAL_AUDIENCE)
         token, _ = self.identity.issuer.issue(LOCAL_AUDIENCE, client_id, 3600)
         return {"Authorization": f"Bearer {token}"}
+
+    def identity_env(self) -> dict[str, str]:
+        """What App Service gives a process with a managed identity, here the stand-in's (azure-identity's
+        ManagedIdentityCredential, and so DefaultAzureCredential, then gets tokens from it); empty in key mode."""
+        if self.identity is None:
+            return {}
+        return {"IDENTITY_ENDPOINT": f"{self.url}{IDENTITY_PREFIX}{TOKEN_PATH}", "IDENTITY_HEADER": self.identity.header_secret}
 
     @property
     def owns_azurite(self) -> bool:
@@ -383,7 +390,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"Gallery    {stack.url}/gallery  (what was generated, newest first)")
         if stack.identity is not None:
             print(f"Callers    entra mode: a bearer token from `python3 dev.py token --principal NAME --roles {CALLER_ROLE}` (--url {stack.url});")
-            print(f"           the front checks it as App Service authentication would (identity stand-in at {stack.url}{IDENTITY_PREFIX}/)")
+            print(f"           the front checks it as App Service authentication would (identity stand-in at {stack.url}{IDENTITY_PREFIX}/);")
+            print(f"           DefaultAzureCredential with {' '.join(f'{k}={v}' for k, v in stack.identity_env().items())}")
+            print(f"           and AZURE_CLIENT_ID (dev.py token prints it) gets tokens for scope {LOCAL_AUDIENCE}/.default")
         if stack.azurite:
             print(f"Storage    Azurite, data in {stack.azurite.location}")
             print(f"           AzureWebJobsStorage={stack.azurite.connection_string}")
@@ -408,8 +417,8 @@ def _token(args: argparse.Namespace) -> int:
         print(f"dev.py token: {answer.status_code} {answer.text[:300]} (is the stack in entra mode?)", file=sys.stderr)
         return 1
     found = answer.json()
-    print(f"principal {found['principal']} (object id {found['object_id']}), roles {', '.join(found['roles']) or 'none'}, "
-          f"audience {found['audience']}, valid {found['expires_in']} s", file=sys.stderr)  # fmt: skip
+    print(f"principal {found['principal']} (object id {found['object_id']}, client id {found['client_id']}), roles "
+          f"{', '.join(found['roles']) or 'none'}, audience {found['audience']}, valid {found['expires_in']} s", file=sys.stderr)  # fmt: skip
     print(found["access_token"])
     return 0
 
