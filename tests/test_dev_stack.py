@@ -119,7 +119,7 @@ def start_dev_py(started: list[subprocess.Popen[str]], *args: str, env: dict[str
 def test_help_lists_every_command_and_the_options_of_serve() -> None:
     """Finding 8: `dev.py --help` left out lint, and serve's --port and --latency were nowhere."""
     shown = subprocess.run([sys.executable, "dev.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for command in ("run", "serve", "test", "lint", "bench"):
+    for command in ("run", "serve", "token", "test", "lint", "bench"):
         assert f"python3 dev.py {command}" in shown, command
     for option in ("--port", "--latency", "--data", "DEV_PY_SKIP_SETUP", "SIGTERM"):
         assert option in shown, option
@@ -157,12 +157,13 @@ def test_two_stacks_on_one_folder_share_one_azurite(tmp_path: Path, monkeypatch:
             assert second.azurite is not None and not second.owns_azurite
             assert (second.azurite.blob_port, second.azurite.queue_port) == (first.azurite.blob_port, first.azurite.queue_port)
             url = f"{first.url}/openai/deployments/gpt-image-1-mini/images/generations?api-version=2025-04-01-preview"
-            made = httpx.post(url, json={"prompt": "x", "response_format": "url"}, timeout=60)
+            made = httpx.post(url, json={"prompt": "x", "response_format": "url"}, headers=first.headers(), timeout=60)
             name = httpx.URL(made.json()["data"][0]["url"]).path.split("/images/", 1)[1]
-            seen_by_second = httpx.get(f"{second.url}/images/{name}", follow_redirects=True, timeout=60)
+            # The same local principal in both (a name maps to one object id), each with its own stack's token.
+            seen_by_second = httpx.get(f"{second.url}/images/{name}", headers=second.headers(), follow_redirects=True, timeout=60)
             assert seen_by_second.status_code == 200 and seen_by_second.content.startswith(b"\x89PNG")
         # The second stack leaves the Azurite it reused running for the first.
-        assert httpx.get(f"{first.url}/images/{name}", follow_redirects=True, timeout=60).status_code == 200
+        assert httpx.get(f"{first.url}/images/{name}", headers=first.headers(), follow_redirects=True, timeout=60).status_code == 200
         assert first.azurite.process is not None
         azurite_process = first.azurite.process
     assert azurite_process.poll() is not None, "the stack that started Azurite stops it"
@@ -180,9 +181,9 @@ def test_two_stacks_on_one_folder_never_run_each_others_jobs(tmp_path: Path, mon
             assert first.settings.queue_name == "image-jobs" and second.settings.queue_name.startswith("image-jobs-s")
             for stack in (second, first, second):
                 path = "/openai/deployments/gpt-image-1-mini/images/generations:submit?api-version=2025-04-01-preview"
-                accepted = httpx.post(stack.url + path, json={"prompt": "whose job"}, timeout=60)
+                accepted = httpx.post(stack.url + path, json={"prompt": "whose job"}, headers=stack.headers(), timeout=60)
                 assert accepted.status_code == 202, accepted.text
-                asyncio.run(_finished(stack.url, accepted.json()["id"]))
+                asyncio.run(_finished(stack.url, accepted.json()["id"], stack.headers()))
             assert first.simulator is not None and second.simulator is not None
             generations = [httpx.get(f"{s.simulator.url}/_sim/stats").json()["generations"] for s in (first, second)]  # type: ignore[union-attr]
             assert generations == [1, 2]  # each job on the model service of the stack it was sent to
@@ -191,8 +192,8 @@ def test_two_stacks_on_one_folder_never_run_each_others_jobs(tmp_path: Path, mon
         assert first.settings.queue_name in names and own.queue_name not in names and own.poison_queue_name not in names
 
 
-async def _finished(url: str, job_id: str) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+async def _finished(url: str, job_id: str, headers: dict[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
         operation = await wait(http, job_id, poll_interval=0.05, timeout=60)
     assert operation.status == "succeeded"
 

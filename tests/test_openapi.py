@@ -79,9 +79,10 @@ def test_no_status_that_is_never_sent_and_every_operation_needs_the_function_key
     schemes = SPEC["components"]["securitySchemes"]
     assert schemes["functionKey"] == {"type": "apiKey", "in": "header", "name": "x-functions-key", "description": schemes["functionKey"]["description"]}
     assert (schemes["functionKeyQuery"]["in"], schemes["functionKeyQuery"]["name"]) == ("query", "code")
+    assert (schemes["entraToken"]["type"], schemes["entraToken"]["scheme"]) == ("http", "bearer")  # IMAGES_CALLER_AUTH=entra
     for path, operations in SPEC["paths"].items():
         for method, operation in operations.items():
-            assert operation["security"] == [{"functionKey": []}, {"functionKeyQuery": []}], (method, path)
+            assert operation["security"] == [{"functionKey": []}, {"functionKeyQuery": []}, {"entraToken": []}], (method, path)
             for status, response in operation["responses"].items():
                 if path.startswith(GALLERY) and status == "200":  # pages for people
                     assert set(response["content"]) == {"text/html"}, (method, path, status)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from fastapi import Security
-from fastapi.security import APIKeyHeader, APIKeyQuery
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
 
 from shared import models
 from shared.api.public import KNOWN_API_VERSIONS
@@ -139,8 +139,13 @@ FUNCTION_KEY_HEADER = APIKeyHeader(
 FUNCTION_KEY_QUERY = APIKeyQuery(
     name="code", scheme_name="functionKeyQuery", auto_error=False, description="The function key as a query parameter."
 )
-# Every router's dependencies: they declare the security scheme in the document and do nothing at run time.
-FUNCTION_KEY = [Security(FUNCTION_KEY_HEADER), Security(FUNCTION_KEY_QUERY)]
+ENTRA_TOKEN = HTTPBearer(
+    scheme_name="entraToken",
+    auto_error=False,  # App Service authentication checks it before the app sees the request
+    description="IMAGES_CALLER_AUTH=entra: an Entra ID token for the app's registration (README: Callers), which App Service authentication checks.",
+)
+# Every router's dependencies: they declare the security schemes (either one) in the document and do nothing at run time.
+FUNCTION_KEY = [Security(FUNCTION_KEY_HEADER), Security(FUNCTION_KEY_QUERY), Security(ENTRA_TOKEN)]
 
 _ERROR_BODY: dict[str, Any] = {
     "type": "object",
