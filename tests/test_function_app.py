@@ -58,6 +58,26 @@ def test_app_indexes_offline_with_the_bindings_the_host_needs(function_app: Modu
     assert host["extensions"]["queues"]["messageEncoding"] == "none"
 
 
+def test_entra_mode_leaves_the_gate_to_app_service_authentication(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, simulator: ServerThread) -> None:
+    """Issue 21: with IMAGES_CALLER_AUTH=entra the platform's authentication is the one gate; a function key on
+    top would make every caller hold one too. Without the platform's word that it is on, the app does not start."""
+    for key, value in base_env(azurite, simulator.url).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("IMAGES_CALLER_AUTH", "entra")
+    sys.modules.pop("function_app", None)
+    with pytest.raises(ValueError, match="WEBSITE_AUTH_ENABLED"):
+        importlib.import_module("function_app")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")  # as the platform sets it
+    sys.modules.pop("function_app", None)
+    module = importlib.import_module("function_app")
+    try:
+        http = next(b for b in functions(module)["http_app_func"].get_bindings() if b.type == "httpTrigger")
+        assert str(http.auth_level).endswith("ANONYMOUS")
+    finally:
+        module.app.startup_task_done = False
+        sys.modules.pop("function_app", None)
+
+
 def test_import_needs_no_network_and_reports_a_bad_setting_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")
     monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENT", "gpt-image-1-mini")
