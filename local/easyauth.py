@@ -15,6 +15,11 @@ for every HTTP request before the app sees it:
 5. then it sets ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON of the claims, mapped as the platform
    maps them), ``-ID`` (the object id), ``-NAME`` and ``-IDP`` (``aad``), and passes the request on.
 
+For a browser (the gallery), ``/.auth/login/local?principal=X&roles=R&post_login_redirect_uri=/gallery``
+stands in for the platform's sign-in (``/.auth/login/aad``): it keeps the token in the session
+cookie ``AppServiceAuthSession``, which the front reads when a request carries no bearer token;
+``/.auth/logout`` ends it.
+
 The app cannot tell this front from the platform: it reads the same headers either way
 (shared/callers/principal.py).
 """
@@ -24,7 +29,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import parse_qs
 
 from local.identity import IdentityEndpoint, verify
 
@@ -36,6 +43,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 AUTH_PREFIX = "/.auth"
 IDENTITY_PREFIX = "/.auth/local"
 EXCLUDED_PATHS = ("/healthz",)
+SESSION_COOKIE = "AppServiceAuthSession"  # the platform's session cookie name
 # Claim mapping as App Service applies it to X-MS-CLIENT-PRINCIPAL (the .NET claim type URIs).
 _MAPPED = {
     "oid": "http://schemas.microsoft.com/identity/claims/objectidentifier",
@@ -71,7 +79,7 @@ class EasyAuthFront:
         if path in EXCLUDED_PATHS:
             await self.app({**scope, "headers": headers}, receive, send)
             return
-        token = _bearer(headers)
+        token = _bearer(headers) or _session(headers)
         claims = verify(token, self.identity.issuer.jwks(), self.identity.issuer.issuer, self.audiences) if token else None
         if claims is None:
             why = "no bearer token" if not token else "the bearer token is not valid for this app (signature, issuer, audience or lifetime)"
@@ -87,7 +95,27 @@ class EasyAuthFront:
             inner = {**scope, "path": path.removeprefix(IDENTITY_PREFIX), "root_path": scope.get("root_path", "") + IDENTITY_PREFIX}
             await self.identity.app(inner, receive, send)
             return
-        await _refuse(send, 404, "Not found: /.auth/ belongs to the platform (locally: /.auth/local/).", {})
+        if path == "/.auth/login/local":
+            await self._login(scope, send)
+            return
+        if path == "/.auth/logout":
+            await _redirect(send, "/", f"{SESSION_COOKIE}=; Path=/; Max-Age=0")
+            return
+        await _refuse(send, 404, "Not found: /.auth/ belongs to the platform (locally: /.auth/local/, /.auth/login/local).", {})
+
+    async def _login(self, scope: Scope, send: Send) -> None:
+        """A session for a browser: a token for ``principal`` with ``roles`` in the session cookie, then on to a local path."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        principal = (query.get("principal") or [""])[0]
+        roles = [r for r in (query.get("roles") or [""])[0].split(",") if r]
+        target = (query.get("post_login_redirect_uri") or ["/"])[0]
+        if not principal or not principal.isprintable() or len(principal) > 128:
+            await _refuse(send, 404, "Not found: give ?principal=NAME&roles=Images.Operator (and post_login_redirect_uri=/gallery).", {})
+            return
+        client_id, _ = self.identity.issuer.add_principal(principal, roles, self.audiences[0])
+        token, _ = self.identity.issuer.issue(self.audiences[0], client_id, 8 * 3600)
+        local = target if target.startswith("/") and not target.startswith("//") and target.isprintable() else "/"
+        await _redirect(send, local, f"{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax")
 
 
 def principal_headers(claims: dict[str, Any]) -> list[tuple[bytes, bytes]]:
@@ -116,6 +144,25 @@ def _bearer(headers: list[tuple[bytes, bytes]]) -> str:
     value = next((v.decode("latin-1") for k, v in headers if k.lower() == b"authorization"), "")
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _session(headers: list[tuple[bytes, bytes]]) -> str:
+    """The token a browser's session cookie holds (:meth:`EasyAuthFront._login`), or ""."""
+    cookies: SimpleCookie = SimpleCookie()
+    for key, value in headers:
+        if key.lower() == b"cookie":
+            try:
+                cookies.load(value.decode("latin-1"))
+            except Exception:  # noqa: S112  # a malformed cookie header is no session
+                continue
+    morsel = cookies.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None else ""
+
+
+async def _redirect(send: Send, location: str, cookie: str) -> None:
+    headers = [(b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode("latin-1")), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 302, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _host(scope: Scope) -> str:

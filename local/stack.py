@@ -346,7 +346,9 @@ def _links_note(stack: Stack) -> str:
         "`python3 dev.py run` beside it uses the same Azurite.\n"
         f"Gallery of what was generated (while a stack runs): {stack.url}/gallery"
         + ("" if stack.url.endswith(f":{DEFAULT_PORT}") else f"; with `serve`: http://127.0.0.1:{DEFAULT_PORT}/gallery")
-    )
+        + ("" if stack.identity is None else f"\nThe stack knows callers as Azure does (entra mode): a browser signs in first, "
+           f"{stack.url}/.auth/login/local?principal=me&roles={OPERATOR_ROLE}&post_login_redirect_uri=/gallery")
+    )  # fmt: skip
 
 
 def _stop_on_signals(handler: Callable[[int, Any], None]) -> None:
@@ -388,6 +390,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"API        {stack.url}  (try: curl {stack.url}/healthz)")
         print(f"OpenAPI    {stack.url}/openapi.json")
         print(f"Gallery    {stack.url}/gallery  (what was generated, newest first)")
+        if stack.identity is not None:
+            print(f"           in a browser, sign in first: {stack.url}/.auth/login/local?principal=me&roles={OPERATOR_ROLE}&post_login_redirect_uri=/gallery")
         if stack.identity is not None:
             print(f"Callers    entra mode: a bearer token from `python3 dev.py token --principal NAME --roles {CALLER_ROLE}` (--url {stack.url});")
             print(f"           the front checks it as App Service authentication would (identity stand-in at {stack.url}{IDENTITY_PREFIX}/);")

@@ -179,3 +179,18 @@ def test_the_smoke_test_passes_against_the_local_stack_with_an_operator_token(st
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "smoke test passed" in done.stdout and operator not in done.stdout + done.stderr
+
+
+def test_a_browser_signs_in_for_a_session_as_with_the_platforms_login(stack: Stack) -> None:
+    """The gallery is for people: /.auth/login/local stands in for /.auth/login/aad and keeps the token in the session cookie."""
+    with httpx.Client(base_url=stack.url, timeout=30) as browser:
+        assert browser.get("/openai/operations/images/x").status_code == 401
+        signed_in = browser.get("/.auth/login/local", params={"principal": "me", "roles": OPERATOR_ROLE, "post_login_redirect_uri": "/openai/operations/images/x"})
+        assert signed_in.status_code == 302 and signed_in.headers["location"] == "/openai/operations/images/x"
+        assert "HttpOnly" in signed_in.headers["set-cookie"]
+        after = browser.get("/openai/operations/images/x")
+        assert after.status_code == 404 and after.json()["error"]["code"] == "NotFound"  # signed in: the app answered
+        away = browser.get("/.auth/login/local", params={"principal": "me", "post_login_redirect_uri": "//evil.example/"})
+        assert away.headers["location"] == "/"  # only a path of this site
+        assert browser.get("/.auth/logout").status_code == 302
+        assert browser.get("/openai/operations/images/x").status_code == 401
