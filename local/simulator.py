@@ -46,7 +46,7 @@ Prompt markers (``MARKERS``; the prompt is otherwise ignored)
     [[filter:image:legacy]]    400 {"created", "error": {"code": "contentFilter",
                                "message": "Generated image was filtered as a result of our safety system."}}
     [[hang]] / [[hang:S]]      the generation takes ``hang_seconds`` (or S) instead of the latency
-    [[fail]] / [[fail:STATUS]] this request answers ``fail_status`` (or STATUS: 500, 502, 503, 504)
+    [[fail]] / [[fail:STATUS]] this request answers ``fail_status`` (or STATUS: 408, 409, 413, 422, 499, 500-504)
     [[nan-created]], [[drip]], [[echo-key]] ...  upstream misbehaviour: see local/faults.py
 Prompt filters answer before any latency; image filters answer after it (the image was made).
 
@@ -136,7 +136,7 @@ MARKERS: dict[str, str] = {
     "[[hang]]": "the generation takes hang_seconds instead of the configured latency",
     "[[hang:S]]": "the generation takes S seconds (e.g. [[hang:2.5]])",
     "[[fail]]": "this request answers fail_status (500 InternalServerError by default)",
-    "[[fail:STATUS]]": "this request answers STATUS (500, 502, 503 or 504)",
+    "[[fail:STATUS]]": "this request answers STATUS (408, 409, 413, 422, 499, 500, 502, 503 or 504)",
 }
 FILTER_MARKERS: dict[str, Literal["prompt", "prompt:legacy", "image", "image:legacy"]] = {
     "[[filter:prompt]]": "prompt",
@@ -177,6 +177,16 @@ SERVER_ERRORS: dict[int, tuple[str, str]] = {
     502: ("BadGateway", "Bad gateway."),
     503: ("ServiceUnavailable", "The service is temporarily unable to process your request. Please try again later."),
     504: ("GatewayTimeout", "The operation was timeout."),
+}
+# Other answers an upstream (or something in front of it) gives after the request arrived, which the service
+# must never repeat: a timeout, a conflict, a body refused once read, a client-closed request (nginx).
+FAULT_ANSWERS: dict[int, tuple[str, str]] = {
+    408: ("Timeout", "The operation was timeout."),
+    409: ("Conflict", "The request conflicts with the current state of the resource."),
+    413: ("PayloadTooLarge", "The request is larger than the service accepts."),
+    422: ("UnprocessableEntity", "The request could not be processed."),
+    499: ("ClientClosedRequest", "The client closed the request before the server answered."),
+    **SERVER_ERRORS,
 }
 _OPENAI_SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
 
@@ -310,8 +320,8 @@ class SimulatorConfig:
         self.quota_window_seconds = number("quota_window_seconds", 0, strict_low=True)
         self.fail_rate = number("fail_rate", 0, 1)
         self.fail_next = integer("fail_next", 0)
-        if self.fail_status not in SERVER_ERRORS or isinstance(self.fail_status, bool):
-            raise ValueError(f"fail_status must be one of {sorted(SERVER_ERRORS)}, got {self.fail_status!r}")
+        if self.fail_status not in FAULT_ANSWERS or isinstance(self.fail_status, bool):
+            raise ValueError(f"fail_status must be one of {sorted(FAULT_ANSWERS)}, got {self.fail_status!r}")
         self.url_ttl_seconds = number("url_ttl_seconds", 0, strict_low=True)
         if not isinstance(self.public_base_url, str):
             raise ValueError("public_base_url must be a string")
@@ -953,12 +963,13 @@ class SimStats:
     generations: int = 0  # billed: work started (see the module docstring)
     succeeded: int = 0  # 200 answers
     throttled: int = 0  # 429
-    failed: int = 0  # injected 5xx
+    failed: int = 0  # injected error answers ([[fail]], fail_next, fail_rate: 5xx, 408...)
     filtered: int = 0  # content filter answers (prompt or image)
     rejected: int = 0  # 400 rules, 404 deployment/model/route
     unauthorized: int = 0  # 401
     blocked: int = 0  # 403 policy block
     in_flight: int = 0  # generations sleeping right now
+    max_in_flight: int = 0  # the most generations at work at once since the last reset
     abandoned: int = 0  # billed generations whose client went away before the answer
     images: int = 0  # images returned
     edits: int = 0  # billed edits (local/sim_edits.py); also counted in generations
@@ -1045,7 +1056,7 @@ class Simulator:
         """Zero the stats and the quota windows, and put the clock back to real time (configuration and stored blobs stay)."""
         with self._lock:
             in_flight = self.stats.in_flight
-            self.stats = SimStats(recent=deque(maxlen=self.config.recent_limit), in_flight=in_flight)
+            self.stats = SimStats(recent=deque(maxlen=self.config.recent_limit), in_flight=in_flight, max_in_flight=in_flight)
             self._windows.clear()
             self.clock.real()
         self._notify()
@@ -1104,6 +1115,7 @@ class Simulator:
         with self._lock:
             self._working.add(entry)
             self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         self._notify()
         try:
             yield entry[1]
@@ -1359,7 +1371,7 @@ class Simulator:
         status: int | None = None
         marker = _FAIL.search(prompt)
         if marker:
-            status = int(marker[1]) if marker[1] and int(marker[1]) in SERVER_ERRORS else cfg.fail_status
+            status = int(marker[1]) if marker[1] and int(marker[1]) in FAULT_ANSWERS else cfg.fail_status
         elif cfg.fail_next > 0:
             cfg.fail_next -= 1
             status = cfg.fail_status
@@ -1369,7 +1381,7 @@ class Simulator:
             return
         if flavor == "openai":
             raise _openai_error(status, None, _OPENAI_SERVER_ERROR, "server_error", outcome="failed")
-        code, message = SERVER_ERRORS[status]
+        code, message = FAULT_ANSWERS[status]
         raise _azure_error(status, code, message, outcome="failed")
 
     def _delay(self, prompt: str) -> float:
@@ -1603,7 +1615,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Simul
     parser.add_argument("--quota-window", type=float, default=60.0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--fail-next", type=int, default=0)
-    parser.add_argument("--fail-status", type=int, default=500, choices=sorted(SERVER_ERRORS))
+    parser.add_argument("--fail-status", type=int, default=500, choices=sorted(FAULT_ANSWERS))
     parser.add_argument("--policy-blocked", action="store_true")
     parser.add_argument("--api-key", action="append", default=[], help="accepted key (repeat); none: no auth")
     parser.add_argument("--accept-any-bearer", action="store_true")

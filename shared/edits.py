@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from xml.sax.saxutils import escape
 
 from shared.callers import Caller
-from shared.errors import ServiceError, invalid
+from shared.deadline import Deadline
+from shared.errors import invalid
 from shared.inputs import InputStore, check_source, input_name
 from shared.models import ImageRequest
 from shared.models.edits import EDIT_OPERATION, EditInput, EditRequest, check_inputs, edit_rules, names_from_json, parse_edit
@@ -34,8 +33,6 @@ from shared.models.image_bytes import ImageFacts
 from shared.service import Generation, ImageService
 from shared.upstream import UpstreamClient, UpstreamResult
 from shared.upstream.edits import edit as upstream_edit
-
-QUEUE_MESSAGE_BYTES = 64 * 1024  # what a storage queue message holds
 
 
 @dataclass(frozen=True)
@@ -67,14 +64,13 @@ def edit_from_json(body: object, deployment: str, family: str, *, api_style_v1: 
 
 
 def queued_edit(request: EditRequest, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The queue message body of an edit (without id and deployment): its fields and its inputs by name."""
+    """The job request of an edit (without id and deployment): its fields and its inputs by name.
+
+    The job record holds it, whatever its size; the queue message only names the job (a claim check,
+    shared/jobs/messages.py), so every edit the API accepts can be queued."""
     body = {"operation": EDIT_OPERATION, **{k: v for k, v in fields.items() if k != "model"}, "image": list(request.images)}
     if request.mask:
         body["mask"] = request.mask
-    # The queue holds 64 KB per message (XML-escaped); what does not fit is refused now, not lost later.
-    size = len(escape(json.dumps({"id": "x" * 64, "deployment": request.deployment, **body})).encode())
-    if size > QUEUE_MESSAGE_BYTES:
-        raise ServiceError(413, "request_too_large", f"This edit does not fit a queue message ({size} of {QUEUE_MESSAGE_BYTES} bytes); shorten the prompt.", param="prompt")
     return body
 
 
@@ -144,12 +140,12 @@ async def run_edit(
     inputs: EditInputs | None = None,
     generation_id: str,
     prefix: str,
-    timeout: float,
+    deadline: Deadline,
     budget: float,
     kind: str = "sync",
     caller: Caller,
 ) -> Generation:
-    """Edit (reading the inputs by name unless given) and archive every output with the record before returning.
+    """Edit within ``deadline`` (reading the inputs by name unless given) and archive every output with the record before returning.
 
     The edit is made as a generation is (:meth:`ImageService.produce`): through the deployment's pool
     (the same failover rules, waits and record fields: backend, attempts, cost), and a call that reached
@@ -161,9 +157,9 @@ async def run_edit(
 
     async def send(client: UpstreamClient, routed: ImageRequest, budget: float) -> UpstreamResult:
         assert isinstance(routed, EditRequest)  # the pool only renames the deployment
-        return await upstream_edit(client, routed, images, mask, timeout=timeout, budget=budget)
+        return await upstream_edit(client, routed, images, mask, deadline=deadline, budget=budget)
 
-    route = functools.partial(service.pools.route, request, send, budget=budget, job=kind == "job")
+    route = functools.partial(service.pools.route, request, send, deadline=deadline, budget=budget, job=kind == "job")
     return await service.produce(request, route, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller)
 
 

@@ -7,9 +7,12 @@ failure is worth another delivery; HTTP callers see Retry-After.
 Storage calls say what they were doing with :func:`storage_call`; any
 ``AzureError`` inside becomes the one 503 ``StorageUnavailable`` answer.
 
-``transient`` is the one classification both entries share: True only when nothing
-was accepted upstream (a retry cannot pay twice). :func:`not_repeated` turns any error
-that happened after upstream may have done the work into a final one.
+``may_have_worked`` is the verdict of the one rule (:mod:`shared.upstream.work`): upstream may
+have worked on (and billed) the request, so nothing sends it again: not the retry, not a pool's
+failover, not the queue. ``transient`` says a later attempt may succeed, and is never true of an
+error that may have been worked. :func:`not_repeated` turns any error that happened after
+upstream may have done the work into a final one. An answer to a caller for such an error carries
+``x-should-retry: false``, which the openai SDKs obey instead of retrying a 5xx or a 408 on their own.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-MAX_RETRY_AFTER_SECONDS = 3600.0  # longer asks are capped; non-finite or negative ones are not retry advice at all
+MAX_RETRY_AFTER_SECONDS = 3600.0
+SHOULD_RETRY = "x-should-retry"  # not a standard header; the openai SDKs obey it (openai-python _base_client._should_retry)  # longer asks are capped; non-finite or negative ones are not retry advice at all
 
 
 def sane_retry_after(seconds: float | None) -> float | None:
@@ -43,6 +47,7 @@ class ServiceError(Exception):
         param: str | None = None,
         retry_after: float | None = None,
         transient: bool = False,
+        may_have_worked: bool = False,
         extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
@@ -51,7 +56,8 @@ class ServiceError(Exception):
         self.message = message
         self.param = param
         self.retry_after = sane_retry_after(retry_after)
-        self.transient = transient
+        self.may_have_worked = may_have_worked
+        self.transient = transient and not may_have_worked  # what may have been worked is never repeated
         self.extra = dict(extra or {})
         self.upstream_request_id: str | None = None  # set when upstream answered: its id for the call, for the record
 
@@ -64,13 +70,13 @@ class ServiceError(Exception):
         return {"error": error}
 
     def headers(self) -> dict[str, str]:
-        """Retry-After (whole seconds, rounded up) and retry-after-ms when known."""
-        if self.retry_after is None:
-            return {}
-        return {
-            "Retry-After": str(max(1, math.ceil(self.retry_after))),
-            "retry-after-ms": str(max(0, int(self.retry_after * 1000))),
-        }
+        """Retry-After (whole seconds, rounded up) and retry-after-ms when known; ``x-should-retry: false``
+        when upstream may have worked (the openai SDKs read it before their own retry of a 408 or 5xx)."""
+        headers = {SHOULD_RETRY: "false"} if self.may_have_worked else {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+            headers["retry-after-ms"] = str(max(0, int(self.retry_after * 1000)))
+        return headers
 
     def __repr__(self) -> str:
         return f"ServiceError({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"
@@ -79,7 +85,7 @@ class ServiceError(Exception):
 def not_repeated(error: ServiceError, why: str) -> ServiceError:
     """``error`` as a final failure: the same answer, not transient, its message saying why it is not repeated."""
     return ServiceError(
-        error.status, error.code, f"{error.message} {why}", param=error.param, retry_after=error.retry_after, extra=error.extra
+        error.status, error.code, f"{error.message} {why}", param=error.param, retry_after=error.retry_after, may_have_worked=True, extra=error.extra
     )
 
 

@@ -1,4 +1,4 @@
-"""What host.json says that the app must agree with: the queue trigger's settings.
+"""What host.json says that the app must agree with: the queue trigger's settings and ``functionTimeout``.
 
 The handler records a job as failed on the last delivery the host allows
 (``maxDequeueCount``), and the local queue runner copies the host's dequeue,
@@ -27,3 +27,23 @@ def host_queue_settings(path: Path = HOST_JSON) -> dict[str, Any]:
 def host_max_dequeue_count(path: Path = HOST_JSON) -> int:
     """host.json's maxDequeueCount (the host's default, 5, when unset); read once per file."""
     return int(host_queue_settings(path).get("maxDequeueCount", 5))
+
+
+# What a plan allows when host.json names no functionTimeout: the Consumption plan's default, the shortest.
+DEFAULT_FUNCTION_TIMEOUT_SECONDS = 300.0
+
+
+@functools.cache
+def host_function_timeout(path: Path = HOST_JSON) -> float | None:
+    """host.json's ``functionTimeout`` in seconds (``[d.]hh:mm:ss``); None when it is unbounded (``-1``)."""
+    host = json.loads(path.read_text(encoding="utf-8"))
+    value = host.get("functionTimeout")
+    if value is None:
+        return DEFAULT_FUNCTION_TIMEOUT_SECONDS
+    text = str(value).strip()
+    if text == "-1":
+        return None
+    head, _, rest = text.partition(":")  # a .NET TimeSpan: "00:10:00", "1.02:00:00", "00:10:00.5"
+    days, _, hours = head.rpartition(".")
+    minutes, _, seconds = rest.partition(":")
+    return float(days or 0) * 86400 + float(hours) * 3600 + float(minutes) * 60 + float(seconds)

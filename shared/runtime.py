@@ -22,7 +22,6 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
-import httpx
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
@@ -35,6 +34,7 @@ from shared.pool.clients import open_pools
 from shared.service import Clients, ImageService
 from shared.settings import Settings
 from shared.upstream import UpstreamClient
+from shared.upstream.client import upstream_http
 
 # The SDK default (10 retries, exponential from 15 s) keeps a caller waiting minutes when
 # storage is down; a few quick retries cover blips, and then the caller hears 503 (and the
@@ -51,15 +51,6 @@ log = logging.getLogger(__name__)
 
 def utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
-
-
-def upstream_http(settings: Settings) -> httpx.AsyncClient:
-    """The connection pool to the model service: room for every call the settings allow at once."""
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=max(20, settings.max_concurrent_upstream * 2), max_keepalive_connections=20),
-        follow_redirects=False,
-        headers={"User-Agent": "image-generation-functions/0.1"},
-    )
 
 
 async def open_clients(

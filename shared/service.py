@@ -25,6 +25,7 @@ from shared import audit, telemetry
 from shared.archive import Archive, ArchivedImage
 from shared.callers import Caller
 from shared.callers.scope import ScopeKey
+from shared.deadline import Deadline
 from shared.errors import ServiceError
 from shared.models import ImageRequest, rules_of
 from shared.models.edits import edit_record_fields
@@ -121,17 +122,17 @@ class ImageService:
         *,
         generation_id: str,
         prefix: str,
-        timeout: float,
+        deadline: Deadline,
         budget: float,
         kind: str = "sync",
         caller: Caller,
     ) -> Generation:
-        """Generate ``request`` through its deployment's pool and archive every image with its record (:meth:`produce`).
+        """Generate ``request`` through its deployment's pool within ``deadline`` and archive every image with its record (:meth:`produce`).
 
         A job (``kind="job"``) in a pool waits in process only briefly for a backend with room
         (:class:`~shared.pool.router.PoolThrottled` otherwise).
         """
-        generate = functools.partial(self.pools.generate, request, timeout=timeout, budget=budget, job=kind == "job")
+        generate = functools.partial(self.pools.generate, request, deadline=deadline, budget=budget, job=kind == "job")
         return await self.produce(request, generate, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller)
 
     @telemetry.generation

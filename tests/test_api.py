@@ -405,8 +405,8 @@ async def test_throttling_beyond_budget_passes_retry_after(in_process: InProcess
     assert (record["outcome"], record["upstream"]["status"], record["error"]["code"]) == ("failed", 429, "429")
 
 
-async def test_server_errors_are_retried_with_backoff(in_process: InProcess, sim: SimControl) -> None:
-    sim.configure(fail_next=1)
+async def test_an_unavailable_upstream_is_retried_with_backoff(in_process: InProcess, sim: SimControl) -> None:
+    sim.configure(fail_next=1, fail_status=503)  # unable to handle the request: it did no work
     client = await in_process(IMAGES_RETRY_BUDGET_SECONDS="10")
     response = await apost(client, "gpt-image-1", {"prompt": "a"})
     assert response.status_code == 200, response.text
@@ -414,8 +414,21 @@ async def test_server_errors_are_retried_with_backoff(in_process: InProcess, sim
     assert sim.stats()["generations"] == 1
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+async def test_a_server_error_after_the_request_was_sent_is_answered_once_and_the_sdk_told_not_to_retry(
+    in_process: InProcess, sim: SimControl, status: int
+) -> None:
+    sim.configure(fail_next=1, fail_status=status)  # "an error while processing your request", or a gateway's: may be billed
+    client = await in_process(IMAGES_RETRY_BUDGET_SECONDS="10")
+    response = await apost(client, "gpt-image-1", {"prompt": "a"})
+    assert (response.status_code, response.json()["error"]["code"]) == (502, "UpstreamError"), response.text
+    assert "not repeated" in response.json()["error"]["message"].lower()
+    assert response.headers["x-should-retry"] == "false"  # what the openai SDKs read before retrying a 5xx themselves
+    assert sim.stats()["requests"] == 1
+
+
 async def test_persistent_server_errors_become_502(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
-    sim.configure(fail_next=100)
+    sim.configure(fail_next=100, fail_status=503)
     client = await in_process(IMAGES_RETRY_BUDGET_SECONDS="3", IMAGES_MAX_RETRIES="2")
     before = blob_names(azurite)
     response = await apost(client, "gpt-image-1", {"prompt": "a"})

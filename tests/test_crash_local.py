@@ -1,4 +1,4 @@
-"""A crash of the app process, storage alive: every accepted job still ends, and only the jobs in flight are generated twice.
+"""A crash of the app process, storage alive: every accepted job still ends, and none is generated twice.
 
 The API and the queue runner run as a separate process (``python -m local.app_process``)
 against the session's Azurite and a simulator of this test, which both outlive it. Jobs are
@@ -166,15 +166,16 @@ def test_killing_the_app_mid_run_loses_no_accepted_job(azurite: Azurite, own_sim
     generated = generations_by_prompt(control)
     for prompt, job_id in prompts.items():
         view = views[job_id]
+        # A job the killed process had claimed may have reached upstream: it is never sent again. It
+        # ends from what was archived, or failed with the reason; every other job succeeds.
+        assert generated[prompt] <= 1, (prompt, generated[prompt], at_kill[job_id]["status"])
         if view["status"] == "failed":
-            assert view["error"]["code"] and view["error"]["message"], view
+            assert at_kill[job_id]["status"] == "running", (view, at_kill[job_id])
+            assert view["error"]["code"] == "JobAbandoned" and "not repeated" in view["error"]["message"], view
         else:
-            assert view["result"]["data"], view
-            assert generated[prompt] >= 1
-        # Generated twice only when it was in flight at the kill: started, not finished.
-        in_flight_at_kill = generated_at_kill[prompt] >= 1 and job_id not in finished_at_kill
-        assert generated[prompt] <= (2 if in_flight_at_kill else 1), (prompt, generated[prompt], at_kill[job_id]["status"])
-    assert all(view["status"] == "succeeded" for view in views.values()), views  # nothing here fails by design
+            assert view["status"] == "succeeded" and view["result"]["data"], view
+            assert generated[prompt] == 1
+    assert any(generated_at_kill[p] and at_kill[j]["status"] == "running" for p, j in prompts.items()), "nothing was in flight at the kill"
 
 
 @pytest.mark.slow

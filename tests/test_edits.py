@@ -284,7 +284,7 @@ async def test_v1_upstream_style_puts_model_in_the_form(in_process: InProcess, s
 
 async def test_server_errors_are_retried_as_for_generations(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
     client, container = await own_container(in_process)
-    sim.configure(fail_next=1)
+    sim.configure(fail_next=1, fail_status=503)  # unable to handle it: no work, so repeated
     response = await client.post(EDITS.format("gpt-image-1"), files=[("image", ("a.png", PNG, "image/png"))], data={"prompt": "x"})
     assert response.status_code == 200, response.text
     assert sim.stats()["failed"] == 1 and sim.stats()["edits"] == 1

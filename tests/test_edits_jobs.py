@@ -162,10 +162,15 @@ async def test_submit_is_idempotent_on_the_inputs_bytes(queued: Queued, sim: Sim
     assert sim.stats()["requests"] == 0
 
 
-async def test_an_edit_that_would_not_fit_a_queue_message_is_refused(queued: Queued, sim: SimControl) -> None:
-    content, headers = multipart({"prompt": "€" * 20000}, [("image", image_bytes())])
-    response = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers=headers)
-    assert response.status_code == 413 and response.json()["error"]["param"] == "prompt"
+async def test_an_edit_whose_request_would_not_fit_a_queue_message_is_queued_by_its_record(queued: Queued, sim: SimControl) -> None:
+    content, headers = multipart({"prompt": "€" * 20000}, [("image", image_bytes())])  # 60 KB of UTF-8, over 64 KB once escaped
+    accepted = await queued.client.post(SUBMIT.format("gpt-image-1"), content=content, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    [message] = QueueClient.from_connection_string(queued.azurite.connection_string, queued.settings.queue_name).peek_messages()
+    assert json.loads(message.content) == {"job": job_id}  # a claim check: the job record holds the request
+    queued.run().drain(received=1)
+    assert (await queued.status(job_id))["status"] == "succeeded" and sim.stats()["edits"] == 1
 
 
 async def test_a_failed_queued_edit_leaves_a_failure_record_as_a_queued_generation_does(queued: Queued, azurite: Azurite, sim: SimControl) -> None:

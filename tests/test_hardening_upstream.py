@@ -19,6 +19,7 @@ import pytest
 from local import faults
 from local.simulator import SimulatorConfig, create_simulator
 from shared.credentials import KeyAuth
+from shared.deadline import Deadline
 from shared.errors import ServiceError
 from shared.models import parse_request
 from shared.settings import Settings
@@ -221,7 +222,7 @@ def broken_stream(exc: BaseException) -> httpx.MockTransport:
 async def test_an_unexpected_exception_after_sending_is_a_502_never_repeated(exc: BaseException) -> None:
     client = UpstreamClient(settings(), KeyAuth(KEY), httpx.AsyncClient(transport=broken_stream(exc)))
     with pytest.raises(ServiceError) as caught:
-        await client.generate(request(), timeout=30, budget=30)
+        await client.generate(request(), deadline=Deadline(30), budget=30)
     assert (caught.value.status, caught.value.transient) == (502, False)
     assert "not repeated" in caught.value.message.lower()
 
@@ -236,7 +237,7 @@ class BrokenAuth(KeyAuth):
 async def test_an_unexpected_exception_before_sending_is_a_transient_error(simulator: Any) -> None:
     client = UpstreamClient(settings(), BrokenAuth(KEY), httpx.AsyncClient(transport=httpx.ASGITransport(app=simulator)))
     with pytest.raises(ServiceError) as caught:
-        await client.generate(request(), timeout=30, budget=30)
+        await client.generate(request(), deadline=Deadline(30), budget=30)
     assert caught.value.transient and caught.value.status == 503
     assert simulator.state.sim.snapshot()["requests"] == 0
 
@@ -244,7 +245,7 @@ async def test_an_unexpected_exception_before_sending_is_a_transient_error(simul
 async def test_more_images_than_asked_are_dropped_and_a_format_mismatch_keeps_the_true_type(simulator: Any) -> None:
     client = await client_for(simulator)
     try:
-        result = await client.generate(request("x [[extra-images]] [[webp]]"), timeout=30, budget=30)
+        result = await client.generate(request("x [[extra-images]] [[webp]]"), deadline=Deadline(30), budget=30)
     finally:
         await client.http.aclose()
     assert [i.content_type for i in result.images] == ["image/webp"]
@@ -254,8 +255,8 @@ async def test_more_images_than_asked_are_dropped_and_a_format_mismatch_keeps_th
 async def test_no_free_connection_within_the_deadline_is_a_transient_error_and_nothing_is_sent(simulator: Any) -> None:
     env_settings = settings().model_copy(update={"max_concurrent_upstream": 1})
     client = UpstreamClient(env_settings, KeyAuth(KEY), httpx.AsyncClient(transport=httpx.ASGITransport(app=simulator)))
-    async with client._slots:  # every upstream slot of this instance is taken
+    async with client.limiter:  # every upstream slot of this instance is taken
         with pytest.raises(ServiceError) as caught:
-            await client.generate(request(), timeout=0.2, budget=0)
+            await client.generate(request(), deadline=Deadline(0.2), budget=0)
     assert (caught.value.status, caught.value.code, caught.value.transient) == (503, "UpstreamBusy", True)
     assert simulator.state.sim.snapshot()["requests"] == 0

@@ -150,7 +150,7 @@ async def test_a_failed_job_attempt_leaves_a_record_that_is_never_read_as_finish
     queue = QueueClient.from_connection_string(azurite.connection_string, runtime.settings.queue_name)
     message = queue.receive_message()
     assert message is not None
-    sim.configure(fail_next=1)  # the first attempt gets a 500 (a job waits for the queue, not in a retry loop)
+    sim.configure(fail_next=1, fail_status=503)  # the first attempt gets a 503 (a job waits for the queue, not in a retry loop)
     with pytest.raises(JobRetry):
         await runtime.jobs.handle(message.content, message.id, 1)
     failed = [n for n in blob_names(azurite) if n.startswith(f"jobs/{job_id}/")]

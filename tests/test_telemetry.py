@@ -262,7 +262,7 @@ async def test_a_throttled_job_is_deferred_with_the_retry_after_it_was_given(app
 
 
 async def test_a_job_failing_on_its_last_delivery_is_recorded_failed_with_its_code(app: App, capture: Capture, azurite: Azurite) -> None:
-    submitted = await app.client.post(SUBMIT.format("gpt-image-1"), json={"prompt": f"{PROMPT} [[fail:500]]"})
+    submitted = await app.client.post(SUBMIT.format("gpt-image-1"), json={"prompt": f"{PROMPT} [[fail:503]]"})
     job_id = submitted.json()["id"]
 
     with pytest.raises(JobRetry):  # the host moves the message to the poison queue
@@ -272,12 +272,12 @@ async def test_a_job_failing_on_its_last_delivery_is_recorded_failed_with_its_co
     assert job.attributes["images.job_id"] == job_id and "images.job.outcome" not in job.attributes
     generate = capture.one("images.generate")
     assert generate.attributes["error.type"] == "UpstreamError" and generate.status.description == "UpstreamError"
-    assert capture.one("upstream.attempt").attributes["http.response.status_code"] == 500
+    assert capture.one("upstream.attempt").attributes["http.response.status_code"] == 503
     assert [s.attributes["images.job.status"] for s in capture.named("job.state")] == ["running", "failed"]
     labels = {"images.deployment": "gpt-image-1", "images.model_family": "gpt-image-1", "images.kind": "job"}
     assert capture.points("images.failures") == [({**labels, "error.type": "UpstreamError"}, 1)]
     assert capture.points("images.upstream.throttles") == []
-    assert_clean(capture, azurite, PROMPT, "[[fail:500]]")
+    assert_clean(capture, azurite, PROMPT, "[[fail:503]]")
 
 
 async def test_the_request_span_never_carries_the_query_and_replaces_the_fastapi_instrumentation(capture: Capture) -> None:

@@ -19,6 +19,7 @@ from shared import gallery, telemetry
 from shared.api import edits, generation, health, images, operations
 from shared.api.body import read_json_body
 from shared.api.errors import EXCEPTION_HANDLERS, error_response
+from shared.api.timing import ArrivalStamp
 from shared.runtime import Runtime
 
 __all__ = ["create_app", "error_response", "read_json_body"]
@@ -47,5 +48,6 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
     app.state.runtime = runtime
     for router in (generation.router, edits.router, operations.router, images.router, health.router, gallery.router):
         app.include_router(router)
+    app.add_middleware(ArrivalStamp)  # a synchronous call's deadline counts from its arrival (shared/api/timing.py)
     telemetry.instrument_app(app)
     return app

@@ -28,6 +28,7 @@ from shared.api.generation import _family, _submit, _wants_async, answer_now
 from shared.api.multipart import Limits, read_form
 from shared.api.public import check_api_version
 from shared.api.schema import FUNCTION_KEY, edit_responses, submit_responses
+from shared.api.timing import request_deadline
 from shared.callers import Caller
 from shared.errors import ServiceError, invalid
 from shared.models.edits import FILE_FIELDS, EditRequest, edit_rules, form_values, parse_edit
@@ -179,7 +180,7 @@ async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> R
             await edits.store_uploads(service, incoming.uploaded, incoming.caller)
         return await edits.run_edit(
             service, incoming.request, inputs=incoming.uploaded, generation_id=generation_id, prefix=sync_prefix(),
-            timeout=settings.sync_timeout_seconds, budget=settings.retry_budget_seconds, caller=incoming.caller,
+            deadline=request_deadline(request, settings), budget=settings.retry_budget_seconds, caller=incoming.caller,
         )  # fmt: skip
 
     return await answer_now(runtime, incoming.request, edit)

@@ -18,6 +18,7 @@ from shared.api.deps import CallerDep, RuntimeDep
 from shared.api.errors import error_response
 from shared.api.public import check_api_version, operation_location
 from shared.api.schema import FUNCTION_KEY, generation_openapi, generation_responses, submit_responses
+from shared.api.timing import request_deadline
 from shared.archive import is_safe_id
 from shared.callers import Caller
 from shared.echo import shown
@@ -46,7 +47,7 @@ async def generate_deployment(deployment: str, request: Request, runtime: Runtim
     image_request = parse_request(body, deployment, family)
     if _wants_async(request):
         return await _submit(runtime, request, image_request, body, caller)
-    return await _generate_now(runtime, image_request, caller)
+    return await _generate_now(runtime, request, image_request, caller)
 
 
 @router.post(
@@ -85,7 +86,7 @@ async def generate_v1(request: Request, runtime: RuntimeDep, caller: CallerDep) 
     image_request = parse_request(body, model, _family(runtime, model, "model"), api_style_v1=True)
     if _wants_async(request):
         return await _submit(runtime, request, image_request, body, caller)
-    return await _generate_now(runtime, image_request, caller)
+    return await _generate_now(runtime, request, image_request, caller)
 
 
 def _family(runtime: Runtime, deployment: str, param: str | None) -> str:
@@ -101,13 +102,13 @@ def _wants_async(request: Request) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-async def _generate_now(runtime: Runtime, image_request: ImageRequest, caller: Caller) -> Response:
-    """Generate, archive and answer."""
+async def _generate_now(runtime: Runtime, request: Request, image_request: ImageRequest, caller: Caller) -> Response:
+    """Generate within the request's deadline (from its arrival), archive and answer."""
     settings, service = runtime.settings, runtime.service
 
     async def generate(generation_id: str) -> Generation:
         return await service.generate(
-            image_request, generation_id=generation_id, prefix=sync_prefix(), timeout=settings.sync_timeout_seconds,
+            image_request, generation_id=generation_id, prefix=sync_prefix(), deadline=request_deadline(request, settings),
             budget=settings.retry_budget_seconds, caller=caller,
         )  # fmt: skip
 

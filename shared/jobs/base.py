@@ -41,6 +41,18 @@ class Outcome:
     detail: str = ""
 
 
+def abandoned(how: str) -> ServiceError:
+    """502 ``JobAbandoned``: a delivery claimed the job (so its request may have reached the model service) and
+    stopped without a result; ``how`` says how that was found. Final: never sent again."""
+    return ServiceError(
+        502,
+        "JobAbandoned",
+        f"The job was abandoned: the delivery running it stopped without a result, and {how}; "
+        "not repeated, since the model service may already have made (and billed) the image.",
+        may_have_worked=True,
+    )
+
+
 def new_job_id() -> str:
     """An id for a job submitted without an Idempotency-Key."""
     return uuid.uuid4().hex

@@ -3,27 +3,36 @@
 Delivery is at least once, so the handler is idempotent on the job id, and the job record
 (not the message) says what the job generates:
 
-1. a message whose request or deployment differs from its job's record is a stray: it is
-   consumed with the reason logged, never generated, and the job is left as it is (whoever
+A message is a claim check naming a recorded job (what the app sends: ``{"job": id}``), or a
+caller's request (``{"id", "deployment", **body}``, shared/jobs/messages.py). Then:
+
+1. a caller's message whose request or deployment differs from its job's record is a stray: it
+   is consumed with the reason logged, never generated, and the job is left as it is (whoever
    sent it cannot take over a job by reusing its id; the job's own message still runs it);
 2. a job already finished is consumed silently (after posting its result notification if
    a crash had stopped that);
 3. a job whose images are already archived (a crash after the archive step) is finished
    from the archive, without calling upstream again;
-4. otherwise the handler takes a lease on the record, calls upstream once for the record's
-   request, archives, and marks the record succeeded.
+4. a job an earlier delivery claimed and left ``running`` (the process died, or the host's
+   ``functionTimeout`` ended it, after its request may have reached upstream) is ``failed``
+   (``JobAbandoned``), never sent again;
+5. otherwise the handler takes a lease on the record, calls upstream once for the record's
+   request within the job's one deadline (:func:`job_deadline`), archives, and marks the record
+   succeeded.
 
-One classification of failures, the same as the synchronous route's (``ServiceError.transient``):
+One classification of failures, the same as the synchronous route's (the verdict of
+:mod:`shared.upstream.work`, carried as ``ServiceError.may_have_worked`` and ``transient``):
 
-- before upstream accepted any work (a 429, a 5xx, no connection, storage or credentials
-  failing first, any exception before a request left): safe to repeat. A 429 enqueues a
+- upstream did no work (a 429, a 503, no connection, storage or credentials failing first,
+  any exception before a request reached upstream whole): safe to repeat. A 429 enqueues a
   continuation after Retry-After and consumes this delivery (no dequeue used up); the rest
   raise :class:`JobRetry` so the host redelivers, and the last allowed dequeue records
   ``failed`` before the host moves the message to the poison queue;
-- after (a timeout, a connection broken after sending, any unusable 200, any exception after
-  a request left, or anything failing once upstream answered with images, such as the archive):
-  never repeated. The job is ``failed`` with the reason and the message consumed. If even that
-  write fails, the message is still consumed; reading the job later settles it as abandoned.
+- upstream may have worked (a 408 or another such answer, a 500, a timeout, a connection cut
+  after sending, any unusable 200, any exception after a request left, or anything failing once
+  upstream answered with images, such as the archive): never repeated. The job is ``failed``
+  with the reason and the message consumed. If even that write fails, the message is still
+  consumed; reading the job later settles it as abandoned.
 
 Nothing escapes :meth:`Jobs.handle` but :class:`JobRetry` (and the runtime's own BaseExceptions):
 an exception nobody expected is treated as a failure before sending when no request had left
@@ -39,21 +48,26 @@ import datetime as dt
 import logging
 import math
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shared import telemetry
 from shared.archive import is_safe_id
+from shared.deadline import Deadline
 from shared.echo import shown
 from shared.edits import edit_from_json, generate_or_edit
 from shared.errors import ServiceError, not_repeated
-from shared.jobs.base import JOB_PREFIX, JobRetry, Outcome, new_job_id
+from shared.host import host_function_timeout
+from shared.jobs.base import JOB_PREFIX, JobRetry, Outcome, abandoned, new_job_id
 from shared.jobs.intake import JobIntake
-from shared.jobs.messages import JobMessage, QueueMessageLike, declared_job_id, decode_message, parse_job_message
+from shared.jobs.messages import JobReference, QueueMessageLike, declared_job_id, decode_message, job_reference, parse_job_message
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import StoredJob
 from shared.models import ImageRequest, parse_request
 from shared.pool.router import PoolThrottled
+from shared.settings import Settings
 from shared.upstream import track_upstream
 from shared.upstream.errors import NOT_REPEATED, unexpected_error
 
@@ -64,18 +78,31 @@ LEASE_MARGIN_SECONDS = 120
 # at most this often (host.json maxPollingInterval), so the job is picked up by then, and the pool
 # waits out the rest (shared/pool/router.py JOB_HOLD_SECONDS).
 POLL_LEAD_SECONDS = 1.0
+# What a delivery keeps of host.json's functionTimeout for the archive and the record after upstream answered.
+ARCHIVE_SECONDS = 60.0
 _CLAIM_TRIES = 3
 _ECHO = 64  # characters of a caller's value quoted in an error
 
 __all__ = ["JOB_PREFIX", "LEASE_MARGIN_SECONDS", "JobRetry", "Jobs", "Outcome", "handle_queue_message", "new_job_id"]
 
 
+def job_deadline(settings: Settings, clock: Callable[[], float] = time.monotonic) -> Deadline:
+    """A delivery's one deadline from its start: ``IMAGES_UPSTREAM_TIMEOUT_SECONDS``, but never past host.json's
+    ``functionTimeout`` less :data:`ARCHIVE_SECONDS` (the host ends a function at its timeout, whatever it was doing)."""
+    seconds = settings.upstream_timeout_seconds
+    limit = host_function_timeout()
+    if limit is not None:
+        seconds = max(1.0, min(seconds, limit - ARCHIVE_SECONDS))
+    return Deadline(seconds, clock=clock)
+
+
 @dataclass
 class Delivery:
-    """One delivery of a message: what the host said about it, and the job once it is known."""
+    """One delivery of a message: what the host said about it, its deadline, and the job once it is known."""
 
     message_id: str
     dequeue_count: int
+    deadline: Deadline
     job_id: str | None = None
 
 
@@ -84,7 +111,7 @@ class Jobs(JobIntake):
 
     async def handle(self, raw: bytes | str, message_id: str, dequeue_count: int) -> Outcome:
         """Process one delivery. Returns normally to consume the message; raises JobRetry to have it redelivered."""
-        delivery = Delivery(message_id, dequeue_count)
+        delivery = Delivery(message_id, dequeue_count, job_deadline(self.settings))
         try:
             return await self._deliver(raw, delivery)
         except JobRetry:
@@ -93,7 +120,7 @@ class Jobs(JobIntake):
             await self._retry_later(delivery.job_id, error, dequeue_count)
         except Exception as exc:
             log.exception("job %s: unexpected failure (no request left in this delivery)", delivery.job_id)
-            await self._retry_later(delivery.job_id, unexpected_error(exc, sent=False), dequeue_count)
+            await self._retry_later(delivery.job_id, unexpected_error(exc, may_have_worked=False), dequeue_count)
 
     async def _deliver(self, raw: bytes | str, delivery: Delivery) -> Outcome:
         try:
@@ -107,7 +134,20 @@ class Jobs(JobIntake):
             return await self._refuse(decoded, delivery.message_id, error)
         delivery.job_id = message.job_id
         telemetry.annotate({"images.job_id": message.job_id})  # on the delivery's span, even if it fails
-        return await self._run(message, delivery)
+        await self.store.ensure_container()
+        if isinstance(message, JobReference):
+            stored = await self.store.get(message.job_id)
+            if stored is None:
+                detail = f"message {delivery.message_id} names job {message.job_id}, which has no record; nothing to run"
+                log.error("%s", detail)
+                return Outcome("invalid", message.job_id, detail)
+        else:
+            stored = await self.store.get_or_create(self._new_record(message.job_id, message.deployment, message.body, "queue"))
+            if not stored.record.asks_for(message.deployment, message.body):
+                detail = f"message {delivery.message_id} differs from the job's record (request or deployment); not generated, the job is left as it is"
+                log.error("job %s: %s", stored.record.id, detail)
+                return Outcome("invalid", stored.record.id, detail)
+        return await self._run(stored, delivery)
 
     async def _refuse(self, decoded: Any, message_id: str, error: ServiceError) -> Outcome:
         """An unusable message is consumed; if it names a job nobody recorded yet, that job is recorded failed with the reason."""
@@ -125,15 +165,9 @@ class Jobs(JobIntake):
         log.error("queue message %s (job %s) refused: %s", message_id, job_id, error.message)
         return Outcome("invalid", job_id, error.message)
 
-    async def _run(self, message: JobMessage, delivery: Delivery) -> Outcome:
-        """A usable delivery: a stray, finished already, finishable from the archive, invalid, busy, or run now."""
-        await self.store.ensure_container()
-        stored = await self.store.get_or_create(self._new_record(message.job_id, message.deployment, message.body, "queue"))
+    async def _run(self, stored: StoredJob, delivery: Delivery) -> Outcome:
+        """The job's own delivery: finished already, finishable from the archive, abandoned, invalid, busy, or run now."""
         record = stored.record
-        if not record.asks_for(message.deployment, message.body):
-            detail = f"message {delivery.message_id} differs from the job's record (request or deployment); not generated, the job is left as it is"
-            log.error("job %s: %s", record.id, detail)
-            return Outcome("invalid", record.id, detail)
         if record.status.terminal:
             if not record.notified:
                 await self._notify(stored)
@@ -153,6 +187,9 @@ class Jobs(JobIntake):
             recovered = await self.service.recover(request, generation_id=record.id, prefix=JOB_PREFIX, caller=self._caller_of(record))
             if recovered is not None:
                 return await self._succeed(stored, recovered, "record rebuilt from archived images")
+        if record.interrupted(delivery.message_id, self.clock()):
+            # An earlier delivery claimed it and ended without a word: its request may have been worked.
+            return await self._fail_final(stored, abandoned("this delivery found nothing of it archived"))
         busy = await self._claim(stored, delivery)
         if busy is not None:
             return busy
@@ -176,9 +213,9 @@ class Jobs(JobIntake):
             held = stored.record.held_elsewhere(delivery.message_id, now)
             if held is not None:
                 wait = held + 1
-                await self._send(self.settings.queue_name, JobMessage.of(stored.record).encode(), delay=wait)
+                await self._send(self.settings.queue_name, job_reference(stored.record), delay=wait)
                 return Outcome("busy", stored.record.id, f"leased by another delivery for {wait:.0f} s")
-            until = now + dt.timedelta(seconds=self.settings.upstream_timeout_seconds + LEASE_MARGIN_SECONDS)
+            until = now + dt.timedelta(seconds=delivery.deadline.total + LEASE_MARGIN_SECONDS)
             stored.record.claim(delivery.message_id, until, now, delivery.dequeue_count)
             if await self.store.replace(stored):
                 return None
@@ -196,7 +233,7 @@ class Jobs(JobIntake):
                     request,
                     generation_id=stored.record.id,
                     prefix=JOB_PREFIX,
-                    timeout=self.settings.upstream_timeout_seconds,
+                    deadline=delivery.deadline,
                     budget=0,  # waiting belongs to the queue, not to a worker slot (a pool holds a job 2.5 s at most)
                     kind="job",
                     caller=self._caller_of(stored.record),
@@ -205,16 +242,16 @@ class Jobs(JobIntake):
                 failure = error
             except Exception as exc:
                 log.exception("job %s: unexpected failure while generating", stored.record.id)
-                failure = unexpected_error(exc, sent=calls.sent > 0)
+                failure = unexpected_error(exc, may_have_worked=calls.may_have_worked)
             else:
                 return await self._succeed(stored, generation.record)
         if calls.answered:
             failure = not_repeated(failure, f"It happened after the model service answered. {NOT_REPEATED}")
-        if failure.status == 429 and failure.transient:
+        if failure.may_have_worked or not failure.transient:
+            return await self._fail_final(stored, failure)
+        if failure.status == 429:
             return await self._defer(stored, failure)
-        if failure.transient:
-            await self._retry_later(stored.record.id, failure, delivery.dequeue_count, stored)
-        return await self._fail_final(stored, failure)
+        await self._retry_later(stored.record.id, failure, delivery.dequeue_count, stored)
 
     async def _fail_final(self, stored: StoredJob, failure: ServiceError) -> Outcome:
         """Record a failure that must not be repeated; the message is consumed whatever happens to that write."""
@@ -243,7 +280,7 @@ class Jobs(JobIntake):
         delay, detail = continuation_delay(error)
         stored.record.release(self.clock(), "throttled", detail)
         # Continuation first: if recording fails, the job still runs.
-        await self._send(self.settings.queue_name, JobMessage.of(stored.record).encode(), delay=delay)
+        await self._send(self.settings.queue_name, job_reference(stored.record), delay=delay)
         await self.store.replace(stored)
         return Outcome("deferred", stored.record.id, f"throttled; {detail}")
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from shared.callers import Caller, owner_of
 from shared.errors import ServiceError
-from shared.jobs.base import JobsBase
-from shared.jobs.messages import JobMessage
+from shared.jobs.base import JobsBase, abandoned
+from shared.jobs.messages import job_reference
 from shared.jobs.record import JobRecord, JobStatus
 from shared.jobs.store import StoredJob
 from shared.jobs.view import status_view
@@ -36,12 +36,7 @@ log = logging.getLogger(__name__)
 REENQUEUE_AFTER_SECONDS = 60.0
 # Longer than the host takes to hand a dead worker's message to another (its lease on a message is 10 minutes).
 ABANDONED_AFTER_SECONDS = 15 * 60.0
-ABANDONED = ServiceError(
-    502,
-    "JobAbandoned",
-    "The job was abandoned: the delivery running it stopped without a result, and none took it over after its lease ended; "
-    "not repeated, since the model service may already have made (and billed) the image.",
-)
+ABANDONED = abandoned("none took it over after its lease ended")
 
 
 class JobIntake(JobsBase):
@@ -61,7 +56,7 @@ class JobIntake(JobsBase):
             if existing is None:  # created and deleted again in between: nothing to build on
                 raise ServiceError(503, "StorageUnavailable", f"The job record {job_id!r} changed while it was read.", transient=True)
             return (await self._repair(existing)).record, False
-        await self._send(self.settings.queue_name, JobMessage.of(created.record).encode())
+        await self._send(self.settings.queue_name, job_reference(created.record))
         await self._mark_enqueued(created)
         return created.record, True
 
@@ -95,7 +90,7 @@ class JobIntake(JobsBase):
         if not await self.store.replace(stored):
             return  # another reader repairs it, or a delivery has it
         log.warning("job %s: its message was never sent; enqueued it now", stored.record.id)
-        await self._send(self.settings.queue_name, JobMessage.of(stored.record).encode())
+        await self._send(self.settings.queue_name, job_reference(stored.record))
         await self._mark_enqueued(stored)
 
     async def _settle_abandoned(self, stored: StoredJob) -> None:

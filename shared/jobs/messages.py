@@ -1,9 +1,16 @@
 """Queue messages of jobs: reading them, building them, sending them.
 
-A job message is the HTTP generation body plus an optional ``id`` (the job id,
-an idempotency key) and ``deployment``: ``{"id", "deployment", **body}``. It
-arrives as raw JSON or as base64-encoded JSON (what the SDKs' encode policies
-write); the app sends raw JSON, as host.json (``messageEncoding: none``) expects.
+Two kinds of message arrive, as raw JSON or as base64-encoded JSON (what the SDKs' encode
+policies write):
+
+- what callers drop on the queue: the HTTP generation body plus an optional ``id`` (the job id,
+  an idempotency key) and ``deployment``: ``{"id", "deployment", **body}`` (:class:`JobMessage`);
+- what the app itself sends for a job it has recorded (a submission, a continuation after a 429,
+  a delivery that found the job busy): ``{"job": "<id>"}``, a *claim check*
+  (:class:`JobReference`). The job record holds the request, whatever its size: a 32,000-character
+  prompt does not fit a queue message's 64 KB once encoded, its record does.
+
+The app sends raw JSON, as host.json (``messageEncoding: none``) expects.
 
 Reading is strict (:mod:`shared.strictjson`): a message that is not strict JSON (NaN,
 ``1e400``, duplicate keys, a lone surrogate, nesting deeper than 32 levels, bytes that are
@@ -39,22 +46,33 @@ class QueueMessageLike(Protocol):
     def get_body(self) -> bytes: ...
 
 
+REFERENCE_KEY = "job"  # the one key of a claim-check message
+
+
 @dataclass(frozen=True)
 class JobMessage:
-    """A job as a queue message carries it."""
+    """A job as a caller's queue message carries it: the request itself."""
 
     job_id: str
     deployment: str
     body: dict[str, Any]  # the generation request (the message without id and deployment)
 
-    @classmethod
-    def of(cls, record: JobRecord) -> JobMessage:
-        """The message of a recorded job: what it carries is the record's request, nothing else."""
-        return cls(record.id, record.deployment, record.request)
-
     def encode(self) -> str:
-        """The message text: the one place a job message is built (submission, continuation, busy)."""
+        """The message as a caller writes it (the app itself sends :func:`job_reference` instead)."""
         return json.dumps({"id": self.job_id, "deployment": self.deployment, **self.body})
+
+
+@dataclass(frozen=True)
+class JobReference:
+    """A claim check: the job whose record holds the request (what the app sends for a recorded job)."""
+
+    job_id: str
+
+
+def job_reference(record: JobRecord) -> str:
+    """The message text of a recorded job: the one place the app builds a job message (submission,
+    continuation, busy). Only the id: the record holds the request, so any request the API accepts fits."""
+    return json.dumps({REFERENCE_KEY: record.id})
 
 
 def decode_message(raw: bytes | str) -> Any:
@@ -80,15 +98,20 @@ def decode_message(raw: bytes | str) -> Any:
 
 
 def declared_job_id(message: Any) -> str | None:
-    """The ``id`` a decoded message names, if it names one (even when the rest is unusable)."""
+    """The ``id`` a decoded caller's message names, if it names one (even when the rest is unusable)."""
     job_id = message.get("id") if isinstance(message, dict) else None
     return job_id if isinstance(job_id, str) else None
 
 
-def parse_job_message(message: Any, message_id: str, default_deployment: str) -> JobMessage:
-    """The job a decoded message asks for; ServiceError (400) if it is unusable."""
+def parse_job_message(message: Any, message_id: str, default_deployment: str) -> JobMessage | JobReference:
+    """The job a decoded message asks for (a claim check, or a caller's request); ServiceError (400) if it is unusable."""
     if not isinstance(message, dict):
         raise ServiceError(400, "invalid_type", "The queue message must be a JSON object.", param=None)
+    if set(message) == {REFERENCE_KEY}:
+        job_id = message[REFERENCE_KEY]
+        if not isinstance(job_id, str) or not is_safe_id(job_id):
+            raise ServiceError(400, "invalid_value", "'job' must name a job: 1-64 letters, digits, '-' or '_'.", param=REFERENCE_KEY)
+        return JobReference(job_id)
     body = dict(message)
     job_id = body.pop("id", None)
     if job_id is None:

@@ -150,6 +150,11 @@ class JobRecord(BaseModel):
             return None
         return (lease.until - now).total_seconds()
 
+    def interrupted(self, message_id: str, now: dt.datetime) -> bool:
+        """Claimed by a delivery that ended without recording how (the process died, or the host's timeout
+        ended it): ``running``, and no other delivery holds a live lease. Its request may have reached upstream."""
+        return self.status is JobStatus.RUNNING and self.held_elsewhere(message_id, now) is None
+
     def asks_for(self, deployment: str, request: dict[str, Any]) -> bool:
         """True when a message asking for ``deployment`` and ``request`` is this job's own."""
         return self.deployment == deployment and self.request == request

@@ -4,7 +4,8 @@ Each backend's client is the ordinary :class:`~shared.upstream.UpstreamClient`, 
 of the settings with the backend's endpoint, API style and auth (``settings.model_copy``): the
 client itself knows nothing of pools. In a pool of several backends the view has
 ``max_retries=0``, so a 429 or a 5xx comes straight back to the router, which sends the call
-elsewhere instead of waiting on the same backend.
+elsewhere instead of waiting on the same backend. Every backend's client shares the single-endpoint
+client's limiter (``IMAGES_MAX_CONCURRENT_UPSTREAM`` caps the instance, all backends together).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ async def open_pools(
             view = backend_settings(settings, backend, alone=len(backends) == 1)
             auth = credentials.create_upstream_auth(view, credential, key_vault_options=key_vault_options)
             stack.push_async_callback(auth.close)
-            slots.append(Slot(backend, UpstreamClient(view, auth, http)))
+            slots.append(Slot(backend, UpstreamClient(view, auth, http, limiter=default.limiter)))
         options: dict[str, Any] = {"rng": rng} | ({"sleep": sleep} if sleep else {})
         pools[name] = Pool(name, slots, board, **options)
     return Pools(default, pools)

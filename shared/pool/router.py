@@ -5,11 +5,16 @@ quota left in the shared state), one at random in proportion to ``weight`` x hea
 call is reserved in the shared state before it is sent. A backend without headroom is
 skipped, not called.
 
-Failing over (:func:`did_no_work`): only after an answer that says upstream did nothing —
-a 429 (the backend is then skipped for its Retry-After, by every instance), a 5xx answer,
-a connection that failed before the request was sent, a 401 or 403 of that backend. Never
-after the request was sent and the answer is missing or unusable (a timeout, a broken read,
-a 200 that cannot be used): the image may exist and be billed, so the caller hears the error.
+Failing over (:func:`did_no_work`): only when the one rule (:mod:`shared.upstream.work`) says
+upstream did nothing — a 429 (the backend is then skipped for its Retry-After, by every
+instance), a 503, a request that never reached upstream whole, a 401 or 403 of that backend.
+Never after upstream may have worked: a 408 or another such 4xx, a 500, 502 or 504, a timeout,
+a broken read, a 200 that cannot be used: the image may exist and be billed, so the caller
+hears the error.
+
+Every wait and every attempt fits in the caller's one :class:`~shared.deadline.Deadline`:
+a moment is booked only if it comes before the deadline, and each attempt gets what is left
+of it (no fresh timeout per backend).
 
 When every backend is at its quota, the call *books* the earliest moment a backend has room
 (shared/pool/throttle.py) if it may wait that long, and waits for it: waiters in the same
@@ -35,32 +40,29 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared import pricing
+from shared.deadline import Deadline
 from shared.errors import ServiceError
 from shared.models import ImageRequest
 from shared.pool.config import Backend
 from shared.pool.throttle import ThrottleBoard
 from shared.upstream import UpstreamClient, UpstreamResult
-from shared.upstream.errors import DEFAULT_THROTTLE_SECONDS
+from shared.upstream.errors import DEFAULT_THROTTLE_SECONDS, deadline_error
 
 log = logging.getLogger(__name__)
 
-# One upstream call of a request on a backend's client, repeating what is safe within the budget
-# given (the third argument): a generation, or an edit with its inputs (shared/edits.py).
+# One upstream call of a request on a backend's client within the caller's deadline, repeating what is
+# safe within the budget given (the third argument): a generation, or an edit with its inputs (shared/edits.py).
 Send = Callable[[UpstreamClient, ImageRequest, float], Awaitable[UpstreamResult]]
-
-# Codes of errors raised before upstream accepted any work (shared/upstream/errors.py, shared/credentials).
-_NOT_SENT_CODES = frozenset({"UpstreamUnavailable", "UpstreamAuthenticationFailed", "CredentialUnavailable"})
 
 
 def did_no_work(error: ServiceError) -> bool:
-    """True when the failed call cannot have made (or billed) an image, so another backend may take it."""
-    if error.status == 429 or error.code in _NOT_SENT_CODES:
-        return True
-    if error.status == 403 and error.code != "contentFilter":
-        return True  # this backend's resource is blocked or refuses this identity
-    # A 5xx answer is a transient UpstreamError; what follows a 200 (unusable answer) and
-    # a broken read are UpstreamError too, but never transient: the image may exist.
-    return error.code == "UpstreamError" and error.transient
+    """True when the failed call cannot have made (or billed) an image and another backend may take it:
+    the rule's verdict (``may_have_worked``), and a failure of this backend (transient, or its 403)."""
+    if error.may_have_worked:
+        return False
+    # A 429, a 503, no connection, a refused or unavailable credential: transient. A 403 (not a content
+    # filter): this backend's resource is blocked or refuses this identity.
+    return error.transient or (error.status == 403 and error.code != "contentFilter")
 
 
 @dataclass
@@ -134,9 +136,9 @@ class Pool:
         self.sleep = sleep
         self.rng = rng or random.Random()
 
-    async def route(self, request: ImageRequest, send: Send, *, budget: float, job: bool = False) -> Routed:
+    async def route(self, request: ImageRequest, send: Send, *, deadline: Deadline, budget: float, job: bool = False) -> Routed:
         """``send`` the request (a generation or an edit) to the best backend with headroom; fail over
-        only as :func:`did_no_work` allows.
+        only as :func:`did_no_work` allows, every wait and attempt within ``deadline``.
 
         ``budget``: how long a synchronous call may wait for a booked moment. ``job``: a queued
         job, which waits at most :data:`JOB_HOLD_SECONDS` and otherwise hears :class:`PoolThrottled`.
@@ -145,13 +147,14 @@ class Pool:
             slot = self.slots[0]
             result = await send(slot.client, _for(request, slot), budget)
             return Routed(result, slot.backend.name, {slot.backend.name: result.attempts})
-        now = self.board.clock()
-        deadline = now + (JOB_HOLD_SECONDS if job else budget)
+        horizon = self.board.clock() + min(JOB_HOLD_SECONDS if job else budget, deadline.remaining())
         excluded: set[str] = set()
         attempts: Counter[str] = Counter()
         last: ServiceError | None = None
         while sum(attempts.values()) < len(self.slots) * self.max_rounds:
-            chosen = await self._choose([s for s in self.slots if s.key not in excluded], deadline)
+            if deadline.passed:
+                raise last or deadline_error(deadline.total, may_have_worked=False)
+            chosen = await self._choose([s for s in self.slots if s.key not in excluded], horizon)
             if chosen is None:
                 break
             if isinstance(chosen, float):
@@ -232,19 +235,19 @@ class Pools:
         self.default = default
         self.pools = dict(pools or {})
 
-    async def generate(self, request: ImageRequest, *, timeout: float, budget: float, job: bool = False) -> Routed:
+    async def generate(self, request: ImageRequest, *, deadline: Deadline, budget: float, job: bool = False) -> Routed:
         """Generate ``request`` on its deployment's pool (see :meth:`Pool.route`), or on the single endpoint."""
 
         async def send(client: UpstreamClient, request: ImageRequest, budget: float) -> UpstreamResult:
-            return await client.generate(request, timeout=timeout, budget=budget)
+            return await client.generate(request, deadline=deadline, budget=budget)
 
-        return await self.route(request, send, budget=budget, job=job)
+        return await self.route(request, send, deadline=deadline, budget=budget, job=job)
 
-    async def route(self, request: ImageRequest, send: Send, *, budget: float, job: bool = False) -> Routed:
-        """``send`` ``request`` through its deployment's pool, or to the single endpoint."""
+    async def route(self, request: ImageRequest, send: Send, *, deadline: Deadline, budget: float, job: bool = False) -> Routed:
+        """``send`` ``request`` through its deployment's pool, or to the single endpoint (``send`` keeps to ``deadline`` itself)."""
         pool = self.pools.get(request.deployment)
         if pool is not None:
-            return await pool.route(request, send, budget=budget, job=job)
+            return await pool.route(request, send, deadline=deadline, budget=budget, job=job)
         result = await send(self.default, request, budget)
         name = f"{urlsplit(self.default.settings.endpoint).netloc}/{request.deployment}"
         return Routed(result, name, {name: result.attempts})

@@ -4,8 +4,8 @@ One ``httpx.AsyncClient`` per process (connection pooling). Three path styles:
 Azure's deployment-scoped path with ``api-version``, Azure's v1 path and OpenAI's own
 API. Which calls are repeated is :mod:`shared.upstream.retry`'s business.
 
-What an answer may cost: one total deadline for the whole call (attempts, waits, body reads,
-image downloads), error bodies read up to a few KB, the 200 body through
+What an answer may cost: the caller's one deadline for the whole call (attempts, waits, body reads,
+image downloads; :class:`~shared.deadline.Deadline`), error bodies read up to a few KB, the 200 body through
 :class:`~shared.upstream.body.ImageBodyReader` (bounded outside the image data), at most ``n``
 images kept, ``created`` only if it is a plausible time, each image's type from its own bytes.
 """
@@ -17,7 +17,7 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ import httpx
 import pybase64
 
 from shared import strictjson, telemetry
+from shared.deadline import Deadline
 from shared.errors import ServiceError
 from shared.models import ImageRequest
 from shared.settings import Settings
@@ -35,6 +36,7 @@ from shared.upstream.errors import (
     deadline_error,
     image_too_large,
     invalid_base64,
+    map_answer,
     map_error,
     sniff_content_type,
     transport_error,
@@ -44,6 +46,7 @@ from shared.upstream.errors import (
 from shared.upstream.fetch import fetch_image
 from shared.upstream.ledger import UpstreamCalls, current_calls
 from shared.upstream.retry import RefreshOnce, RetryPolicy
+from shared.upstream.work import AttemptFailed
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +83,71 @@ def upstream_request_id(headers: httpx.Headers) -> str | None:
     return headers.get("apim-request-id") or headers.get("x-request-id")
 
 
+def upstream_http(settings: Settings) -> httpx.AsyncClient:
+    """The connection pool to the model service: room for every call the settings allow at once, and a
+    transport that never sends a request again on its own (only the retry policy decides that)."""
+    limits = httpx.Limits(max_connections=max(20, settings.max_concurrent_upstream * 2), max_keepalive_connections=20)
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(limits=limits, retries=0),
+        follow_redirects=False,
+        headers={"User-Agent": "image-generation-functions/0.1"},
+    )
+
+
+class SentBody:
+    """A request body that notes when it has been written whole: each attempt iterates it once, and
+    :attr:`sent` (and the ledger's ``may_have_worked``) turns true only after its last byte was handed
+    to the connection. An answer or a failure before that came for a request upstream never had."""
+
+    def __init__(self, payload: Payload, calls: UpstreamCalls) -> None:
+        self.payload = payload
+        self.calls = calls
+        self.sent = False
+        self.length = len(payload) if isinstance(payload, bytes) else None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        if isinstance(self.payload, bytes):
+            yield self.payload
+        else:
+            async for chunk in self.payload:
+                yield chunk
+        self.sent = True  # asked for more after the last chunk: the connection took all of it
+        self.calls.may_have_worked = True
+
+
 class UpstreamClient:
     """Calls the images API for one app instance; shares one connection pool.
 
     ``retry`` decides which calls are repeated and how long to wait (default: the
-    settings' ``max_retries``, real sleeping).
+    settings' ``max_retries``, real sleeping). ``limiter`` caps the calls in flight: every client of
+    an instance (the single endpoint and each backend of every pool) shares the single endpoint's
+    (shared/pool/clients.py), so ``IMAGES_MAX_CONCURRENT_UPSTREAM`` caps the instance, not each client.
     """
 
-    def __init__(self, settings: Settings, auth: Any, http: httpx.AsyncClient | None = None, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        auth: Any,
+        http: httpx.AsyncClient | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        limiter: asyncio.Semaphore | None = None,
+    ) -> None:
         self.settings = settings
         self.auth = auth
         self.retry = retry or RetryPolicy(settings.max_retries)
         self._http = http
         self._own_http = http is None
-        self._slots = asyncio.Semaphore(settings.max_concurrent_upstream)
+        self.limiter = limiter or asyncio.Semaphore(settings.max_concurrent_upstream)
 
     @property
     def http(self) -> httpx.AsyncClient:
         """The shared connection pool, made on first use inside the running loop."""
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=max(20, self.settings.max_concurrent_upstream * 2), max_keepalive_connections=20),
-                follow_redirects=False,
-                headers={"User-Agent": "image-generation-functions/0.1"},
-            )
+            self._http = upstream_http(self.settings)
         return self._http
 
     async def close(self) -> None:
@@ -123,77 +167,85 @@ class UpstreamClient:
             return f"{self.settings.endpoint}/openai/v1/images/generations", body
         return f"{self.settings.endpoint}/v1/images/generations", body
 
-    async def generate(self, request: ImageRequest, *, timeout: float, budget: float) -> UpstreamResult:
-        """Generate the request's images within ``timeout`` seconds in all (see :meth:`send`)."""
+    async def generate(self, request: ImageRequest, *, deadline: Deadline, budget: float) -> UpstreamResult:
+        """Generate the request's images within what is left of ``deadline`` (see :meth:`send`)."""
         url, body = self.url_and_body(request)
-        return await self.send(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, request, timeout=timeout, budget=budget)
+        return await self.send(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, request, deadline=deadline, budget=budget)
 
     @telemetry.upstream_call
     async def send(
-        self, url: str, payload: Payload, request_headers: dict[str, str], request: ImageRequest, *, timeout: float, budget: float
+        self, url: str, payload: Payload, request_headers: dict[str, str], request: ImageRequest, *, deadline: Deadline, budget: float
     ) -> UpstreamResult:
-        """POST ``payload`` (with ``request_headers``, e.g. its Content-Type) to an images endpoint within ``timeout``
-        seconds in all (every attempt, every wait and every body read), repeating within ``budget`` what
-        :mod:`~shared.upstream.retry` allows, and read the 200 answer into at most ``request.n`` images.
-        A payload that is not bytes must be iterable more than once (each attempt sends it again).
+        """POST ``payload`` (with ``request_headers``, e.g. its Content-Type) to an images endpoint within what is
+        left of ``deadline`` (every attempt, every wait and every body read), repeating within ``budget`` seconds
+        of waiting what :mod:`~shared.upstream.retry` allows, and read the 200 answer into at most ``request.n``
+        images. A payload that is not bytes must be iterable more than once (each attempt sends it again).
 
-        Every failure is a :class:`~shared.errors.ServiceError`, transient only when nothing was accepted
-        upstream: an exception nobody expected is a final 502 once a request had left (a transient 503
-        before), and the deadline a final 504 (a transient 503 if no request had left).
+        Every failure is a :class:`~shared.errors.ServiceError` carrying the verdict of
+        :mod:`shared.upstream.work`: transient only when upstream did no work; an exception nobody expected
+        is a final 502 once a request may have been worked (a transient 503 before), and the deadline a
+        final 504 (a transient 503 if no request reached upstream whole).
         """
         refresh = RefreshOnce(self.auth)
         calls = current_calls()
         before = calls.sent
+        calls.may_have_worked = False  # this call's verdict so far: nothing sent yet
         request_id: str | None = None
 
         async def post(auth_headers: dict[str, str]) -> tuple[ImageBodyReader, httpx.Headers]:
-            return await self._post(url, payload, {**request_headers, **auth_headers}, timeout, request.n, calls)
+            return await self._post(url, payload, {**request_headers, **auth_headers}, deadline, request.n, calls)
 
         try:
-            async with asyncio.timeout(timeout):
-                reader, headers = await self.retry.run(lambda: refresh.call(post), budget=min(budget, timeout))
+            async with asyncio.timeout(deadline.remaining()):
+                reader, headers = await self.retry.run(lambda: refresh.call(post), budget=min(budget, deadline.remaining()))
                 request_id = upstream_request_id(headers)
                 result = await self._parse_success(reader, headers, request)
         except TimeoutError:
-            raise deadline_error(timeout, sent=calls.sent > before) from None
+            raise deadline_error(deadline.total, may_have_worked=calls.may_have_worked) from None
         except UpstreamAnswer as answer:
-            error = map_error(answer.status, answer.body, answer.headers)
-            error.upstream_request_id = upstream_request_id(answer.headers)
-            raise error from None
-        except httpx.TransportError as exc:
-            raise transport_error(exc, timeout) from None
+            raise map_answer(answer) from None
+        except AttemptFailed as failure:
+            raise transport_error(failure) from None
         except ServiceError as error:
             error.upstream_request_id = error.upstream_request_id or request_id
             raise
         except Exception as exc:
             log.exception("upstream call failed unexpectedly")
-            raise unexpected_error(exc, sent=calls.sent > before) from None
+            raise unexpected_error(exc, may_have_worked=calls.may_have_worked) from None
         result.attempts, result.request_id = calls.sent - before, request_id
         calls.answered = True
         return result
 
     @telemetry.upstream_attempt
     async def _post(
-        self, url: str, payload: Payload, headers: dict[str, str], timeout: float, n: int, calls: UpstreamCalls
+        self, url: str, payload: Payload, headers: dict[str, str], deadline: Deadline, n: int, calls: UpstreamCalls
     ) -> tuple[ImageBodyReader, httpx.Headers]:
         """One request. A 200 body is decoded while it streams in (no copy of the whole body, no giant
         JSON string); any other answer is read (at most :data:`ERROR_BODY_LIMIT` bytes) and raised as
-        :class:`UpstreamAnswer`."""
-        async with self._slots:
+        :class:`UpstreamAnswer`, a transport failure as :class:`~shared.upstream.work.AttemptFailed`, each
+        with the rule's verdict (was the body written whole before it came)."""
+        async with self.limiter:
             calls.sent += 1  # from here on the request may reach upstream
-            async with self.http.stream(
-                "POST",
-                url,
-                content=payload,
-                headers={"Accept": "application/json", **headers},
-                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-            ) as response:
-                if response.status_code != 200:
-                    raise UpstreamAnswer(response.status_code, await _error_body(response), response.headers)
-                reader = ImageBodyReader(self.settings.max_image_bytes, max_images=n)
-                async for chunk in response.aiter_bytes():  # content-encoding undone
-                    reader.feed(chunk)
-                return reader, response.headers
+            body = SentBody(payload, calls)
+            if body.length is not None:
+                headers = {**headers, "Content-Length": str(body.length)}  # an iterated body is not sent chunked
+            left = max(deadline.remaining(), 0.001)
+            try:
+                async with self.http.stream(
+                    "POST", url, content=body, headers={"Accept": "application/json", **headers}, timeout=httpx.Timeout(left, connect=min(10.0, left))
+                ) as response:
+                    if response.status_code != 200:
+                        answer = UpstreamAnswer(response.status_code, await _error_body(response), response.headers, body_sent=body.sent)
+                        calls.may_have_worked = answer.may_have_worked
+                        raise answer
+                    reader = ImageBodyReader(self.settings.max_image_bytes, max_images=n)
+                    async for chunk in response.aiter_bytes():  # content-encoding undone
+                        reader.feed(chunk)
+                    return reader, response.headers
+            except httpx.TransportError as exc:
+                failure = AttemptFailed(exc, body_sent=body.sent)
+                calls.may_have_worked = failure.may_have_worked
+                raise failure from exc
 
     async def _parse_success(self, reader: ImageBodyReader, headers: httpx.Headers, request: ImageRequest) -> UpstreamResult:
         # Upstream answered 200: the generation is made and billed. Whatever goes wrong from
@@ -203,8 +255,10 @@ class UpstreamClient:
         except ValueError as exc:
             raise upstream_error(f"The model service answered 200 with a body that is not strict JSON ({exc}). {NOT_REPEATED}") from None
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            # The seed's legacy content-filter answer can arrive with 200.
-            raise map_error(400, body, headers)
+            # The seed's legacy content-filter answer can arrive with 200 (an image filtered after it was made).
+            filtered = map_error(400, body, headers)
+            filtered.may_have_worked = True
+            raise filtered
         items = body.get("data") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             raise upstream_error("The model service answered without images.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Sequence
 
+from shared.deadline import Deadline
 from shared.models.edits import EditInput, EditRequest
 from shared.settings import Settings
 from shared.upstream.client import UpstreamClient, UpstreamResult
@@ -83,8 +84,8 @@ def edit_body(settings: Settings, request: EditRequest, images: Sequence[EditInp
 
 
 async def edit(
-    client: UpstreamClient, request: EditRequest, images: Sequence[EditInput], mask: EditInput | None, *, timeout: float, budget: float
+    client: UpstreamClient, request: EditRequest, images: Sequence[EditInput], mask: EditInput | None, *, deadline: Deadline, budget: float
 ) -> UpstreamResult:
-    """Send the edit upstream (repeating what is safe to repeat within ``budget`` seconds); its images."""
+    """Send the edit upstream within ``deadline`` (repeating what is safe to repeat within ``budget`` seconds of waiting); its images."""
     body = edit_body(client.settings, request, images, mask)
-    return await client.send(edit_url(client.settings, request.deployment), body, body.headers, request, timeout=timeout, budget=budget)
+    return await client.send(edit_url(client.settings, request.deployment), body, body.headers, request, deadline=deadline, budget=budget)

@@ -16,6 +16,7 @@ import httpx
 
 from shared.errors import ServiceError, sane_retry_after
 from shared.redaction import scrub
+from shared.upstream.work import AttemptFailed, answer_may_have_worked, answer_repeatable
 
 PROMPT_FILTERED = "Your task failed as a result of our safety system."
 IMAGE_FILTERED = "Generated image was filtered as a result of our safety system."
@@ -26,22 +27,26 @@ NOT_REPEATED = "Not repeated: the model service may already have made (and bille
 
 
 class UpstreamAnswer(Exception):
-    """A non-200 answer from the images API, read but not yet mapped (see :func:`map_error`)."""
+    """A non-200 answer from the images API, read but not yet mapped (see :func:`map_error`), with the
+    one rule's verdict on it (:mod:`shared.upstream.work`)."""
 
-    def __init__(self, status: int, body: Any, headers: httpx.Headers) -> None:
+    def __init__(self, status: int, body: Any, headers: httpx.Headers, *, body_sent: bool = True) -> None:
         super().__init__(f"upstream answered {status}")
         self.status = status
         self.body = body
         self.headers = headers
+        self.body_sent = body_sent  # the request body was written whole before the answer came
+        self.may_have_worked = answer_may_have_worked(status, body_sent=body_sent)
+        self.repeatable = answer_repeatable(status, body_sent=body_sent)
 
 
-def upstream_error(message: str, *, transient: bool = False) -> ServiceError:
+def upstream_error(message: str, *, transient: bool = False, may_have_worked: bool = True) -> ServiceError:
     """502 ``UpstreamError``: the model service failed or answered something unusable.
 
-    Not transient unless said: most of these follow a 200, so upstream has already made
+    Upstream may have worked unless said: most of these follow a 200, so upstream has already made
     (and billed) the image and a queue redelivery would pay for it a second time.
     """
-    return ServiceError(502, "UpstreamError", message, transient=transient)
+    return ServiceError(502, "UpstreamError", message, transient=transient, may_have_worked=may_have_worked)
 
 
 def image_too_large(limit: int) -> ServiceError:
@@ -99,8 +104,19 @@ def _content_filter_error(error: dict[str, Any], inner: dict[str, Any], message:
     return ServiceError(400, "contentFilter", IMAGE_FILTERED if image_side else PROMPT_FILTERED, extra=extra)
 
 
-def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
-    """Turn an upstream error response into the service's error (seed shapes for content filtering)."""
+def map_answer(answer: UpstreamAnswer) -> ServiceError:
+    """An upstream answer as the service's error, carrying the rule's verdict (may it have been worked, is it worth repeating)."""
+    error = map_error(answer.status, answer.body, answer.headers, body_sent=answer.body_sent)
+    error.upstream_request_id = answer.headers.get("apim-request-id") or answer.headers.get("x-request-id")
+    return error
+
+
+def map_error(status: int, body: Any, headers: httpx.Headers, *, body_sent: bool = True) -> ServiceError:
+    """Turn an upstream error response into the service's error (seed shapes for content filtering).
+
+    Whether it may be repeated is :mod:`shared.upstream.work`'s verdict, never this mapping's: an answer
+    that may have been worked (a 408, a 500 once the body was sent) is final, and says why."""
+    worked = answer_may_have_worked(status, body_sent=body_sent)
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {}
     code = _name(error.get("code"))
@@ -109,7 +125,11 @@ def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
     inner = inner if isinstance(inner, dict) else {}
 
     if code in ("contentFilter", "content_filter", "content_policy_violation") or inner.get("code") == "ResponsibleAIPolicyViolation":
-        return _content_filter_error(error, inner, message)
+        filtered = _content_filter_error(error, inner, message)
+        filtered.may_have_worked = worked  # never repeated either way; a filtered image was made and billed
+        return filtered
+    if worked:
+        return upstream_error(f"The model service answered {status}: {message.rstrip('.') or 'no details'}. {NOT_REPEATED}")
     if status == 429:
         message = message or "The model deployment is throttling requests; retry later."
         return ServiceError(429, "429", message, retry_after=throttle_seconds(headers), transient=True)
@@ -129,9 +149,9 @@ def map_error(status: int, body: Any, headers: httpx.Headers) -> ServiceError:
         return ServiceError(403, code or "Forbidden", message or "The model service refused the request (403).")
     if status == 404:
         return ServiceError(404, "DeploymentNotFound", "The model service does not have this deployment: " + (message or "404 from upstream"))
-    if status >= 500:
-        return upstream_error(f"The model service failed ({status}): {message or 'no details'}", transient=True)
-    return upstream_error(f"Unexpected answer from the model service ({status}): {message}", transient=True)
+    # A 503, or an answer that came before the request body was all sent: upstream did no work.
+    what = "failed" if status >= 500 else "refused the request"
+    return upstream_error(f"The model service {what} ({status}): {message or 'no details'}", transient=answer_repeatable(status, body_sent=body_sent), may_have_worked=False)
 
 
 def _name(value: Any) -> str:
@@ -139,33 +159,29 @@ def _name(value: Any) -> str:
     return scrub(str(value), NAME_LIMIT) if isinstance(value, str | int) and not isinstance(value, bool) else ""
 
 
-def deadline_error(timeout: float, *, sent: bool) -> ServiceError:
-    """The total deadline of an upstream call passed: 504, final if a request had left (it may be billed)."""
-    if not sent:
+def deadline_error(total: float, *, may_have_worked: bool) -> ServiceError:
+    """The call's one deadline passed: a final 504 if a request may have been worked (it may be billed),
+    else a transient 503 (nothing reached upstream whole)."""
+    if not may_have_worked:
         return ServiceError(
-            503, "UpstreamBusy", f"No connection to the model service was free within {timeout:g} s; nothing was sent.", transient=True
+            503, "UpstreamBusy", f"The call's deadline ({total:g} s) passed before a request reached the model service; nothing was sent.", transient=True
         )
-    return ServiceError(504, "UpstreamTimeout", f"The model service did not answer within {timeout:g} s. {NOT_REPEATED}")
+    return ServiceError(504, "UpstreamTimeout", f"The model service did not answer within the call's deadline ({total:g} s). {NOT_REPEATED}", may_have_worked=True)
 
 
-def unexpected_error(exc: BaseException, *, sent: bool) -> ServiceError:
-    """An exception nobody expected, as the service reports it: final once a request had left, else retryable."""
+def unexpected_error(exc: BaseException, *, may_have_worked: bool) -> ServiceError:
+    """An exception nobody expected, as the service reports it: final once a request may have been worked, else retryable."""
     what = type(exc).__name__
-    if sent:
+    if may_have_worked:
         return upstream_error(f"The answer of the model service could not be processed ({what}). {NOT_REPEATED}")
     return ServiceError(503, "InternalError", f"The service failed before calling the model service ({what}); nothing was sent.", transient=True)
 
 
-def transport_error(exc: httpx.TransportError, timeout: float) -> ServiceError:
+def transport_error(failure: AttemptFailed) -> ServiceError:
     """What a failed connection means for the caller: whether upstream may already have done the work."""
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return ServiceError(502, "UpstreamUnavailable", f"Could not connect to the model service: {type(exc).__name__}", transient=True)
+    exc, what = failure.cause, type(failure.cause).__name__
+    if not failure.may_have_worked:
+        return ServiceError(502, "UpstreamUnavailable", f"Could not reach the model service ({what}); nothing was sent whole.", transient=True)
     if isinstance(exc, httpx.TimeoutException):
-        return ServiceError(
-            504,
-            "UpstreamTimeout",
-            f"The model service did not answer within {timeout:g} s; the request was not repeated "
-            "because the image may already have been generated.",
-            transient=False,  # a retry could pay twice
-        )
-    return upstream_error(f"The connection to the model service broke ({type(exc).__name__}); not repeated.")
+        return ServiceError(504, "UpstreamTimeout", f"The model service did not answer in time ({what}). {NOT_REPEATED}", may_have_worked=True)
+    return upstream_error(f"The connection to the model service broke ({what}). {NOT_REPEATED}")

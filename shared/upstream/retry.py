@@ -1,10 +1,12 @@
 """When a call to the images API is repeated, chosen so a user never pays twice.
 
-One predicate, :func:`safe_to_repeat`: upstream accepted no work. That is a 429, an
-answer in the 5xx range, or a connection that failed before the request was sent
-(connect error, connect timeout, no free connection in the pool). Never repeated: a
-timeout or a connection that broke after the request was sent (upstream may already
-have made, and billed, the image), and any 200 answer (the image exists).
+One predicate, :func:`safe_to_repeat`, which reads the verdict of the one rule
+(:mod:`shared.upstream.work`): upstream did no work and another attempt may succeed. That is a
+429, a 503, or a request that never reached upstream whole (connect error, connect timeout, no
+free connection in the pool, a connection that failed while the body was written). Never
+repeated: a 408 or any other answer after which upstream may have worked, a timeout or a
+connection that broke after the request was sent (upstream may already have made, and billed,
+the image), and any 200 answer (the image exists).
 
 The wait: what a 429 asks for (``retry-after-ms``, else ``Retry-After``), otherwise
 full-jitter exponential backoff. Bounded by ``max_retries`` and by the caller's time
@@ -28,6 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 
 from shared.upstream.errors import UpstreamAnswer, throttle_seconds
+from shared.upstream.work import AttemptFailed, failure_may_have_worked
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,13 @@ T = TypeVar("T")
 BACKOFF_FIRST_CAP = 2.0
 BACKOFF_CAP = 10.0
 
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
 def safe_to_repeat(exc: BaseException) -> bool:
-    """True when upstream accepted no work in the attempt that raised ``exc``."""
-    if isinstance(exc, UpstreamAnswer):
-        return exc.status == 429 or exc.status >= 500
-    return isinstance(exc, _NOT_SENT)
+    """True when upstream did no work in the attempt that raised ``exc`` and the same request may go again."""
+    if isinstance(exc, UpstreamAnswer | AttemptFailed):
+        return exc.repeatable
+    if isinstance(exc, httpx.TransportError):  # not known whether the body was sent: only what fails before sending
+        return not failure_may_have_worked(exc, body_sent=None)
+    return False
 
 
 class _BudgetSpent(stop_base):
@@ -111,7 +113,7 @@ def _log_retry(state: RetryCallState) -> None:
     elif isinstance(exc, UpstreamAnswer):
         log.warning("upstream answered %d; retry %d in %.1fs", exc.status, attempt, wait)
     else:
-        log.warning("upstream connection failed (%s), retry %d in %.1fs", type(exc).__name__, attempt, wait)
+        log.warning("upstream connection failed (%s), retry %d in %.1fs", exc, attempt, wait)
 
 
 class RefreshOnce:
