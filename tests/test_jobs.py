@@ -568,3 +568,54 @@ def test_unusable_200_answer_fails_the_job_without_paying_again(job_stack: Calla
     assert "base64" in job["error"]["message"]
     assert calls == ["gpt-image-1-mini"]
     assert stats.retried == 0
+
+
+# --------------------------------------------------------------------------- never sent twice: the rule on redelivery
+
+
+@pytest.mark.parametrize("status", [408, 499, 500, 504])
+def test_a_job_upstream_may_have_worked_on_is_failed_and_never_sent_again_on_redelivery(job_stack: Callable[..., JobStack], sim: SimControl, status: int) -> None:
+    sim.configure(fail_next=1, fail_status=status)  # a 408 (or its kin): upstream may have made and billed the image
+    stack = job_stack()
+    job_id = f"once-{status}-{uuid.uuid4().hex[:6]}"
+    raw = json.dumps({"id": job_id, "prompt": "one call, whatever happens"})
+
+    async def deliveries() -> tuple[Any, Any]:
+        await stack.runtime.open()
+        try:
+            first = await stack.jobs.handle(raw, "message-1", 1)
+            again = await stack.jobs.handle(raw, "message-1", 2)  # the host delivers the same message again
+            return first, again
+        finally:
+            await stack.runtime.close()
+
+    first, again = asyncio.run(deliveries())
+    assert first.action == "failed" and again.action == "duplicate"
+    job = stack.job(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "UpstreamError" and "not repeated" in job["error"]["message"].lower()
+    assert sim.stats()["requests"] == 1
+
+
+def test_a_delivery_that_died_after_an_upstream_408_leaves_a_job_its_redelivery_fails_without_sending_it_again(
+    job_stack: Callable[..., JobStack], sim: SimControl
+) -> None:
+    sim.configure(fail_next=1, fail_status=408)
+    stack = job_stack(store=lambda service: CrashingStore(service, JobStatus.FAILED, "before"))
+    job_id = f"died-{uuid.uuid4().hex[:6]}"
+    raw = json.dumps({"id": job_id, "prompt": "answered 408, then the worker died"})
+
+    async def deliveries() -> Any:
+        await stack.runtime.open()
+        try:
+            with pytest.raises(SimulatedCrash):
+                await stack.jobs.handle(raw, "message-1", 1)  # upstream answered 408; the worker died before recording it
+            assert stack.job(job_id)["status"] == "running"
+            return await stack.jobs.handle(raw, "message-1", 2)  # the host's redelivery of the same message
+        finally:
+            await stack.runtime.close()
+
+    redelivered = asyncio.run(deliveries())
+    assert redelivered.action == "failed"
+    job = stack.job(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "JobAbandoned" and job["attempts"] == 1
+    assert sim.stats()["requests"] == 1  # never sent again

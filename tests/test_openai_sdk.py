@@ -159,3 +159,14 @@ def test_url_download_after_expiry_is_upstream_error(make_settings: Callable[...
     with pytest.raises(ServiceError) as caught:
         run_download(make_settings, url)
     assert caught.value.status == 502 and "403" in caught.value.message
+
+
+@pytest.mark.parametrize("status", [408, 500])
+def test_the_openai_sdk_with_its_own_retries_does_not_resend_what_upstream_may_have_worked_on(api: ServerThread, sim: SimControl, status: int) -> None:
+    """The SDK retries a 5xx (and a 408) by default; the service's answer tells it not to (``x-should-retry: false``)."""
+    sim.configure(fail_next=1, fail_status=status)
+    client = openai.AzureOpenAI(azure_endpoint=api.url, api_key="unused-locally", api_version="2025-04-01-preview", max_retries=2)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(model="gpt-image-1", prompt="billed once at most")
+    assert caught.value.status_code == 502 and "not repeated" in caught.value.message.lower()
+    assert sim.stats()["requests"] == 1  # not the SDK's three

@@ -415,3 +415,105 @@ async def test_an_edit_goes_through_the_pool_and_fails_over_as_a_generation_does
         edit_record = next(r for r in (json.loads(blobs.get_blob_client(container, n).download_blob().readall()) for n in records) if r.get("operation") == "edit")
     assert edit_record["backend"] == _name(second) and edit_record["backend_attempts"] == {_name(first): 1, _name(second): 1}
     assert edit_record["cost"]["usd"] is not None
+
+
+# ---------------------------------------------------------------- may upstream have worked: one call in the whole pool
+
+GENERATE = f"/openai/deployments/{POOL}/images/generations?api-version=2025-04-01-preview"
+
+
+@pytest.mark.parametrize("status", [408, 409, 413, 422, 499, 500, 502, 504])
+async def test_an_answer_after_which_upstream_may_have_worked_is_one_call_in_the_whole_pool(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any, status: int
+) -> None:
+    first, second, third = sims
+    first.configure(fail_next=1, fail_status=status)
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1), entry(third.url, 2)]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://api") as client:
+        answer = await client.post(GENERATE, json=PROMPT)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (502, "UpstreamError"), answer.text
+    assert answer.headers["x-should-retry"] == "false"  # and the caller's openai SDK does not send it again either
+    assert [counts(s)["requests"] for s in sims] == [1, 0, 0]
+
+
+async def test_a_pooled_job_with_an_upstream_408_is_failed_and_never_sent_again_on_redelivery(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    first, second, _ = sims
+    first.configure(fail_next=1, fail_status=408)
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)], IMAGES_QUEUE=f"pool-{uuid.uuid4().hex[:10]}"))
+    message = json.dumps({"id": f"pooled-408-{uuid.uuid4().hex[:6]}", "deployment": POOL, **PROMPT})
+    first_delivery = await runtime.jobs.handle(message, "delivery-1", 1)
+    redelivery = await runtime.jobs.handle(message, "delivery-1", 2)
+    assert (first_delivery.action, redelivery.action) == ("failed", "duplicate")
+    assert "not repeated" in first_delivery.detail.lower()
+    assert sum(counts(s)["requests"] for s in sims) == 1
+
+
+# ---------------------------------------------------------------- one cap on calls in flight for the instance
+
+
+@pytest.mark.parametrize(("cap", "most"), [(1, {1}), (4, {2, 3, 4})])
+async def test_the_upstream_cap_holds_for_the_instance_across_every_backend_of_a_pool(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any, cap: int, most: set[int]
+) -> None:
+    sim = sims[0]
+    sim.configure(latency=0.3, deployments={"images-b": "gpt-image-2"})  # two backends on one simulator: its count is the instance's
+    try:
+        entries = [entry(sim.url, 0), {**entry(sim.url, 0), "deployment": "images-b"}]
+        runtime = await runtimes(pool_settings(entries, IMAGES_MAX_CONCURRENT_UPSTREAM=str(cap)))
+        records = await asyncio.gather(*(generate(runtime) for _ in range(4)))
+    finally:
+        sim.configure(deployments={})
+    stats = sim.stats()
+    assert stats["generations"] == 4 and {r["backend"] for r in records} <= {_name(sim), _name(sim).replace("gpt-image-2", "images-b")}
+    assert stats["max_in_flight"] in most  # with cap 1, never two at once however the calls are spread
+
+
+# ---------------------------------------------------------------- one deadline: booked waits and every failover attempt
+
+
+async def test_a_booked_wait_is_never_longer_than_what_is_left_of_the_deadline(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    first, second, _ = sims
+    settings = pool_settings([entry(first.url, 0, rpm=6), entry(second.url, 0, rpm=6)])
+    runtime = await runtimes(settings)
+    clock = FakeTime()
+    async with AsyncExitStack() as stack:
+        pools = await timed_pools(stack, settings, runtime, clock)
+        await asyncio.gather(*(_generate(pools, settings, budget=0) for _ in range(2)))  # both at their quota for 10.1 s
+        request = parse_request(PROMPT, POOL, "gpt-image-2")
+        with pytest.raises(PoolThrottled) as throttled:  # the budget would allow the wait; the deadline does not
+            await pools.generate(request, deadline=Deadline(5, clock=clock), budget=60)
+        assert throttled.value.retry_after == pytest.approx(10 + SLACK_SECONDS) and clock.slept == []
+        routed = await pools.generate(request, deadline=Deadline(12, clock=clock), budget=60)  # within 12 s: booked and waited
+        assert clock.slept == [pytest.approx(10 + SLACK_SECONDS)] and routed.result.images
+    assert sum(counts(s)["requests"] for s in sims) == 3
+
+
+async def test_every_failover_attempt_takes_from_one_deadline_never_a_fresh_timeout(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    for sim in sims:
+        sim.configure(fail_next=1, fail_status=503)  # each backend unable to handle it: no work, fail over
+    settings = pool_settings([entry(s.url, 0) for s in sims])
+    runtime = await runtimes(settings)
+    clock = FakeTime()
+    deadline = Deadline(6, clock=clock)
+    left: list[float] = []
+
+    async def send(client: Any, request: Any, budget: float) -> Any:
+        left.append(deadline.remaining())  # what this attempt may take
+        try:
+            return await client.generate(request, deadline=deadline, budget=budget)
+        finally:
+            clock.now += 4  # each attempt takes 4 s on the test's clock
+
+    async with AsyncExitStack() as stack:
+        pools = await timed_pools(stack, settings, runtime, clock)
+        with pytest.raises(ServiceError) as failed:
+            await pools.route(parse_request(PROMPT, POOL, "gpt-image-2"), send, deadline=deadline, budget=30)
+    assert left == [6, 2]  # the second attempt had what the first left; there was no time for a third
+    assert failed.value.status == 502 and failed.value.transient  # the last answer: a 503, nothing worked
+    assert sorted(counts(s)["requests"] for s in sims) == [0, 1, 1]

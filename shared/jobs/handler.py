@@ -51,7 +51,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from shared import telemetry
 from shared.archive import is_safe_id
@@ -247,9 +247,10 @@ class Jobs(JobIntake):
                 return await self._succeed(stored, generation.record)
         if calls.answered:
             failure = not_repeated(failure, f"It happened after the model service answered. {NOT_REPEATED}")
-        if failure.may_have_worked or not failure.transient:
+        step = next_step(failure)
+        if step == "fail":
             return await self._fail_final(stored, failure)
-        if failure.status == 429:
+        if step == "defer":
             return await self._defer(stored, failure)
         await self._retry_later(stored.record.id, failure, delivery.dequeue_count, stored)
 
@@ -283,6 +284,15 @@ class Jobs(JobIntake):
         await self._send(self.settings.queue_name, job_reference(stored.record), delay=delay)
         await self.store.replace(stored)
         return Outcome("deferred", stored.record.id, f"throttled; {detail}")
+
+
+def next_step(failure: ServiceError) -> Literal["fail", "defer", "retry"]:
+    """What a job does after its generation failed, by the one rule's verdict: ``fail`` (never sent again) once
+    upstream may have worked or nothing will change; ``defer`` a 429 to its Retry-After; ``retry`` the rest
+    (the host redelivers it)."""
+    if failure.may_have_worked or not failure.transient:
+        return "fail"
+    return "defer" if failure.status == 429 else "retry"
 
 
 def continuation_delay(error: ServiceError, rng: random.Random | None = None) -> tuple[float, str]:

@@ -37,7 +37,20 @@ class UpstreamAnswer(Exception):
         self.headers = headers
         self.body_sent = body_sent  # the request body was written whole before the answer came
         self.may_have_worked = answer_may_have_worked(status, body_sent=body_sent)
-        self.repeatable = answer_repeatable(status, body_sent=body_sent)
+        # A content filter's verdict is final whatever status it came with: the same request is refused again.
+        self.repeatable = answer_repeatable(status, body_sent=body_sent) and not content_filtered(body)
+
+
+def content_filtered(body: Any) -> bool:
+    """True when an answer's body is a content filter's verdict (either shape)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return False
+    inner = error.get("inner_error") or error.get("innererror")
+    return _name(error.get("code")) in _FILTER_CODES or (isinstance(inner, dict) and inner.get("code") == "ResponsibleAIPolicyViolation")
+
+
+_FILTER_CODES = ("contentFilter", "content_filter", "content_policy_violation")
 
 
 def upstream_error(message: str, *, transient: bool = False, may_have_worked: bool = True) -> ServiceError:
@@ -124,7 +137,7 @@ def map_error(status: int, body: Any, headers: httpx.Headers, *, body_sent: bool
     inner = error.get("inner_error") or error.get("innererror") or {}
     inner = inner if isinstance(inner, dict) else {}
 
-    if code in ("contentFilter", "content_filter", "content_policy_violation") or inner.get("code") == "ResponsibleAIPolicyViolation":
+    if content_filtered(body):
         filtered = _content_filter_error(error, inner, message)
         filtered.may_have_worked = worked  # never repeated either way; a filtered image was made and billed
         return filtered
