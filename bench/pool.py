@@ -6,7 +6,9 @@ and quota); Azurite holds the archive, the queue and the shared throttle state.
 1. queue     J jobs, two queue runners (two instances: a Runtime each, one storage), backend quotas
              Q1, Q2, Q3 per W s: completed / the summed quota's allowance in the time taken
              (target >= 0.9), upstream 429s per completed job (<= 0.5), failed jobs (0),
-             generations per job (exactly 1).
+             generations per job (exactly 1). The same from ONE instance (one runner: at most 3 jobs
+             at once, as host.json allows), 40 jobs against two backends at 5 per 10 s each
+             (target >= 0.9, no 429, none failed): what one instance makes of a pool.
 2. sync      N simultaneous requests to the app in process: errors (0) and the makespan against
              what the summed quota allows (within 10%): one window per later round, plus what
              the first round (all sent at once, nothing throttled) took.
@@ -58,10 +60,14 @@ class PoolSize:
     sync_requests: int = 48
     overhead_requests: int = 200
     timeout: float = 240.0
+    one_instance_jobs: int = 40
+    one_instance_quotas: tuple[int, ...] = (5, 5)
 
 
 FULL = PoolSize()
-SMOKE = PoolSize(jobs=8, quotas=(2, 1, 2), window=2.0, latency=0.1, sync_requests=8, overhead_requests=3, timeout=60.0)
+SMOKE = PoolSize(
+    jobs=8, quotas=(2, 1, 2), window=2.0, latency=0.1, sync_requests=8, overhead_requests=3, timeout=60.0, one_instance_jobs=6, one_instance_quotas=(1, 1)
+)
 
 
 def _env(azurite: Azurite, url: str, **extra: str) -> dict[str, str]:
@@ -80,9 +86,10 @@ def _stats(urls: list[str], reset: bool = False) -> list[dict[str, Any]]:
         return [http.get(f"{url}/_sim/stats").json() for url in urls]
 
 
-def measure_queue(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
-    """Two runners (a Runtime each) drain J jobs through the pool."""
-    specs = [BackendSpec(q, size.window, size.latency) for q in size.quotas]
+def measure_queue(azurite: Azurite, size: PoolSize, *, instances: int = 2, jobs: int | None = None, quotas: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """``instances`` runners (a Runtime each) drain ``jobs`` jobs through a pool of backends with ``quotas`` per window."""
+    jobs, quotas = jobs or size.jobs, quotas or size.quotas
+    specs = [BackendSpec(q, size.window, size.latency) for q in quotas]
     servers = serve_backends(specs, KEY, prewarm=False)
     urls = [s.url for s in servers]
     try:
@@ -90,45 +97,46 @@ def measure_queue(azurite: Azurite, size: PoolSize) -> dict[str, Any]:
         queue = QueueClient.from_connection_string(azurite.connection_string, settings.queue_name)
         with contextlib.suppress(ResourceExistsError):
             queue.create_queue()
-        for i in range(size.jobs):
-            queue.send_message(json.dumps({"id": f"pool-{i}", "deployment": POOL_NAME, **BODY}))
+        tag = uuid.uuid4().hex[:6]  # the archive is shared between runs: a job id names its images there
+        for i in range(jobs):
+            queue.send_message(json.dumps({"id": f"pool-{tag}-{i}", "deployment": POOL_NAME, **BODY}))
         queue.close()
-        outcomes, started, done = _drain(azurite, settings, size)
+        outcomes, started, done = _drain(azurite, settings, size, instances, jobs)
         elapsed = (done or time.monotonic()) - started
     finally:
         stats = _stats(urls)
         for server in servers:
             server.stop()
     completed = outcomes.get("succeeded", 0)
-    allowance = sum(q + elapsed * q / size.window for q in size.quotas)
+    allowance = sum(q + elapsed * q / size.window for q in quotas)
     generations = sum(s["generations"] for s in stats)
     throttled = sum(s["throttled"] for s in stats)
     return {
-        "jobs": size.jobs, "quotas": list(size.quotas), "window_s": size.window, "elapsed_s": round(elapsed, 1), "outcomes": dict(outcomes),
+        "jobs": jobs, "instances": instances, "quotas": list(quotas), "window_s": size.window, "elapsed_s": round(elapsed, 1), "outcomes": dict(outcomes),
         "completed_over_allowance": round(completed / allowance, 3), "upstream_429_per_job": round(throttled / max(1, completed), 3),
         "failed": outcomes.get("failed", 0), "generations_per_job": round(generations / max(1, completed), 3),
         "per_backend": [{"generations": s["generations"], "throttled": s["throttled"]} for s in stats],
     }
 
 
-def _drain(azurite: Azurite, settings: Settings, size: PoolSize) -> tuple[dict[str, int], float, float | None]:
+def _drain(azurite: Azurite, settings: Settings, size: PoolSize, instances: int, jobs: int) -> tuple[dict[str, int], float, float | None]:
     outcomes: dict[str, int] = {}
     lock = threading.Lock()
     finished = threading.Event()
     runners: list[QueueRunner] = []
-    for _ in range(2):
+    for _ in range(instances):
         runtime = Runtime(settings)
 
         async def handler(msg: Any, runtime: Runtime = runtime) -> Any:
             outcome = await runtime.handle_queue_message(msg)
             with lock:
                 outcomes[outcome.action] = outcomes.get(outcome.action, 0) + 1
-                if outcomes.get("succeeded", 0) + outcomes.get("failed", 0) >= size.jobs:
+                if outcomes.get("succeeded", 0) + outcomes.get("failed", 0) >= jobs:
                     finished.set()
             return outcome
 
-        runners.append(QueueRunner(azurite.connection_string, settings.queue_name, handler, host_queues=host_queue_settings(),
-                                   max_poll_interval=0.5, on_stop=runtime.close))
+        # The host's own settings (host.json: batch, polling, visibility), as one instance in Azure runs them.
+        runners.append(QueueRunner(azurite.connection_string, settings.queue_name, handler, host_queues=host_queue_settings(), on_stop=runtime.close))
     started = time.monotonic()
     threads = [r.start_in_thread() for r in runners]
     done = time.monotonic() if finished.wait(size.timeout) else None
@@ -219,16 +227,27 @@ def measure_pool(azurite: Azurite, size: PoolSize = FULL) -> dict[str, Any]:
     """All three parts against one Azurite."""
     results: dict[str, Any] = {"overhead": asyncio.run(measure_overhead(azurite, size)), "sync": asyncio.run(measure_sync(azurite, size))}
     results["queue"] = measure_queue(azurite, size)
+    results["queue_one_instance"] = measure_queue(azurite, size, instances=1, jobs=size.one_instance_jobs, quotas=size.one_instance_quotas)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pool", description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    parser.add_argument("--queue-only", choices=["one", "two", "both"], help="only the queue part: one instance, two, or both")
     args = parser.parse_args(argv)
+    size = SMOKE if args.smoke else FULL
     azurite = start_azurite()
     try:
-        print(json.dumps(measure_pool(azurite, SMOKE if args.smoke else FULL), indent=2))
+        if args.queue_only:
+            results: dict[str, Any] = {}
+            if args.queue_only in ("two", "both"):
+                results["queue"] = measure_queue(azurite, size)
+            if args.queue_only in ("one", "both"):
+                results["queue_one_instance"] = measure_queue(azurite, size, instances=1, jobs=size.one_instance_jobs, quotas=size.one_instance_quotas)
+            print(json.dumps(results, indent=2))
+        else:
+            print(json.dumps(measure_pool(azurite, size), indent=2))
     finally:
         azurite.stop()
     return 0

@@ -171,6 +171,9 @@ TARGETS = (
     Target("pool_queue_429_per_job", "6. pool queue: upstream 429s per completed job", "<=", 0.5),
     Target("pool_queue_failures", "6. pool queue: failed jobs", "==", 0),
     Target("pool_queue_generations_per_job", "6. pool queue: upstream generations per job", "==", 1),
+    Target("pool_one_queue_vs_allowance", "6. pool queue, one instance: completed / summed quota allowance", ">=", 0.9),
+    Target("pool_one_queue_429", "6. pool queue, one instance: upstream 429s", "==", 0),
+    Target("pool_one_queue_failures", "6. pool queue, one instance: failed jobs", "==", 0),
     Target("pool_sync_errors", "6. pool sync: errors", "==", 0),
     Target("pool_sync_makespan_vs_ideal", "6. pool sync: makespan / what the summed quota allows", "<=", 1.1),
     Target("pool_overhead_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median latency", "<=", 0.02),
@@ -738,12 +741,15 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     queue = results.get("queue", {})
     cold = results.get("cold_start", {})
     pool = results.get("pool", {})
-    pq, ps, po = pool.get("queue", {}), pool.get("sync", {}), pool.get("overhead", {})
+    pq, ps, po, p1 = pool.get("queue", {}), pool.get("sync", {}), pool.get("overhead", {}), pool.get("queue_one_instance", {})
     pooled = {
         "pool_queue_vs_allowance": pq.get("completed_over_allowance"),
         "pool_queue_429_per_job": pq.get("upstream_429_per_job"),
         "pool_queue_failures": pq.get("failed"),
         "pool_queue_generations_per_job": pq.get("generations_per_job"),
+        "pool_one_queue_vs_allowance": p1.get("completed_over_allowance"),
+        "pool_one_queue_429": sum(b["throttled"] for b in p1["per_backend"]) if "per_backend" in p1 else None,
+        "pool_one_queue_failures": p1.get("failed"),
         "pool_sync_errors": ps.get("errors"),
         "pool_sync_makespan_vs_ideal": ps.get("makespan_over_ideal"),
         "pool_overhead_deviation": round(abs(po["pool_over_plain_median"] - 1), 4) if "pool_over_plain_median" in po else None,
@@ -835,10 +841,12 @@ def _pool_details(pool: dict[str, Any] | None) -> list[str]:
     """The deployment-pool figures behind the 6. rows."""
     if not pool:
         return []
-    q, sy, o = pool["queue"], pool["sync"], pool["overhead"]
+    q, sy, o, one = pool["queue"], pool["sync"], pool["overhead"], pool["queue_one_instance"]
     return [
         f"6. pool queue: {q['jobs']} jobs, two queue runners, quotas {q['quotas']} per {q['window_s']:g} s: {q['outcomes']} in {q['elapsed_s']} s; "
         f"per backend {q['per_backend']}",
+        f"6. pool queue, one instance: {one['jobs']} jobs, one queue runner, quotas {one['quotas']} per {one['window_s']:g} s: {one['outcomes']} "
+        f"in {one['elapsed_s']} s; per backend {one['per_backend']}",
         f"6. pool sync: {sy['requests']} at once, makespan {sy['makespan_s']} s against {sy['ideal_s']} s (one window, then a round as long as "
         f"the first, {sy['first_round_s']} s); against the window plus the model's latency alone {sy['makespan_over_windows_plus_latency']}; "
         f"upstream 429s {sy['upstream_429']}",

@@ -517,3 +517,19 @@ async def test_every_failover_attempt_takes_from_one_deadline_never_a_fresh_time
     assert left == [6, 2]  # the second attempt had what the first left; there was no time for a third
     assert failed.value.status == 502 and failed.value.transient  # the last answer: a 503, nothing worked
     assert sorted(counts(s)["requests"] for s in sims) == [0, 1, 1]
+
+
+async def test_a_429_the_board_did_not_foresee_hands_back_the_refused_call_s_reservation(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    """Upstream counts no throttled request; a board that did would keep that slot of the window empty (a window lost)."""
+    first, second, _ = sims
+    first.configure(quota_requests=1)  # upstream allows less than the board was told (rpm 60)
+    settings = pool_settings([entry(first.url, 0), entry(second.url, 1)])
+    runtime = await runtimes(settings)
+    await generate(runtime)
+    assert (await generate(runtime))["backend"] == _name(second)  # the first answered 429
+    board = ThrottleBoard(runtime.service.blobs.get_container_client(settings.jobs_container))
+    state = await board.state(f"{POOL}/0")
+    assert len(state.calls) == 1  # the call upstream served; the refused one was handed back
+    assert state.retry_until > board.clock() and counts(first) == {**counts(first), "requests": 2, "throttled": 1}

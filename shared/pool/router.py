@@ -169,19 +169,21 @@ class Pool:
                 attempts[slot.backend.name] += 2 if error.code == "UpstreamAuthenticationFailed" else 1  # a 401 is repeated once after a refresh
                 if not did_no_work(error):
                     raise
-                await self._failed(slot, error, excluded)
+                await self._failed(slot, error, excluded, at)
                 last = error
                 continue
             attempts[slot.backend.name] += result.attempts
             return Routed(result, slot.backend.name, dict(attempts))
         raise last or all_throttled(self.name, 0.0)
 
-    async def _failed(self, slot: Slot, error: ServiceError, excluded: set[str]) -> None:
-        """A call that did no work: a 429 makes every instance skip the backend; anything else, this call."""
+    async def _failed(self, slot: Slot, error: ServiceError, excluded: set[str], at: float) -> None:
+        """A call that did no work: a 429 makes every instance skip the backend for its Retry-After (and hands back
+        the call reserved at ``at``: upstream counts no throttled request, so neither may the board); anything
+        else, this call."""
         if error.status == 429:
             seconds = error.retry_after if error.retry_after is not None else DEFAULT_THROTTLE_SECONDS
             log.info("pool %s: %s throttled for %.1fs; trying another backend", self.name, slot.backend.name, seconds)
-            await self.board.throttled(slot.key, seconds)
+            await self.board.throttled(slot.key, seconds, refused=at)
         else:
             log.warning("pool %s: %s failed before doing work (%s); trying another backend", self.name, slot.backend.name, error.code)
             excluded.add(slot.key)

@@ -12,7 +12,9 @@ its own. Each backend has one small blob, ``_throttle/<pool>/<index>`` in the jo
   before adding one at ``t`` keeps each window under its quota whatever the order of bookings,
   and makes waiters a queue: each holds its own moment instead of all waking for the first
   free one and all but one going back to sleep.
-- A 429 writes ``retry_until``; every instance skips the backend until then.
+- A 429 writes ``retry_until``; every instance skips the backend until then. The refused call's
+  reservation is handed back: upstream does not count a throttled request, and a board that did would
+  keep a slot of the window empty (a whole window lost for the call that needed it).
 - Reads are cached for :data:`CACHE_SECONDS` (what others learn is seen within about a
   second); a failed reservation always re-reads.
 
@@ -88,6 +90,16 @@ class BackendState:
             return cls()  # unreadable: start again rather than block the backend
 
 
+def _without(calls: list[float], refused: float | None) -> list[float]:
+    """``calls`` less the one stamped ``refused`` (stamps are stored to the millisecond), if it is there."""
+    if refused is None:
+        return list(calls)
+    for i, t in enumerate(calls):
+        if abs(t - refused) < 0.001:
+            return calls[:i] + calls[i + 1 :]
+    return list(calls)
+
+
 @dataclass
 class _Cached:
     state: BackendState
@@ -134,15 +146,16 @@ class ThrottleBoard:
                 entry, fresh = await self._read(key), True
             return None
 
-    async def throttled(self, key: str, seconds: float) -> None:
-        """Record a 429: nobody calls the backend for ``seconds``."""
+    async def throttled(self, key: str, seconds: float, *, refused: float | None = None) -> None:
+        """Record a 429: nobody calls the backend for ``seconds``; the call reserved at ``refused`` is handed back."""
         async with self._lock(key):
             entry = await self._entry(key)
             for _ in range(_CONFLICT_ROUNDS):
                 until = self.clock() + seconds
-                if entry.state.retry_until >= until:
+                calls = _without(entry.state.calls, refused)
+                if entry.state.retry_until >= until and len(calls) == len(entry.state.calls):
                     return
-                if await self._write(key, BackendState(until, list(entry.state.calls)), entry.etag):
+                if await self._write(key, BackendState(max(until, entry.state.retry_until), calls), entry.etag):
                     return
                 entry = await self._read(key)
 
