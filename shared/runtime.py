@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -46,6 +47,18 @@ STORAGE_RETRY: dict[str, Any] = {"initial_backoff": 0.3, "increment_base": 1.6, 
 STORAGE_TRANSFER: dict[str, Any] = {"max_single_put_size": 8 * 1024 * 1024, "max_block_size": 4 * 1024 * 1024}
 
 
+def storage_client_options() -> dict[str, Any]:
+    """The storage clients' keyword arguments: :data:`STORAGE_RETRY`, :data:`STORAGE_TRANSFER`, and the environment read only when it says something.
+
+    With ``use_env_settings`` (the SDK's default) aiohttp looks up proxies and ``~/.netrc`` for every
+    request, the netrc in a worker thread: a thread hop per blob written, for a file whose credentials
+    storage requests never use (the SDK signs them; aiohttp refuses a request with both). So the
+    environment is read only when a proxy is configured there (``HTTPS_PROXY`` and friends), and then
+    wholly, as the SDK does by default."""
+    proxies = {scheme for scheme in urllib.request.getproxies_environment() if scheme != "no"}  # NO_PROXY alone names no proxy
+    return {**STORAGE_RETRY, **STORAGE_TRANSFER, "use_env_settings": bool(proxies)}
+
+
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +77,7 @@ async def open_clients(
     if s.auth_mode in ("keyvault", "entra") or (s.storage.uses_identity and not own_storage_identity):
         # One credential shared by storage, Key Vault and the model token: azure-identity caches per credential.
         credential = await stack.enter_async_context(credentials.create_token_credential(s))
-    options = {**STORAGE_RETRY, **STORAGE_TRANSFER, **storage_options}
+    options = {**storage_client_options(), **storage_options}
     if s.storage.connection_string:
         blobs = BlobServiceClient.from_connection_string(s.storage.connection_string, **options)
         queues = QueueServiceClient.from_connection_string(s.storage.connection_string, **options)
@@ -107,7 +120,7 @@ class Runtime:
         jobs: Callable[[ImageService], Jobs] | None = None,
         warn_retired_models: bool = True,
     ) -> None:
-        """``storage_options`` go to the Blob and Queue clients (over :data:`STORAGE_RETRY`), e.g.
+        """``storage_options`` go to the Blob and Queue clients (over :func:`storage_client_options`), e.g.
         ``connection_verify`` (a CA file), ``retry_total``, ``raw_request_hook``; ``key_vault_options``
         to the Key Vault client. ``today`` is the day the models' lifecycle is judged on (tests pass any);
         ``jobs`` builds the Jobs over the service (tests give a job store or a clock of their own);
