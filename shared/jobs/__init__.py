@@ -2,7 +2,7 @@
 
     record    the typed job record (JobStatus, JobRecord) and its JSON
     store     job records in Blob Storage, ETag-guarded (JobStore)
-    messages  job queue messages: decode (strict), build (JobMessage.encode), send
+    messages  job queue messages: decode (strict), the app's claim checks (job_reference), send
     base      what both sides share: the store, the clock, ending a job, handing it back to the host
     intake    submission (record first, then the message) and status, with repairs on read
     handler   Jobs: the queue handler's steps and the one classification of failures
