@@ -38,6 +38,7 @@ from local.servers import ServerThread, serve_in_thread
 from shared import edits
 from shared.api import create_app
 from shared.callers import key_caller
+from shared.deadline import Deadline
 from shared.inputs import InputStore, input_name
 from shared.jobs import handle_queue_message
 from shared.models import parse_request
@@ -135,7 +136,7 @@ async def _past_day(settings: Settings) -> tuple[list[str], str, str]:
         made = []
         for prompt in ("A quiet harbour in winter", "Snow on a red roof"):
             request = parse_request({"prompt": prompt, "size": "1024x1024"}, "gpt-image-1", "gpt-image-1")
-            made.append(await service.generate(request, generation_id=uuid.uuid4().hex, prefix=PAST, timeout=30, budget=5, caller=key_caller()))
+            made.append(await service.generate(request, generation_id=uuid.uuid4().hex, prefix=PAST, deadline=Deadline(30), budget=5, caller=key_caller()))
         mask = _mask(1024, 256)
         facts = sniff(mask)
         assert facts is not None
@@ -143,7 +144,7 @@ async def _past_day(settings: Settings) -> tuple[list[str], str, str]:
         await InputStore(service.archive).put(mask_name, mask, "image/png", digest=digest, owner=key_caller())
         body = {"prompt": "The harbour, at night", "image": [made[0].images[0].name], "mask": mask_name, "size": "1024x1024"}
         edit = await edits.run_edit(service, edits.edit_from_json(body, "gpt-image-1", "gpt-image-1"), generation_id=uuid.uuid4().hex,
-                                    prefix=PAST, timeout=30, budget=5, caller=key_caller())  # fmt: skip
+                                    prefix=PAST, deadline=Deadline(30), budget=5, caller=key_caller())  # fmt: skip
     return [g.id for g in made], edit.id, mask_name
 
 
@@ -339,7 +340,7 @@ async def _busy_day(settings: Settings, day: str, count: int) -> None:
         async def one(index: int) -> None:
             body = {"prompt": f"item {index}", "quality": "low", "output_format": "jpeg", "output_compression": 100}
             request = parse_request(body, "gpt-image-1-mini", "gpt-image-1-mini")
-            await runtime.service.generate(request, generation_id=uuid.uuid4().hex, prefix=day, timeout=30, budget=5, caller=key_caller())
+            await runtime.service.generate(request, generation_id=uuid.uuid4().hex, prefix=day, deadline=Deadline(30), budget=5, caller=key_caller())
 
         for start in range(0, count, 25):
             await asyncio.gather(*(one(i) for i in range(start, min(count, start + 25))))

@@ -94,7 +94,7 @@ async def largest_edit(harness: Harness) -> tuple[str, dict[str, Any]]:
     """The largest JSON edit: as many archived images as the family edits at once, a mask, every parameter, the longest prompt."""
     sources = [image_bytes(colour=(i * 15, 90, 200 - i * 10)) for i in range(16)]
     async with harness.runtime:  # the inputs are stored as the edit routes store uploads
-        uploaded = edits.check_uploads(harness.runtime.service, DEPLOYMENT, [("image[]", data) for data in sources], mask_bytes())
+        uploaded = await edits.check_uploads(harness.runtime.service, DEPLOYMENT, [("image[]", [data]) for data in sources], [mask_bytes()])
         await edits.store_uploads(harness.runtime.service, uploaded)
     assert uploaded.mask is not None
     body = {
