@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     upstream_timeout_seconds: float = _setting("IMAGES_UPSTREAM_TIMEOUT_SECONDS", 600.0, "One deadline for a background job's upstream call, every wait, attempt and read included (image models take minutes); never later than host.json's functionTimeout less 60 s for the archive.", ge=1)
     sync_timeout_seconds: float = _setting("IMAGES_SYNC_TIMEOUT_SECONDS", 220.0, "One deadline for a synchronous call from its arrival, every wait, attempt and read included (Azure's front end cuts at 230 s; at most 220, leaving time to archive and answer).", ge=1, le=220)
     retry_budget_seconds: float = _setting("IMAGES_RETRY_BUDGET_SECONDS", 90.0, "Time a synchronous call may spend waiting (429 Retry-After, 503 backoff, a pool's booked moment), within its deadline.", ge=0)
-    max_retries: int = _setting("IMAGES_MAX_RETRIES", 3, "Retries of a throttled, 5xx or unconnected upstream call within the budget.", ge=0, le=20)
+    max_retries: int = _setting("IMAGES_MAX_RETRIES", 3, "Retries of a throttled (429), unavailable (503) or unconnected upstream call within the budget.", ge=0, le=20)
     max_body_bytes: int = _setting("IMAGES_MAX_BODY_BYTES", 262144, "Largest accepted request body.", ge=1024)
     max_image_bytes: int = _setting("IMAGES_MAX_IMAGE_BYTES", 52428800, "Largest image accepted from upstream (base64 decoded or downloaded).", ge=1024)
     max_edit_file_bytes: int = _setting("IMAGES_MAX_EDIT_FILE_BYTES", 52428800, "Largest input image or mask of an edit (Azure takes each under 50 MB); refused with 413 while it streams in.", ge=1024)
