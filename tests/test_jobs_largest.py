@@ -24,6 +24,7 @@ from azure.storage.queue import QueueClient
 from local.azurite import Azurite
 from local.queue_runner import QueueRunner
 from shared import edits
+from shared.callers import key_caller
 from shared.host import host_queue_settings
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -94,8 +95,9 @@ async def largest_edit(harness: Harness) -> tuple[str, dict[str, Any]]:
     """The largest JSON edit: as many archived images as the family edits at once, a mask, every parameter, the longest prompt."""
     sources = [image_bytes(colour=(i * 15, 90, 200 - i * 10)) for i in range(16)]
     async with harness.runtime:  # the inputs are stored as the edit routes store uploads
-        uploaded = await edits.check_uploads(harness.runtime.service, DEPLOYMENT, [("image[]", [data]) for data in sources], [mask_bytes()])
-        await edits.store_uploads(harness.runtime.service, uploaded)
+        # As the caller who submits the edit below (key mode: the function key's caller) stores them.
+        uploaded = await edits.check_uploads(harness.runtime.service, DEPLOYMENT, [("image[]", [data]) for data in sources], [mask_bytes()], key_caller())
+        await edits.store_uploads(harness.runtime.service, uploaded, key_caller())
     assert uploaded.mask is not None
     body = {
         "image": [item.name for item in uploaded.images], "mask": uploaded.mask.name, "prompt": PROMPT, "n": 10, "size": "1024x1024",
