@@ -170,7 +170,7 @@ def test_killing_the_app_mid_run_loses_no_accepted_job(azurite: Azurite, own_sim
         # ends from what was archived, or failed with the reason; every other job succeeds.
         assert generated[prompt] <= 1, (prompt, generated[prompt], at_kill[job_id]["status"])
         if view["status"] == "failed":
-            assert at_kill[job_id]["status"] == "running", (view, at_kill[job_id])
+            assert at_kill[job_id]["attempts"] >= 1, (view, at_kill[job_id])  # a delivery had claimed it
             assert view["error"]["code"] == "JobAbandoned" and "not repeated" in view["error"]["message"], view
         else:
             assert view["status"] == "succeeded" and view["result"]["data"], view

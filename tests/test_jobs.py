@@ -619,3 +619,32 @@ def test_a_delivery_that_died_after_an_upstream_408_leaves_a_job_its_redelivery_
     job = stack.job(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "JobAbandoned" and job["attempts"] == 1
     assert sim.stats()["requests"] == 1  # never sent again
+
+
+def test_a_success_overrules_the_abandonment_a_redelivery_decided_while_the_first_delivery_was_at_work(
+    job_stack: Callable[..., JobStack], sim: SimControl
+) -> None:
+    """The host may hand a message out again while its first delivery still runs: the second fails the job (its request
+    may be at work upstream), and the first, finishing with the images, proves that wrong. Upstream is asked once."""
+    sim.configure(latency=60)  # the first delivery's generation is at work until the test releases it
+    stack = job_stack()
+    job_id = f"twice-at-once-{uuid.uuid4().hex[:6]}"
+    raw = json.dumps({"id": job_id, "prompt": "one at a time, twice"})
+
+    async def deliveries() -> tuple[Any, Any]:
+        await stack.runtime.open()
+        try:
+            first = asyncio.create_task(stack.jobs.handle(raw, "message-1", 1))
+            await asyncio.to_thread(sim.wait, {"in_flight": 1})
+            second = await stack.jobs.handle(raw, "message-1", 2)  # the same message, while the first is at work
+            await asyncio.to_thread(sim.release)
+            return await first, second
+        finally:
+            await stack.runtime.close()
+
+    first, second = asyncio.run(deliveries())
+    assert (second.action, first.action) == ("failed", "succeeded")
+    job = stack.job(job_id)
+    assert job["status"] == "succeeded" and job["error"] is None and job["result"]["images"]
+    assert [e["event"] for e in job["events"]][-2:] == ["failed", "succeeded"]
+    assert sim.stats()["requests"] == 1

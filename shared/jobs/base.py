@@ -17,7 +17,7 @@ from typing import Any, Literal, NoReturn
 from shared.callers import Caller, caller_from_record, key_caller, queue_caller
 from shared.errors import ServiceError
 from shared.jobs.messages import send_message
-from shared.jobs.record import Clock, JobRecord, JobResult, JobStatus, utc_now
+from shared.jobs.record import ABANDONED_CODE, Clock, JobRecord, JobResult, JobStatus, utc_now
 from shared.jobs.store import JobStore, StoredJob
 from shared.jobs.view import notification
 from shared.service import ImageService
@@ -46,7 +46,7 @@ def abandoned(how: str) -> ServiceError:
     stopped without a result; ``how`` says how that was found. Final: never sent again."""
     return ServiceError(
         502,
-        "JobAbandoned",
+        ABANDONED_CODE,
         f"The job was abandoned: the delivery running it stopped without a result, and {how}; "
         "not repeated, since the model service may already have made (and billed) the image.",
         may_have_worked=True,
@@ -96,7 +96,7 @@ class JobsBase:
         # Without a results queue there is nothing to post: the terminal write says so, and no third write follows.
         owes_post = bool(self.settings.results_queue)
         for _ in range(5):
-            if stored.record.status.terminal:
+            if stored.record.status.terminal and not stored.record.disproved_by(status):
                 return False
             stored.record.finish(self.clock(), status, result=result, error=error, notified=not owes_post)
             if await self.store.replace(stored):

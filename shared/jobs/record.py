@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 MAX_EVENTS = 50
+ABANDONED_CODE = "JobAbandoned"  # the error code of a job whose delivery stopped without a result (shared/jobs/base.py)
 
 Clock = Callable[[], dt.datetime]
 """What "now" is: a callable returning an aware UTC datetime (tests pass one they can move)."""
@@ -36,7 +37,7 @@ class JobStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        """True once the job has ended; a terminal record is never changed again (but for ``notified``)."""
+        """True once the job has ended; a terminal record is never changed again (but for ``notified``, and an abandonment a success disproves)."""
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
 
 
@@ -155,6 +156,11 @@ class JobRecord(BaseModel):
         ended it): ``running``, and no other delivery holds a live lease. Its request may have reached upstream."""
         return self.status is JobStatus.RUNNING and self.held_elsewhere(message_id, now) is None
 
+    def disproved_by(self, status: JobStatus) -> bool:
+        """True when ``status`` may replace this terminal state: a success proves wrong an abandonment, which another
+        delivery of the same message decided while this one was still at work (the host redelivered it meanwhile)."""
+        return status is JobStatus.SUCCEEDED and self.status is JobStatus.FAILED and (self.error or {}).get("code") == ABANDONED_CODE
+
     def asks_for(self, deployment: str, request: dict[str, Any]) -> bool:
         """True when a message asking for ``deployment`` and ``request`` is this job's own."""
         return self.deployment == deployment and self.request == request
@@ -191,7 +197,8 @@ class JobRecord(BaseModel):
     def finish(
         self, now: dt.datetime, status: JobStatus, *, result: JobResult | None, error: dict[str, Any] | None, notified: bool
     ) -> None:
-        """The job ended (``status`` is terminal); ``notified`` is False while a results-queue post is owed."""
+        """The job ended (``status`` is terminal; once terminal, a record changes only as :meth:`disproved_by` allows);
+        ``notified`` is False while a results-queue post is owed."""
         self.status = status
         self.lease = None
         self.result = result
