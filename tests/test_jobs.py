@@ -18,9 +18,9 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,6 +45,7 @@ from tests import scoping
 from tests.conftest import SimControl
 
 SUBMIT = "/openai/deployments/{}/images/generations:submit?api-version=2025-04-01-preview"
+T = TypeVar("T")
 HOST_QUEUES = host_queue_settings()
 MAX_DEQUEUE_COUNT = int(HOST_QUEUES["maxDequeueCount"])
 
@@ -573,6 +574,19 @@ def test_unusable_200_answer_fails_the_job_without_paying_again(job_stack: Calla
 # --------------------------------------------------------------------------- never sent twice: the rule on redelivery
 
 
+def with_open_runtime(stack: JobStack, deliveries: Callable[[], Awaitable[T]]) -> T:
+    """Run ``deliveries`` (calls of the handler in this test's event loop) with the stack's runtime open."""
+
+    async def run() -> T:
+        await stack.runtime.open()
+        try:
+            return await deliveries()
+        finally:
+            await stack.runtime.close()
+
+    return asyncio.run(run())
+
+
 @pytest.mark.parametrize("status", [408, 499, 500, 504])
 def test_a_job_upstream_may_have_worked_on_is_failed_and_never_sent_again_on_redelivery(job_stack: Callable[..., JobStack], sim: SimControl, status: int) -> None:
     sim.configure(fail_next=1, fail_status=status)  # a 408 (or its kin): upstream may have made and billed the image
@@ -581,15 +595,10 @@ def test_a_job_upstream_may_have_worked_on_is_failed_and_never_sent_again_on_red
     raw = json.dumps({"id": job_id, "prompt": "one call, whatever happens"})
 
     async def deliveries() -> tuple[Any, Any]:
-        await stack.runtime.open()
-        try:
-            first = await stack.jobs.handle(raw, "message-1", 1)
-            again = await stack.jobs.handle(raw, "message-1", 2)  # the host delivers the same message again
-            return first, again
-        finally:
-            await stack.runtime.close()
+        first = await stack.jobs.handle(raw, "message-1", 1)
+        return first, await stack.jobs.handle(raw, "message-1", 2)  # the host delivers the same message again
 
-    first, again = asyncio.run(deliveries())
+    first, again = with_open_runtime(stack, deliveries)
     assert first.action == "failed" and again.action == "duplicate"
     job = stack.job(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "UpstreamError" and "not repeated" in job["error"]["message"].lower()
@@ -605,16 +614,12 @@ def test_a_delivery_that_died_after_an_upstream_408_leaves_a_job_its_redelivery_
     raw = json.dumps({"id": job_id, "prompt": "answered 408, then the worker died"})
 
     async def deliveries() -> Any:
-        await stack.runtime.open()
-        try:
-            with pytest.raises(SimulatedCrash):
-                await stack.jobs.handle(raw, "message-1", 1)  # upstream answered 408; the worker died before recording it
-            assert stack.job(job_id)["status"] == "running"
-            return await stack.jobs.handle(raw, "message-1", 2)  # the host's redelivery of the same message
-        finally:
-            await stack.runtime.close()
+        with pytest.raises(SimulatedCrash):
+            await stack.jobs.handle(raw, "message-1", 1)  # upstream answered 408; the worker died before recording it
+        assert stack.job(job_id)["status"] == "running"
+        return await stack.jobs.handle(raw, "message-1", 2)  # the host's redelivery of the same message
 
-    redelivered = asyncio.run(deliveries())
+    redelivered = with_open_runtime(stack, deliveries)
     assert redelivered.action == "failed"
     job = stack.job(job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "JobAbandoned" and job["attempts"] == 1
@@ -632,17 +637,13 @@ def test_a_success_overrules_the_abandonment_a_redelivery_decided_while_the_firs
     raw = json.dumps({"id": job_id, "prompt": "one at a time, twice"})
 
     async def deliveries() -> tuple[Any, Any]:
-        await stack.runtime.open()
-        try:
-            first = asyncio.create_task(stack.jobs.handle(raw, "message-1", 1))
-            await asyncio.to_thread(sim.wait, {"in_flight": 1})
-            second = await stack.jobs.handle(raw, "message-1", 2)  # the same message, while the first is at work
-            await asyncio.to_thread(sim.release)
-            return await first, second
-        finally:
-            await stack.runtime.close()
+        first = asyncio.create_task(stack.jobs.handle(raw, "message-1", 1))
+        await asyncio.to_thread(sim.wait, {"in_flight": 1})
+        second = await stack.jobs.handle(raw, "message-1", 2)  # the same message, while the first is at work
+        await asyncio.to_thread(sim.release)
+        return await first, second
 
-    first, second = asyncio.run(deliveries())
+    first, second = with_open_runtime(stack, deliveries)
     assert (second.action, first.action) == ("failed", "succeeded")
     job = stack.job(job_id)
     assert job["status"] == "succeeded" and job["error"] is None and job["result"]["images"]
