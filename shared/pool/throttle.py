@@ -31,14 +31,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
-from shared.errors import storage_call
+from shared.etagged import SharedBlobs, Snapshot
 
 CACHE_SECONDS = 1.0
 MINUTE = 60.0
@@ -100,27 +96,17 @@ def _without(calls: list[float], refused: float | None) -> list[float]:
     return list(calls)
 
 
-@dataclass
-class _Cached:
-    state: BackendState
-    etag: str | None  # None: the blob does not exist yet
-    read_at: float
-
-
 class ThrottleBoard:
     """The shared state of every backend of this app's pools, read through a short cache."""
 
     def __init__(self, container: ContainerClient, *, clock: Callable[[], float] = time.time, cache_seconds: float = CACHE_SECONDS) -> None:
-        self.container = container
+        self.blobs = SharedBlobs(container, PREFIX, clock=clock, cache_seconds=cache_seconds, what="a backend's throttle state")
         self.clock = clock
-        self.cache_seconds = cache_seconds
-        self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._container_ready = False
 
     async def state(self, key: str) -> BackendState:
         """The backend's state, from the cache when it is fresh enough."""
-        return (await self._entry(key)).state
+        return _state(await self.blobs.cached(key))
 
     async def reserve(self, key: str, rpm: int, *, not_after: float | None = None) -> float | None:
         """Take one call of the backend's quota at the earliest moment it has room, and return that moment.
@@ -131,81 +117,36 @@ class ThrottleBoard:
         when there is no room by then (decided on a fresh read).
         """
         async with self._lock(key):
-            entry, fresh = await self._entry(key), False
+            snapshot, fresh = await self.blobs.cached(key), False
             for _ in range(_CONFLICT_ROUNDS):
-                now = self.clock()
-                at = entry.state.available_at(rpm, now)
+                now, state = self.clock(), _state(snapshot)
+                at = state.available_at(rpm, now)
                 if at > (now if not_after is None else max(now, not_after)):
                     if fresh:
                         return None
-                else:
-                    state = BackendState(entry.state.retry_until, [*entry.state.calls, at])
-                    if await self._write(key, state, entry.etag):
-                        return at
+                elif await self.blobs.write(key, BackendState(state.retry_until, [*state.calls, at]).to_json(now), snapshot.etag):
+                    return at
                 # Full, or another instance wrote first: decide again on what storage says now.
-                entry, fresh = await self._read(key), True
+                snapshot, fresh = await self.blobs.read(key), True
             return None
 
     async def throttled(self, key: str, seconds: float, *, refused: float | None = None) -> None:
         """Record a 429: nobody calls the backend for ``seconds``; the call reserved at ``refused`` is handed back."""
         async with self._lock(key):
-            entry = await self._entry(key)
+            snapshot = await self.blobs.cached(key)
             for _ in range(_CONFLICT_ROUNDS):
-                until = self.clock() + seconds
-                calls = _without(entry.state.calls, refused)
-                if entry.state.retry_until >= until and len(calls) == len(entry.state.calls):
+                now, state = self.clock(), _state(snapshot)
+                until = now + seconds
+                calls = _without(state.calls, refused)
+                if state.retry_until >= until and len(calls) == len(state.calls):
                     return
-                if await self._write(key, BackendState(max(until, entry.state.retry_until), calls), entry.etag):
+                if await self.blobs.write(key, BackendState(max(until, state.retry_until), calls).to_json(now), snapshot.etag):
                     return
-                entry = await self._read(key)
+                snapshot = await self.blobs.read(key)
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def _entry(self, key: str) -> _Cached:
-        cached = self._cache.get(key)
-        if cached is not None and self.clock() - cached.read_at < self.cache_seconds:
-            return cached
-        return await self._read(key)
 
-    async def _read(self, key: str) -> _Cached:
-        async with storage_call("reading a backend's throttle state"):
-            try:
-                stream = await self.container.download_blob(f"{PREFIX}/{key}")
-                data = await stream.readall()
-                entry = _Cached(BackendState.from_json(data), stream.properties.etag, self.clock())
-            except ResourceNotFoundError:
-                entry = _Cached(BackendState(), None, self.clock())
-        self._cache[key] = entry
-        return entry
-
-    async def _write(self, key: str, state: BackendState, etag: str | None) -> bool:
-        """Write if nobody else wrote since ``etag`` (None: if the blob still does not exist); False on a conflict."""
-        now = self.clock()
-        conditions: dict[str, Any] = (
-            {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {"match_condition": MatchConditions.IfMissing}
-        )
-        async with storage_call("recording a backend's throttle state"):
-            try:
-                result = await self._upload(key, state.to_json(now), conditions)
-            except (ResourceModifiedError, ResourceExistsError):
-                return False
-        self._cache[key] = _Cached(state, result.get("etag"), now)
-        return True
-
-    async def _upload(self, key: str, data: bytes, conditions: dict[str, Any]) -> dict[str, Any]:
-        blob = self.container.get_blob_client(f"{PREFIX}/{key}")
-        settings = ContentSettings(content_type="application/json")
-        for first in (True, False):
-            try:
-                result: dict[str, Any] = await blob.upload_blob(data, overwrite=True, content_settings=settings, **conditions)
-                return result
-            except ResourceNotFoundError:
-                if self._container_ready or not first:
-                    raise
-            try:  # the jobs container is made on first use; so may this be the first use
-                await self.container.create_container()
-            except ResourceExistsError:
-                pass
-            self._container_ready = True
-        raise AssertionError("unreachable")
+def _state(snapshot: Snapshot) -> BackendState:
+    return BackendState.from_json(snapshot.data) if snapshot.data is not None else BackendState()
