@@ -143,6 +143,9 @@ param operatorPrincipalIds array = []
 @maxValue(36500)
 param retentionDays int = 0
 
+@description('Each caller\'s limits as JSON: images per minute, USD per day, deployments (IMAGES_CALLER_LIMITS; the README\'s Limits and usage); empty: none.')
+param callerLimits string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
 // One naming scheme that Bicep and Terraform compute alike: ARM's guid() is a version-5 UUID over a
 // fixed namespace, which Terraform's uuidv5() computes too, while uniqueString() has no exact
@@ -394,6 +397,7 @@ module api 'app/function.bicep' = {
       registration.outputs.clientId
     ] : []
     authIdentities: concat(callerPrincipalIds, operators)
+    callerLimits: callerLimits
   }
   // The host starts as soon as the app exists; its roles should be there first.
   dependsOn: [

@@ -49,6 +49,7 @@ class ServiceError(Exception):
         transient: bool = False,
         may_have_worked: bool = False,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -59,6 +60,7 @@ class ServiceError(Exception):
         self.may_have_worked = may_have_worked
         self.transient = transient and not may_have_worked  # what may have been worked is never repeated
         self.extra = dict(extra or {})
+        self.extra_headers = dict(headers or {})  # sent with the answer (a caller's x-ratelimit-*)
         self.upstream_request_id: str | None = None  # set when upstream answered: its id for the call, for the record
 
     def body(self) -> dict[str, Any]:
@@ -70,9 +72,10 @@ class ServiceError(Exception):
         return {"error": error}
 
     def headers(self) -> dict[str, str]:
-        """Retry-After (whole seconds, rounded up) and retry-after-ms when known; ``x-should-retry: false``
-        when upstream may have worked (the openai SDKs read it before their own retry of a 408 or 5xx)."""
-        headers = {SHOULD_RETRY: "false"} if self.may_have_worked else {}
+        """The error's own headers (a caller's x-ratelimit-*), Retry-After (whole seconds, rounded up) and retry-after-ms
+        when known; ``x-should-retry: false`` when upstream may have worked (the openai SDKs read it before their own
+        retry of a 408 or 5xx)."""
+        headers = dict(self.extra_headers) | ({SHOULD_RETRY: "false"} if self.may_have_worked else {})
         if self.retry_after is not None:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
             headers["retry-after-ms"] = str(max(0, int(self.retry_after * 1000)))

@@ -18,16 +18,20 @@ sees does not count them, so a cost is the Global Standard, uncached figure.
 
 A family without a published price (gpt-image-2.5 at the time of writing) costs ``None``
 with a basis that says so, never 0.
+
+Before a call, :func:`worst_case` bounds what it can cost, for a caller's budget
+(shared/callers): the most the request may produce, from what is sent and its inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from shared.models import DALL_E_3, GPT_IMAGE_1, GPT_IMAGE_1_5, GPT_IMAGE_1_MINI, GPT_IMAGE_2
+from shared.models import DALL_E_3, GPT_IMAGE_1, GPT_IMAGE_1_5, GPT_IMAGE_1_MINI, GPT_IMAGE_2, rules_of
 
 COST_HEADER = "x-images-cost-usd"
 
@@ -164,3 +168,52 @@ def cost_header(record: Mapping[str, Any]) -> dict[str, str]:
     """The synchronous answer's ``x-images-cost-usd`` header, when the cost is known."""
     usd = (record.get("cost") or {}).get("usd")
     return {COST_HEADER: f"{usd:.6f}"} if isinstance(usd, int | float) else {}
+
+
+# --- the worst case, before the call ------------------------------------------------------------
+
+# Image-output tokens per 1024x1024 of output at each quality: OpenAI's table for the gpt-image-1
+# family (272 / 1056 / 4160; 1024x1536 costs 1.5 times as many), taken per pixel for every size and
+# for gpt-image-2, whose own table is not published; ``auto`` may choose high.
+OUTPUT_TOKENS_PER_MEGAPIXEL = MappingProxyType({"low": 272, "medium": 1056, "high": 4160, "auto": 4160})
+PARTIAL_IMAGE_TOKENS = 100  # each streamed partial image (OpenAI's published rule)
+# An input image (an edit's, and its mask) read at high fidelity: OpenAI quotes about 3,050 tokens
+# for 1024x1024 at high fidelity and 135 at low; this bound takes the output rate (4,160 per 1024x1024)
+# and the vision rule that scales an input to fit 2048x2048 first.
+INPUT_TOKENS_PER_MEGAPIXEL = 4160
+INPUT_BASE_TOKENS = 65
+INPUT_MAX_PIXELS = 2048 * 2048
+_MEGAPIXEL = 1024 * 1024
+
+
+def worst_case(family: str, sent: Mapping[str, Any], input_pixels: Sequence[int] = ()) -> float | None:
+    """The most (USD) the request ``sent`` upstream may cost, with edit inputs of ``input_pixels`` each; None
+    when the family has no price. Settled afterwards from upstream's usage (:func:`cost`).
+
+    Text tokens are bounded by the prompt's UTF-8 bytes (a token is at least a byte); ``quality``
+    absent or ``auto`` is priced as high; ``size`` absent or ``auto`` as the largest the family makes."""
+    price = PRICES.get(family)
+    n = _count(sent.get("n")) or 1
+    if isinstance(price, ImagePrice):
+        each = price.per_image.get((str(sent.get("size") or "1024x1024"), str(sent.get("quality") or "standard")))
+        return None if each is None else round(each * n, 6)
+    if not isinstance(price, TokenPrice):
+        return None
+    quality = str(sent.get("quality") or "auto")
+    per_image = OUTPUT_TOKENS_PER_MEGAPIXEL.get(quality, OUTPUT_TOKENS_PER_MEGAPIXEL["high"]) * _pixels(family, sent.get("size")) / _MEGAPIXEL
+    output = n * (math.ceil(per_image) + PARTIAL_IMAGE_TOKENS * _count(sent.get("partial_images")))
+    text = len(str(sent.get("prompt") or "").encode("utf-8"))
+    images = sum(INPUT_BASE_TOKENS + math.ceil(INPUT_TOKENS_PER_MEGAPIXEL * min(px, INPUT_MAX_PIXELS) / _MEGAPIXEL) for px in input_pixels)
+    usd = text * price.text_input + images * price.image_input + output * price.image_output
+    return round(usd / _PER_MILLION, 6)
+
+
+def _pixels(family: str, size: Any) -> int:
+    """The pixels of ``WxH``; for ``auto`` (or nothing), the most the family's rules allow."""
+    if isinstance(size, str) and "x" in size:
+        width, _, height = size.partition("x")
+        if width.isdigit() and height.isdigit():
+            return int(width) * int(height)
+    rules = rules_of(family)
+    listed = [int(w) * int(h) for w, _, h in (s.partition("x") for s in rules.sizes) if w.isdigit() and h.isdigit()]
+    return max([*listed, rules.size_rule.max_pixels if rules.size_rule else 0])

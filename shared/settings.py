@@ -38,6 +38,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticUndefined
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.callers.limits import CallerLimits, LimitsConfigError, parse_limits
 from shared.host import host_max_dequeue_count
 from shared.models import FAMILIES
 from shared.pool.config import ENVIRON, Backend, PoolConfigError, parse_backends
@@ -139,6 +140,7 @@ class Settings(BaseSettings):
     telemetry_prompts: bool = _setting("IMAGES_TELEMETRY_PROMPTS", False, "Put prompts and revised prompts into spans. Off: telemetry carries no prompt text.")
     telemetry_exporter: str = _setting("IMAGES_TELEMETRY_EXPORTER", "none", "Where spans and metrics are written locally: console, file:<path> (JSON lines) or none. In Azure the Functions worker sends them to Application Insights.", "local")
     caller_auth: Literal["key", "entra"] = _setting("IMAGES_CALLER_AUTH", "key", "How callers are known (README: Callers): key (function keys, one caller) or entra (App Service authentication with Entra ID: each calling identity is a caller, and sees only its own).")
+    caller_limits_setting: str = _setting("IMAGES_CALLER_LIMITS", "", "Each caller's limits as JSON: images per minute, USD per day and the deployments it may use, for every caller and per principal (README: Limits and usage). Empty: no limits.")
     platform_auth: bool = _setting("WEBSITE_AUTH_ENABLED", False, "Set by the platform, never by you: True when App Service authentication is on. IMAGES_CALLER_AUTH=entra does not start without it.", "platform")
 
     # What the settings leave implicit, worked out once by _resolve.
@@ -147,6 +149,7 @@ class Settings(BaseSettings):
     _deployments: dict[str, str] = PrivateAttr(default_factory=dict)
     _storage: StorageSettings = PrivateAttr(default_factory=StorageSettings)
     _backends: dict[str, tuple[Backend, ...]] = PrivateAttr(default_factory=dict)
+    _caller_limits: CallerLimits = PrivateAttr(default_factory=CallerLimits)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +219,7 @@ class Settings(BaseSettings):
         self._storage = _storage(self)
         self._backends = parse_backends(self.backends_setting, known_families=self._deployments, allow_http=self.allow_http_upstream)
         self._deployments |= {pool: backends[0].family for pool, backends in self._backends.items()}
+        self._caller_limits = parse_limits(self.caller_limits_setting, deployments=self._deployments)
         return self
 
     @property
@@ -232,6 +236,11 @@ class Settings(BaseSettings):
     def deployments(self) -> Mapping[str, str]:
         """Allowed deployment name -> model family (IMAGES_DEPLOYMENTS plus AZURE_OPENAI_DEPLOYMENT)."""
         return MappingProxyType(self._deployments)
+
+    @property
+    def caller_limits(self) -> CallerLimits:
+        """Each caller's limits (IMAGES_CALLER_LIMITS; none when empty)."""
+        return self._caller_limits
 
     @property
     def backends(self) -> Mapping[str, tuple[Backend, ...]]:
@@ -281,7 +290,7 @@ _FIELDS_BY_NAME: dict[str, FieldInfo] = {str(f.alias): f for f in Settings.model
 def _describe(error: ErrorDetails) -> str:
     """One pydantic error as a sentence naming the setting by its environment name."""
     cause = error.get("ctx", {}).get("error")
-    if isinstance(cause, SettingsError | PoolConfigError):
+    if isinstance(cause, SettingsError | PoolConfigError | LimitsConfigError):
         return str(cause)  # _resolve's own words already name the settings
     name = str(error["loc"][0]) if error["loc"] else "Settings"
     field = _FIELDS_BY_NAME.get(name)

@@ -138,6 +138,7 @@ SAMPLES = {
     "IMAGES_TELEMETRY_PROMPTS": "true",
     "IMAGES_TELEMETRY_EXPORTER": "console",
     "IMAGES_CALLER_AUTH": "entra",
+    "IMAGES_CALLER_LIMITS": '{"default": {"images_per_minute": 6, "usd_per_day": 2.5}}',
     "WEBSITE_AUTH_ENABLED": "True",  # as the platform writes it
 }
 # What a sample needs beside it to be accepted.

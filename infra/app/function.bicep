@@ -69,6 +69,9 @@ param authAudiences array = []
 @description('Entra way: object ids of the identities allowed to call (the calling services and the operators); empty: any identity holding an app role.')
 param authIdentities array = []
 
+@description('IMAGES_CALLER_LIMITS: each caller\'s limits as JSON; empty: none.')
+param callerLimits string = ''
+
 // Every value below comes from a param, known when this module starts, so the settings can
 // be looped into siteConfig.appSettings (a loop cannot wait for a runtime reference).
 // Read by the Functions host, not by the app. On Flex Consumption the runtime and its
@@ -98,6 +101,7 @@ var appSettings = {
   IMAGES_BACKENDS: imagesBackends
   IMAGES_RETENTION_DAYS: string(retentionDays)
   IMAGES_CALLER_AUTH: callerAuth
+  IMAGES_CALLER_LIMITS: callerLimits
   // Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
   // AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
   // writes diagnostic events there, which needs a Table role this app has no use for

@@ -39,6 +39,7 @@ locals {
     IMAGES_BACKENDS         = local.images_backends
     IMAGES_RETENTION_DAYS   = tostring(var.retention_days)
     IMAGES_CALLER_AUTH      = var.caller_auth
+    IMAGES_CALLER_LIMITS    = var.caller_limits
     # Identity-based host storage: blob and queue only, as in Microsoft's Flex samples. No
     # AzureWebJobsStorage__accountName: from it the host derives a table endpoint too and
     # writes diagnostic events there, which needs a Table role this app has no use for

@@ -270,6 +270,17 @@ variable "retention_days" {
   }
 }
 
+variable "caller_limits" {
+  description = "Each caller's limits as JSON: images per minute, USD per day, deployments (IMAGES_CALLER_LIMITS; the README's Limits and usage); empty: none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.caller_limits == "" || can(jsondecode(var.caller_limits))
+    error_message = "caller_limits must be JSON (the app checks each entry when it starts), or empty."
+  }
+}
+
 variable "role_wait_seconds" {
   description = "Seconds `terraform apply` gives the app identity's new roles to take effect before it returns (the publish after it uploads with that identity); 0: no wait."
   type        = number
