@@ -160,7 +160,10 @@ async def run_edit(
         return await upstream_edit(client, routed, images, mask, deadline=deadline, budget=budget)
 
     route = functools.partial(service.pools.route, request, send, deadline=deadline, budget=budget, job=kind == "job")
-    return await service.produce(request, route, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller)
+    pixels = [item.facts.width * item.facts.height for item in (*images, *((mask,) if mask else ()))]
+    return await service.produce(
+        request, route, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, wait=deadline.remaining(), input_pixels=pixels
+    )
 
 
 async def generate_or_edit(service: ImageService, request: ImageRequest, **options: Any) -> Generation:

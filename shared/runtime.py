@@ -28,7 +28,11 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared import credentials, redaction, telemetry
 from shared.archive import Archive
+from shared.callers.books import Books
+from shared.callers.budgets import Budgets
+from shared.callers.ledger import Ledger
 from shared.callers.scope import ScopeKey
+from shared.index import RecordIndex
 from shared.jobs import Jobs, Outcome, QueueMessageLike, handle_queue_message
 from shared.models import retired_warnings
 from shared.pool.clients import open_pools
@@ -95,7 +99,13 @@ async def open_clients(
     telemetry.instrument_httpx(http)
     upstream = UpstreamClient(s, auth, http)
     pools = await open_pools(s, stack, upstream, http=http, blobs=blobs, credential=credential, key_vault_options=key_vault_options)
-    return Clients(upstream=upstream, blobs=blobs, queues=queues, archive=Archive(s, blobs), scope=ScopeKey(blobs), pools=pools)
+    return Clients(upstream=upstream, blobs=blobs, queues=queues, archive=Archive(s, blobs), scope=ScopeKey(blobs), books=open_books(s, blobs), pools=pools)
+
+
+def open_books(settings: Settings, blobs: BlobServiceClient) -> Books:
+    """The callers' budgets (a ledger only when some caller has a limit) and the index, both in the jobs container."""
+    jobs = blobs.get_container_client(settings.jobs_container)
+    return Books(Budgets(settings.caller_limits, Ledger(jobs)), RecordIndex(jobs))
 
 
 def warn_retired(settings: Settings, today: dt.date) -> None:

@@ -13,8 +13,8 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pybase64
@@ -24,6 +24,7 @@ from azure.storage.queue.aio import QueueServiceClient
 from shared import audit, telemetry
 from shared.archive import Archive, ArchivedImage
 from shared.callers import Caller
+from shared.callers.books import Books
 from shared.callers.scope import ScopeKey
 from shared.deadline import Deadline
 from shared.errors import ServiceError
@@ -35,6 +36,8 @@ from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 
 TRANSLATIONS_HEADER = "x-images-translations"
+# A budget hold outlives its call's deadline by this much before it expires (and is charged): the archive's time.
+HOLD_MARGIN_SECONDS = 120.0
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class Clients:
     queues: QueueServiceClient
     archive: Archive
     scope: ScopeKey  # the app's secret, for names a caller cannot compute for another (shared/callers/scope.py)
+    books: Books  # the callers' budgets and the index of records (shared/callers/books.py)
     pools: Pools | None = None  # the deployment pools (None: every deployment on ``upstream``)
 
 
@@ -60,6 +64,7 @@ class Generation:
     result: UpstreamResult
     images: list[ArchivedImage]
     record: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)  # the caller's x-ratelimit-*
 
 
 def new_generation_id() -> str:
@@ -108,6 +113,10 @@ class ImageService:
         return self.clients.scope
 
     @property
+    def books(self) -> Books:
+        return self.clients.books
+
+    @property
     def upstream(self) -> UpstreamClient:
         return self.clients.upstream
 
@@ -133,7 +142,7 @@ class ImageService:
         (:class:`~shared.pool.router.PoolThrottled` otherwise).
         """
         generate = functools.partial(self.pools.generate, request, deadline=deadline, budget=budget, job=kind == "job")
-        return await self.produce(request, generate, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller)
+        return await self.produce(request, generate, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, wait=deadline.remaining())
 
     @telemetry.generation
     async def produce(
@@ -145,10 +154,15 @@ class ImageService:
         prefix: str,
         kind: str = "sync",
         caller: Caller,
+        wait: float,
+        input_pixels: Sequence[int] = (),
     ) -> Generation:
         """The one way a generation or an edit is made: ``call`` upstream (through the pool), then archive
         every image with its record before returning.
 
+        Before the call, the caller's budget holds the request's worst case (``input_pixels``: an
+        edit's inputs) for at most ``wait`` seconds and a margin, or refuses it (403, 429), and a
+        synchronous generation's index entry is written while upstream works (shared/callers/books.py).
         A synchronous caller is waiting: its record is written alongside the images.
         A job's record is written after them, because the job handler reads an existing
         record as "finished" when a message comes back (see shared/archive.py). A call that
@@ -158,37 +172,32 @@ class ImageService:
         """
         archive = self.archive
         await archive.ensure_container()  # fail on storage before paying for an image
+        ticket = await self.books.open(
+            caller, request, generation_id=generation_id, prefix=prefix, kind=kind, ttl=wait + HOLD_MARGIN_SECONDS, input_pixels=input_pixels
+        )
         try:
             routed = await call()
         except ServiceError as error:
+            await ticket.failed(error, reached_upstream=audit.reached_upstream(error))
             if audit.reached_upstream(error):
                 now = dt.datetime.now(dt.UTC)
                 failure = audit.failure_record(generation_id, kind, request, error, settings=self.settings, caller=caller, now=now)
                 await audit.write_failure(archive, _base(prefix, generation_id), failure, now)
             raise
-        extra = routed.record_fields(request)
-        return await self.archive_result(request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, extra=extra)
+        result = routed.result
+        record = self.record(request, result, generation_id=generation_id, kind=kind, caller=caller, extra=routed.record_fields(request))
+        images = [(i.data, i.content_type) for i in result.images]
+        store = functools.partial(archive.store, prefix, generation_id, images, record, concurrent=kind == "sync")
+        archived, written = await ticket.archived(store, record, record["cost"].get("usd"), len(result.images))
+        return Generation(generation_id, request, result, archived, written, ticket.headers)
 
-    async def archive_result(
-        self,
-        request: ImageRequest,
-        result: UpstreamResult,
-        *,
-        generation_id: str,
-        prefix: str,
-        kind: str,
-        caller: Caller,
-        extra: dict[str, Any] | None = None,
-    ) -> Generation:
-        """Archive every image of ``result`` with its record (a generation's or an edit's), as :meth:`generate` says.
-
-        ``extra``: what the record adds (the pool's backend and attempts); the cost is computed here when absent.
-        """
+    def record(
+        self, request: ImageRequest, result: UpstreamResult, *, generation_id: str, kind: str, caller: Caller, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The record of a generation or an edit (``extra``: the pool's backend and attempts); the cost computed when absent."""
         record = build_record(generation_id, kind, request, result, settings=self.settings, caller=caller) | (extra or {})
         record.setdefault("cost", cost(request.family, result.usage, request.upstream_body, len(result.images)))
-        images = [(i.data, i.content_type) for i in result.images]
-        archived, written = await self.archive.store(prefix, generation_id, images, record, concurrent=kind == "sync")
-        return Generation(generation_id, request, result, archived, written)
+        return record
 
     async def recover(self, request: ImageRequest, *, generation_id: str, prefix: str, caller: Caller, kind: str = "job") -> dict[str, Any] | None:
         """Finish a generation whose images were archived but whose record was not: write the record, return it."""
@@ -202,8 +211,7 @@ class ImageService:
             images=[UpstreamImage(b"", a.content_type, m.get("revised_prompt")) for a, m in zip(archived, metadata, strict=True)],
             usage=next((m["usage"] for m in metadata if m.get("usage")), None),
         )
-        record = build_record(generation_id, kind, request, result, settings=self.settings, caller=caller)
-        record["cost"] = cost(request.family, result.usage, request.upstream_body, len(result.images))
+        record = self.record(request, result, generation_id=generation_id, kind=kind, caller=caller)
         # Which backend made the images was in memory only; the record says it is not known.
         record["recovered"] = "record rebuilt from the archived images after an interrupted delivery (the serving backend is not known)"
         return await archive.write_record(prefix, generation_id, record, archived)

@@ -108,7 +108,7 @@ async def submit_v1(request: Request, runtime: RuntimeDep, caller: CallerDep) ->
 
 async def _read_deployment(runtime: Runtime, request: Request, deployment: str, caller: Caller) -> Incoming:
     # A deployment that cannot edit is refused before its body is read.
-    edit_rules(_family(runtime, deployment, None), "deployment")
+    edit_rules(_family(runtime, deployment, None, caller), "deployment")
     return await _read(runtime, request, deployment, caller)
 
 
@@ -124,16 +124,16 @@ async def _read(runtime: Runtime, request: Request, deployment: str | None, call
     )
 
 
-def _target(runtime: Runtime, deployment: str | None, fields: dict[str, Any]) -> tuple[str, str]:
+def _target(runtime: Runtime, deployment: str | None, fields: dict[str, Any], caller: Caller) -> tuple[str, str]:
     """(deployment, family): the path's, or on the v1 path the one ``model`` names."""
     if deployment is not None:
-        return deployment, _family(runtime, deployment, None)
+        return deployment, _family(runtime, deployment, None, caller)
     model = fields.get("model")
     if model is None:
         raise invalid("model", "'model' (the deployment name) is required on the v1 path.", "missing_required_parameter")
     if not isinstance(model, str):
         raise invalid("model", "'model' must be a string (the deployment name).", "invalid_type")
-    return model, _family(runtime, model, "model")
+    return model, _family(runtime, model, "model", caller)
 
 
 async def _read_multipart(runtime: Runtime, request: Request, deployment: str | None, caller: Caller) -> Incoming:
@@ -142,7 +142,7 @@ async def _read_multipart(runtime: Runtime, request: Request, deployment: str | 
     form = await read_form(request, limits)
     fields = form_values(form.fields)
     v1 = deployment is None
-    deployment, family = _target(runtime, deployment, fields)
+    deployment, family = _target(runtime, deployment, fields, caller)
     edit_rules(family, "model")
     images = [(name, data) for name, data in form.files if name != "mask"]
     masks = [data for name, data in form.files if name == "mask"]
@@ -165,7 +165,7 @@ async def _read_json(runtime: Runtime, request: Request, deployment: str | None,
     if not isinstance(body, dict):
         raise invalid(None, "The body must be a JSON object.", "invalid_type")
     v1 = deployment is None
-    deployment, family = _target(runtime, deployment, body)
+    deployment, family = _target(runtime, deployment, body, caller)
     edit = edits.edit_from_json(body, deployment, family, api_style_v1=v1)
     fields = {k: v for k, v in body.items() if k not in ("image", "mask")}
     return Incoming(edit, fields, None, caller)

@@ -21,6 +21,7 @@ from shared.api.schema import FUNCTION_KEY, generation_openapi, generation_respo
 from shared.api.timing import request_deadline
 from shared.archive import is_safe_id
 from shared.callers import Caller
+from shared.callers.budgets import check_deployment
 from shared.echo import shown
 from shared.errors import ServiceError, invalid
 from shared.jobs import new_job_id
@@ -42,7 +43,7 @@ router = APIRouter(dependencies=FUNCTION_KEY)
 async def generate_deployment(deployment: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """Generate now, or queue with ``Prefer: respond-async``."""
     check_api_version(request.query_params.get("api-version"))
-    family = _family(runtime, deployment, None)
+    family = _family(runtime, deployment, None, caller)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     image_request = parse_request(body, deployment, family)
     if _wants_async(request):
@@ -61,7 +62,7 @@ async def generate_deployment(deployment: str, request: Request, runtime: Runtim
 async def submit_deployment(deployment: str, request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
     """Record and queue the generation: 202 with ``Operation-Location``."""
     check_api_version(request.query_params.get("api-version"))
-    family = _family(runtime, deployment, None)
+    family = _family(runtime, deployment, None, caller)
     body = await read_json_body(request, runtime.settings.max_body_bytes)
     return await _submit(runtime, request, parse_request(body, deployment, family), body, caller)
 
@@ -83,17 +84,19 @@ async def generate_v1(request: Request, runtime: RuntimeDep, caller: CallerDep) 
         raise invalid("model", "'model' (the deployment name) is required on the v1 path.", "missing_required_parameter")
     if not isinstance(model, str):
         raise invalid("model", "'model' must be a string (the deployment name).", "invalid_type")
-    image_request = parse_request(body, model, _family(runtime, model, "model"), api_style_v1=True)
+    image_request = parse_request(body, model, _family(runtime, model, "model", caller), api_style_v1=True)
     if _wants_async(request):
         return await _submit(runtime, request, image_request, body, caller)
     return await _generate_now(runtime, request, image_request, caller)
 
 
-def _family(runtime: Runtime, deployment: str, param: str | None) -> str:
+def _family(runtime: Runtime, deployment: str, param: str | None, caller: Caller) -> str:
+    """The deployment's family: 404 when the app does not serve it, 403 when the caller may not use it (before its body is read)."""
     family = runtime.settings.family_of(deployment)
     if family is None:
         known = ", ".join(sorted(runtime.settings.deployments))
         raise ServiceError(404, "DeploymentNotFound", f"The deployment {shown(deployment)} is not served here. Known deployments: {known}.", param=param)
+    check_deployment(runtime.settings.caller_limits, caller.id, deployment, param)
     return family
 
 
@@ -128,7 +131,8 @@ async def answer_now(runtime: Runtime, image_request: ImageRequest, make: Callab
         response = error_response(error)
         response.headers.update(headers)
         return response
-    return JSONResponse(await runtime.service.response_body(generation), headers={**headers, **cost_header(generation.record)})
+    headers |= cost_header(generation.record) | generation.headers
+    return JSONResponse(await runtime.service.response_body(generation), headers=headers)
 
 
 async def _submit(runtime: Runtime, request: Request, image_request: ImageRequest, body: dict[str, Any], caller: Caller) -> JSONResponse:

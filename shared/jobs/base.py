@@ -24,7 +24,6 @@ from shared.service import ImageService
 
 log = logging.getLogger(__name__)
 
-JOB_PREFIX = "jobs"  # archive prefix: images of job X are jobs/X/0.png ...
 
 
 class JobRetry(Exception):
@@ -100,6 +99,7 @@ class JobsBase:
                 return False
             stored.record.finish(self.clock(), status, result=result, error=error, notified=not owes_post)
             if await self.store.replace(stored):
+                await self.store.summarize(stored.record)  # what its index entry says from now on
                 return True
             if not await self.store.reload(stored):
                 return False

@@ -60,11 +60,11 @@ from shared.echo import shown
 from shared.edits import edit_from_json, generate_or_edit
 from shared.errors import ServiceError, not_repeated
 from shared.host import host_function_timeout
-from shared.jobs.base import JOB_PREFIX, JobRetry, Outcome, abandoned, new_job_id
+from shared.jobs.base import JobRetry, Outcome, abandoned, new_job_id
 from shared.jobs.intake import JobIntake
 from shared.jobs.messages import JobReference, QueueMessageLike, declared_job_id, decode_message, job_reference, parse_job_message
 from shared.jobs.record import JobRecord, JobStatus
-from shared.jobs.store import StoredJob
+from shared.jobs.store import JOB_PREFIX, StoredJob
 from shared.models import ImageRequest, parse_request
 from shared.pool.router import PoolThrottled
 from shared.settings import Settings

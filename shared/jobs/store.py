@@ -7,6 +7,8 @@ ETag the writer read. A writer that loses the race gets None/False and re-reads.
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +19,23 @@ from azure.storage.blob.aio import ContainerClient
 
 from shared import telemetry
 from shared.archive import ensure_container
+from shared.callers import caller_from_record
 from shared.errors import ServiceError, storage_error
+from shared.index import Entry, summary_of_job
+from shared.index.entries import UNKNOWN_CALLER, ms_of
 from shared.jobs.record import JobRecord
 from shared.service import ImageService
 
+JOB_PREFIX = "jobs"  # archive prefix: images of job X are jobs/X/0.png ...; the index names jobs by it too
+
 _JSON = ContentSettings(content_type="application/json")
+log = logging.getLogger(__name__)
+
+
+def job_entry(record: JobRecord) -> Entry:
+    """The index entry of a job: its caller, the day and moment it was accepted."""
+    owner = caller_from_record(record.caller)
+    return Entry(owner.id if owner else UNKNOWN_CALLER, JOB_PREFIX, record.id, ms_of(record.created_at), record.deployment)
 
 
 @dataclass
@@ -66,14 +80,30 @@ class JobStore:
 
     @telemetry.job_state
     async def create(self, record: JobRecord) -> StoredJob | None:
-        """Write a new record; None if one with this id exists already."""
+        """Write a new record, its index entry first (shared/index: a record never exists without one);
+        None if a record with this id exists already (the entry just written is then removed)."""
+        entry = job_entry(record)
+        await self.service.books.index.add(entry, summary_of_job(json.loads(record.to_json())) if record.status.terminal else None)
         try:
             etag = await self._upload(record, overwrite=False)  # If-None-Match: *
         except AzureError as exc:
-            if _lost_race(exc):
-                return None
-            raise storage_error(exc, "creating a job record") from None
+            if not _lost_race(exc):
+                raise storage_error(exc, "creating a job record") from None
+            existing = await self.get(record.id)
+            if existing is None or job_entry(existing.record).name != entry.name:
+                await self.service.books.index.remove(entry)  # the job is another submission's: this entry points at nothing
+            return None
         return StoredJob(record, etag)
+
+    async def summarize(self, record: JobRecord) -> None:
+        """Write what an ended job adds to its index entry (best effort: the next reader repairs it)."""
+        summary = summary_of_job(json.loads(record.to_json()))
+        if summary is None:
+            return
+        try:
+            await self.service.books.index.summarize(job_entry(record), summary)
+        except ServiceError as exc:
+            log.warning("job %s: could not summarize its index entry: %s", record.id, exc.message)
 
     @telemetry.job_state
     async def replace(self, stored: StoredJob) -> bool:
