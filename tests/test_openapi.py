@@ -30,6 +30,7 @@ from local.simulator import render_image
 from shared.api import create_app
 from shared.runtime import Runtime
 from shared.settings import Settings
+from tests.callers import entra, principal
 from tests.conftest import SimControl
 from tests.test_api import SHORT_STORAGE_RETRY
 
@@ -53,6 +54,7 @@ EDITS_V1 = "/openai/v1/images/edits"
 EDITS_V1_SUBMIT = "/openai/v1/images/edits:submit"
 GALLERY = "/gallery"
 GALLERY_ITEM = "/gallery/{prefix}/{item_id}"
+USAGE = "/usage"
 V1_PATHS = (V1, EDITS_V1, EDITS_V1_SUBMIT)
 SUBMITS = (SUBMIT, EDITS_SUBMIT, EDITS_V1_SUBMIT)
 PNG = render_image(64, 48)
@@ -264,6 +266,10 @@ def _submitted(path: str) -> None:
     async def submitted(apps: Apps) -> httpx.Response:
         return await generate(await apps.open(IMAGES_QUEUE=f"openapi-{uuid.uuid4().hex[:12]}"), path, {"prompt": "x"})
 
+    @scenario("POST", path, 403)
+    async def not_allowed(apps: Apps) -> httpx.Response:
+        return await generate(await apps.open(IMAGES_CALLER_LIMITS='{"default": {"deployments": ["gpt-image-2"]}}'), path, {"prompt": "x"})
+
 
 for _path in SUBMITS:
     _submitted(_path)
@@ -343,6 +349,34 @@ async def no_gallery_item(apps: Apps) -> httpx.Response:
 async def gallery_item_storage_down(apps: Apps) -> httpx.Response:
     client = await apps.open(storage_options=SHORT_STORAGE_RETRY, AzureWebJobsStorage=DEAD_STORAGE)
     return await client.get(f"/gallery/2020-01-01/{uuid.uuid4().hex}")
+
+
+@scenario("GET", USAGE, 200)
+async def usage(apps: Apps) -> httpx.Response:
+    client = await apps.open()
+    assert (await generate(client, DEPLOYMENT, {"prompt": "x"})).status_code == 200
+    return await client.get(USAGE)
+
+
+@scenario("GET", USAGE, 400)
+async def usage_bad_day(apps: Apps) -> httpx.Response:
+    return await (await apps.open()).get(USAGE, params={"day": "2020-02-30"})
+
+
+@scenario("GET", USAGE, 403)
+async def usage_of_another(apps: Apps) -> httpx.Response:
+    return await (await apps.open(**entra())).get(USAGE, params={"caller": "entra:someone-else"}, headers=principal("openapi"))
+
+
+@scenario("GET", USAGE, 503)
+async def usage_storage_down(apps: Apps) -> httpx.Response:
+    client = await apps.open(storage_options=SHORT_STORAGE_RETRY, AzureWebJobsStorage=DEAD_STORAGE)
+    return await client.get(USAGE)
+
+
+@scenario("GET", GALLERY, 403)
+async def gallery_of_another(apps: Apps) -> httpx.Response:
+    return await (await apps.open(**entra())).get(GALLERY, params={"caller": "entra:someone-else"}, headers=principal("openapi"))
 
 
 def test_every_documented_status_has_a_scenario_and_every_scenario_is_documented() -> None:

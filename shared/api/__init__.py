@@ -3,7 +3,7 @@
 One module per concern: ``generation`` (the generation and submission routes),
 ``edits`` (image edits: multipart or archived names), ``operations`` (background job
 status), ``images`` (stable links), ``health``, ``body`` (reading a request body),
-``errors`` (the error shape and handlers), ``schema`` (the OpenAPI request schema,
+``usage`` (a day's usage per caller), ``errors`` (the error shape and handlers), ``schema`` (the OpenAPI request schema,
 built from the model rules) and ``deps`` (what a route needs, read from ``app.state``);
 the gallery (``shared.gallery``) is mounted beside them. :func:`create_app` only assembles them.
 """
@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared import gallery, telemetry
-from shared.api import edits, generation, health, images, operations
+from shared.api import edits, generation, health, images, operations, usage
 from shared.api.body import read_json_body
 from shared.api.errors import EXCEPTION_HANDLERS, error_response
 from shared.api.timing import ArrivalStamp
@@ -46,7 +46,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = True) -> FastAPI:
         telemetry=telemetry.FASTAPI_TELEMETRY,
     )
     app.state.runtime = runtime
-    for router in (generation.router, edits.router, operations.router, images.router, health.router, gallery.router):
+    for router in (generation.router, edits.router, operations.router, images.router, usage.router, health.router, gallery.router):
         app.include_router(router)
     app.add_middleware(ArrivalStamp)  # a synchronous call's deadline counts from its arrival (shared/api/timing.py)
     telemetry.instrument_app(app)

@@ -266,6 +266,7 @@ def _errors(texts: dict[int, str], headers: dict[int, dict[str, Any]] | None = N
 
 _REFUSED = {
     400: "The request breaks a rule (param names it); or the content filter refused the prompt or the image (contentFilter).",
+    403: "DeploymentNotAllowed: the caller may not use this deployment (IMAGES_CALLER_LIMITS).",
     404: "DeploymentNotFound: the deployment is not served here.",
     409: "IdempotencyKeyReused: this Idempotency-Key (for this deployment and caller) came with another request.",
     413: "request_too_large: the body is over IMAGES_MAX_BODY_BYTES.",
@@ -273,8 +274,11 @@ _REFUSED = {
     503: "StorageUnavailable or CredentialUnavailable: storage, Key Vault or the identity endpoint could not be reached.",
 }
 _UPSTREAM = {
-    403: "The model service blocked the resource for policy reasons (its answer, passed on).",
-    429: "The deployment throttled beyond IMAGES_RETRY_BUDGET_SECONDS; Retry-After passed on.",
+    403: "DeploymentNotAllowed (the caller may not use this deployment), or the model service blocked the resource for policy reasons (its answer).",
+    429: (
+        "RateLimited or BudgetExceeded: the caller's images a minute or USD a day (IMAGES_CALLER_LIMITS; x-ratelimit-* say where it stands); "
+        "or the deployment throttled beyond IMAGES_RETRY_BUDGET_SECONDS, its Retry-After passed on."
+    ),
     500: "ConfigurationError: the model key's secret is missing, empty or disabled in Key Vault.",
     502: "UpstreamError, UpstreamUnavailable or UpstreamAuthenticationFailed.",
     504: "UpstreamTimeout: no answer within IMAGES_SYNC_TIMEOUT_SECONDS; never repeated, it may be billed.",
@@ -343,6 +347,11 @@ def image_link_responses() -> dict[int | str, dict[str, Any]]:
 def health_responses() -> dict[int | str, dict[str, Any]]:
     """``responses`` of /healthz."""
     return {200: _json(_HEALTH_BODY, "The process answers; the deployments it serves and their lifecycle."), **_errors({})}
+
+
+def json_responses(body: dict[str, Any], what: str, errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a JSON view: its body, and its errors (storage's 503 too) in the Azure shape."""
+    return {200: _json(body, what), **_errors({**errors, 503: _REFUSED[503]})}
 
 
 def page_responses(what: str, errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:

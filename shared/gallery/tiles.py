@@ -39,6 +39,7 @@ class Tile:
     error: dict[str, Any] | None = None
     inputs: list[str] = field(default_factory=list)  # an edit's input images, archived names in order
     mask: str | None = None  # an edit's mask, its archived name
+    caller: str | None = None  # whose: the caller's name, else its id (shown to operators)
 
     @property
     def heading(self) -> str:
@@ -142,6 +143,12 @@ def edit_inputs(inputs: Any) -> tuple[list[str], str | None]:
     return image_names(images if isinstance(images, list) else [images]), mask if isinstance(mask, str) and mask else None
 
 
+def caller_label(record: dict[str, Any]) -> str | None:
+    """Whose record it is, in words: the caller's name as the platform gave it, else its id."""
+    caller = _object(record.get("caller"))
+    return _text(caller.get("name")) or _text(caller.get("id")) or None
+
+
 def tile_from_record(prefix: str, record: dict[str, Any]) -> Tile:
     """A tile for an archived generation or edit (``{prefix}/{id}/record.json``)."""
     parameters = _object(record.get("parameters"))
@@ -161,6 +168,7 @@ def tile_from_record(prefix: str, record: dict[str, Any]) -> Tile:
         cost=record.get("cost"),
         inputs=inputs,
         mask=mask,
+        caller=caller_label(record),
     )
 
 
@@ -186,4 +194,5 @@ def tile_from_job(job: dict[str, Any], family_of: Callable[[str], str | None]) -
         error=_object(job.get("error")) or None,
         inputs=inputs,
         mask=mask,
+        caller=caller_label(job),
     )
