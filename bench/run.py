@@ -22,6 +22,8 @@ images simulator in its own process, each API in its own process, all on loopbac
 6. deployment pools (bench/pool.py).
 7. upload       the event loop under a large edit upload (bench/upload.py): how much slower
                 a concurrent GET /healthz gets while a 40 MB image is read, checked and stored.
+8. views        the gallery page and /usage at 50,000 job records (bench/views.py), against
+                the scan the gallery did before the index.
 
 Prints a table, writes bench/results/latest.json; ``--write-md`` also puts the table into
 BENCHMARKS.md. ``--smoke`` runs everything at a tiny size (CI; no timing is asserted).
@@ -63,6 +65,9 @@ from bench.procs import ROOT, Child, child_env, machine, memory, reset_peak, sta
 from bench.upload import FULL as UPLOAD_FULL
 from bench.upload import SMOKE as UPLOAD_SMOKE
 from bench.upload import measure_upload
+from bench.views import FULL as VIEWS_FULL
+from bench.views import SMOKE as VIEWS_SMOKE
+from bench.views import measure_views
 from local.azurite import Azurite, start_azurite
 from local.queue_runner import QueueRunner
 from local.servers import free_port
@@ -181,6 +186,8 @@ TARGETS = (
     Target("pool_overhead_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median latency", "<=", 0.02),
     Target("pool_overhead_cpu_deviation", "6. pool overhead: abs(one-backend pool / no pool - 1), median CPU per request", "<=", 0.02),
     Target("upload_added_ms", "7. upload: slowest concurrent /healthz during a 40 MB edit upload - at rest (worst kind)", "<=", 50, " ms"),
+    Target("views_gallery_ms", "8. views: gallery page of a caller's day at 50,000 job records, median", "<=", 300, " ms"),
+    Target("views_usage_ms", "8. views: /usage of a caller's day at 50,000 job records, median", "<=", 300, " ms"),
 )
 METRICS = tuple(t.key for t in TARGETS)
 
@@ -763,6 +770,8 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "pool_overhead_deviation": round(abs(po["pool_over_plain_median"] - 1), 4) if "pool_over_plain_median" in po else None,
         "pool_overhead_cpu_deviation": round(abs(po["pool_over_plain_cpu_median"] - 1), 4) if "pool_over_plain_cpu_median" in po else None,
         "upload_added_ms": results.get("upload", {}).get("added_ms_worst_kind"),
+        "views_gallery_ms": results.get("views", {}).get("gallery", {}).get("ms_median"),
+        "views_usage_ms": results.get("views", {}).get("usage", {}).get("ms_median"),
     }
 
     def pick(impl: str) -> dict[str, Any]:
@@ -842,6 +851,7 @@ def table(summary: dict[str, dict[str, Any]], results: dict[str, Any]) -> str:
     if u:
         kinds = "; ".join(f"{kind} {u[kind]['added_ms']} ms" for kind in ("png", "jpeg_fill", "png_chunks"))
         details.append(f"7. upload of {u['upload_bytes'] / 2**20:.0f} MiB, {u['rounds']} rounds each; /healthz at rest {u['rest_ms_median']} ms; slowed by: {kinds}")
+    details.extend(_views_details(results.get("views")))
     return "\n".join(rows) + ("\n\n" + "\n".join(f"- {d}" for d in details) if details else "")
 
 
@@ -865,6 +875,24 @@ def _pool_details(pool: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _views_details(views: dict[str, Any] | None) -> list[str]:
+    """The figures behind the 8. rows: the distribution, every view measured, and today's scan."""
+    if not views:
+        return []
+    v = views
+
+    def spread(key: str) -> str:
+        return f"{v[key]['ms_median']} ms ({v[key]['ms_min']}-{v[key]['ms_max']})"
+
+    return [
+        f"8. views: {v['records']:,} job records over {v['days']} days and {v['callers']} callers (about {v['per_caller_day']:,} per caller and day), "
+        f"seeded in {v['seed_s']} s; medians of {v['gallery']['rounds']} (min-max): a caller's gallery page {spread('gallery')}, an operator's "
+        f"page of every caller {spread('gallery_operator')}; /usage from its checkpoint {spread('usage')}, its first call of the day (lists "
+        f"the day, {v['usage_first_call']['requests']:,} requests) {v['usage_first_call']['ms_median']} ms, every caller {spread('usage_all_callers')}; "
+        f"today's scan for one page ({v['scan_candidates']:,} job names listed) {spread('scan_gallery_page')}"
+    ]
+
+
 def write_markdown(text: str, data: dict[str, Any]) -> None:
     m = data["machine"]
     block = (
@@ -885,7 +913,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
     """The command line: the arguments, the sizes they choose, and which parts to run."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: checks that everything runs (seconds, not minutes)")
-    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart,pool,upload", help="comma list of overhead,concurrency,queue,coldstart,pool,upload")
+    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart,pool,upload,views", help="comma list of overhead,concurrency,queue,coldstart,pool,upload,views")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--requests", type=int, help="overhead: sequential requests")
     parser.add_argument("--concurrency", type=int, help="concurrency: simultaneous requests")
@@ -900,7 +928,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
         if getattr(args, name) is not None:
             size = replace(size, **{name: getattr(args, name)})
     items = {i.strip() for i in args.only.split(",") if i.strip()}
-    unknown = items - {"overhead", "concurrency", "queue", "coldstart", "pool", "upload"}
+    unknown = items - {"overhead", "concurrency", "queue", "coldstart", "pool", "upload", "views"}
     if unknown:
         parser.error(f"unknown --only items: {', '.join(sorted(unknown))}")
     return args, size, items
@@ -918,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     if "coldstart" in items:
         print("· 4. cold start ...", flush=True)  # first, while nothing else runs
         results["cold_start"] = measure_cold_start(size.cold_runs)
-    if items & {"overhead", "concurrency", "queue", "pool", "upload"}:
+    if items & {"overhead", "concurrency", "queue", "pool", "upload", "views"}:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             print("· starting Azurite, the simulator and the APIs ...", flush=True)
             stack = start_stack(Path(tmp), with_naive, size.concurrency if "concurrency" in items else None)
@@ -934,6 +962,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "upload" in items:
                     print("· 7. the event loop under a large upload (bench/upload.py) ...", flush=True)
                     results["upload"] = measure_upload(stack.azurite, UPLOAD_SMOKE if args.smoke else UPLOAD_FULL)
+                if "views" in items:
+                    print("· 8. views at many job records (bench/views.py) ...", flush=True)
+                    results["views"] = measure_views(stack.azurite, VIEWS_SMOKE if args.smoke else VIEWS_FULL)
             finally:
                 stack.stop()
     summary = summarize(results)
