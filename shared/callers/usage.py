@@ -43,7 +43,7 @@ from shared.index.records import IndexedRecords
 CONCURRENCY = 8  # callers listed, or records read for a missing summary, at once
 SETTLED_SECONDS = 900.0  # longer than a call and its archive take, and than instances' clocks disagree
 CHECKPOINTS = "_usage"
-FRESH_PAGE = 200  # entries newer than a checkpoint are few: list them a small page at a time
+FRESH_PAGE = 16  # entries newer than a checkpoint are few: the first page is small (the next ones grow)
 _FIELDS = ("requests", "images", "cost_usd", "unpriced", "input_tokens", "output_tokens", "total_tokens", "failed", "pending")
 
 
@@ -147,7 +147,7 @@ class Usage:
 
     async def of(self, day: str, caller_id: str | None) -> dict[str, Any]:
         """The usage of ``caller_id`` on ``day``, or of every caller (None): ``{object, day, caller, total, deployments[, callers]}``."""
-        keys = [caller_key(caller_id)] if caller_id is not None else await self.reader.callers()
+        keys = [caller_key(caller_id)] if caller_id is not None else await self.reader.callers(day)
         found = await asyncio.gather(*(self._caller_day(key, day) for key in keys))
         whole, callers = Report(), {}
         for reports in found:

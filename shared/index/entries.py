@@ -178,19 +178,39 @@ def parse_listed(name: str, metadata: Mapping[str, str] | None) -> Listed | None
     return Listed(name, _INVERT - int(inverted), prefix, item_id, key, caller, unquote(meta.get("deployment", "")), Summary.from_metadata(meta))
 
 
+DAYS = "_days"  # _days/<caller key or ~all>/<day>: the days a view has entries on, one empty blob each
+DAY_CALLERS = "_daycallers"  # _daycallers/<day>/<caller key>: the callers of a day
+
+
+def day_markers(key: str, day: str) -> tuple[str, str, str]:
+    """What says that ``key`` (a caller) has entries on ``day``: its day, every caller's day, the day's callers.
+
+    Listing these names is listing days or callers, however many entries each has (a delimiter listing
+    over the entries themselves reads every entry under the prefix, in Azurite at least)."""
+    return f"{DAYS}/{key}/{day}", f"{DAYS}/{ALL}/{day}", f"{DAY_CALLERS}/{day}/{key}"
+
+
 class RecordIndex:
     """Writes entries (before their records) and their summaries (once the records are final)."""
 
     def __init__(self, container: ContainerClient) -> None:
         self.container = container
         self._ready = False
+        self._marked: set[tuple[str, str]] = set()  # (caller key, day) whose day markers this instance wrote
 
     async def add(self, entry: Entry, summary: Summary | None = None) -> None:
         """Write both names of ``entry`` (again: the same content, so a repeat is harmless); ``summary`` when the
-        record it points at is final already."""
+        record it points at is final already. The first entry of a caller's day in this instance also writes the
+        day's markers (:func:`day_markers`)."""
         await self._ensure()
+        writes = [self._put(entry.name, entry.metadata(summary)), self._put(entry.all_name, entry.metadata())]
+        marked = (entry.key, entry.day) not in self._marked
+        if marked:
+            writes += [self._put(name, {}) for name in day_markers(entry.key, entry.day)]
         async with storage_call("indexing a record"):
-            await asyncio.gather(self._put(entry.name, entry.metadata(summary)), self._put(entry.all_name, entry.metadata()))
+            await asyncio.gather(*writes)
+        if marked:
+            self._marked.add((entry.key, entry.day))
 
     async def summarize(self, entry: Entry, summary: Summary | None) -> None:
         """Set (or, with None, clear) the summary on the caller's entry; rewrites the entry if it went missing."""

@@ -4,8 +4,8 @@ Every read lists one prefix, so what it costs grows with what it returns, never 
 
 - a page of a day is one List Blobs call of ``size`` names from storage's own continuation marker
   (names sort newest first, so the first page is the newest);
-- the days of a caller (or of everyone) are one delimiter listing, an entry a day;
-- the callers are one delimiter listing of ``_index/``, an entry a caller.
+- the days of a caller (or of everyone) are one listing of its day markers, a blob a day;
+- the callers of a day are one listing of the day's caller markers, a blob a caller (entries.py).
 
 An entry only says where to look: whoever reads the record it points at checks that the record
 is there and whose it is (a stray entry, from a crash before its record was written, points at
@@ -23,7 +23,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from shared.errors import invalid, storage_call
-from shared.index.entries import ALL, PREFIX, Listed, Summary, parse_listed
+from shared.index.entries import ALL, DAY_CALLERS, DAYS, PREFIX, Listed, Summary, parse_listed
 
 LISTING_PAGE = 5000  # the most one List Blobs call returns
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -59,10 +59,13 @@ class IndexReader:
         return found, pages.continuation_token or None
 
     async def day(self, scope: str, day: str, *, page: int | None = None) -> AsyncIterator[Listed]:
-        """Every entry of ``scope`` on ``day``, newest first, with its metadata, listed ``page`` at a time (default: the most)."""
+        """Every entry of ``scope`` on ``day``, newest first, with its metadata: the first ``page`` (default: the most
+        a call returns), then eight times as many a call, so a reader that stops early listed little."""
         marker: str | None = None
+        size = page or LISTING_PAGE
         while True:
-            found, marker = await self.page(scope, day, page or LISTING_PAGE, marker)
+            found, marker = await self.page(scope, day, size, marker)
+            size = min(LISTING_PAGE, size * 8)
             for listed in found:
                 yield listed
             if marker is None:
@@ -70,19 +73,18 @@ class IndexReader:
 
     async def days(self, scope: str) -> list[str]:
         """The days ``scope`` has entries on, newest first."""
-        return sorted((name for name in await self._folders(f"{PREFIX}/{scope}/") if _DAY.fullmatch(name)), reverse=True)
+        return sorted((name for name in await self._leaves(f"{DAYS}/{scope}/") if _DAY.fullmatch(name)), reverse=True)
 
-    async def callers(self) -> list[str]:
-        """The keys of every caller with an entry."""
-        return [name for name in await self._folders(f"{PREFIX}/") if _KEY.fullmatch(name)]
+    async def callers(self, day: str) -> list[str]:
+        """The keys of every caller with an entry on ``day``."""
+        return [name for name in await self._leaves(f"{DAY_CALLERS}/{day}/") if _KEY.fullmatch(name)]
 
-    async def _folders(self, prefix: str) -> list[str]:
+    async def _leaves(self, prefix: str) -> list[str]:
         names = []
         async with storage_call("listing the index"):
             try:
-                async for item in self.container.walk_blobs(name_starts_with=prefix, delimiter="/"):
-                    if item.name.endswith("/"):
-                        names.append(item.name[len(prefix) : -1])
+                async for blob in self.container.list_blobs(name_starts_with=prefix, results_per_page=LISTING_PAGE):
+                    names.append(blob.name[len(prefix) :])
             except ResourceNotFoundError:
                 pass
         return names
