@@ -21,7 +21,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from shared.callers import owner_of
 from shared.errors import ServiceError, storage_call
-from shared.index.entries import Listed, RecordIndex, Summary, ms_of_iso
+from shared.index.entries import UNKNOWN_CALLER, Listed, RecordIndex, Summary, ms_of_iso
 from shared.index.listing import summary_of_job, summary_of_record
 
 RECORD_NAME = "record.json"
@@ -63,7 +63,7 @@ class IndexedRecords:
     async def read(self, listed: Listed) -> dict[str, Any] | None:
         """The record ``listed`` points at, when it is there and agrees with the entry; else None."""
         record = await (self.job(listed.id) if listed.is_job else self.archive_record(listed.prefix, listed.id))
-        if record is None or owner_of(record) != listed.caller_id:
+        if record is None or (owner_of(record) or UNKNOWN_CALLER) != listed.caller_id:
             return None
         if listed.is_job and ms_of_iso(record.get("created_at")) != listed.at_ms:
             return None  # another submission's entry for this id
