@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,9 +37,11 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from shared.archive import ensure_container
-from shared.errors import storage_call
+from shared.errors import ServiceError, storage_call
+from shared.etagged import SharedBlobs
 
 PREFIX = "_index"
+_NOTE_ROUNDS = 20
 ALL = "~all"
 UNKNOWN_CALLER = "unknown:unknown"  # whose a record is when it names no caller this app vouched for (written before callers were known)
 _INVERT = 9_999_999_999_999
@@ -178,16 +182,18 @@ def parse_listed(name: str, metadata: Mapping[str, str] | None) -> Listed | None
     return Listed(name, _INVERT - int(inverted), prefix, item_id, key, caller, unquote(meta.get("deployment", "")), Summary.from_metadata(meta))
 
 
-DAYS = "_days"  # _days/<caller key or ~all>/<day>: the days a view has entries on, one empty blob each
-DAY_CALLERS = "_daycallers"  # _daycallers/<day>/<caller key>: the callers of a day
+DAYS = "_days"  # _days/<caller key or ~all>: a JSON list of the days a view has entries on
+DAY_CALLERS = "_daycallers"  # _daycallers/<day>: a JSON list of the caller keys with entries that day
 
 
-def day_markers(key: str, day: str) -> tuple[str, str, str]:
-    """What says that ``key`` (a caller) has entries on ``day``: its day, every caller's day, the day's callers.
-
-    Listing these names is listing days or callers, however many entries each has (a delimiter listing
-    over the entries themselves reads every entry under the prefix, in Azurite at least)."""
-    return f"{DAYS}/{key}/{day}", f"{DAYS}/{ALL}/{day}", f"{DAY_CALLERS}/{day}/{key}"
+def _with(data: bytes | None, value: str) -> bytes | None:
+    """The JSON list ``data`` with ``value`` added; None when it holds it already."""
+    try:
+        found = json.loads(data) if data else []
+    except ValueError:
+        found = []  # unreadable: written again whole
+    values = {str(v) for v in found} if isinstance(found, list) else set()
+    return None if value in values else json.dumps(sorted(values | {value})).encode()
 
 
 class RecordIndex:
@@ -196,21 +202,32 @@ class RecordIndex:
     def __init__(self, container: ContainerClient) -> None:
         self.container = container
         self._ready = False
-        self._marked: set[tuple[str, str]] = set()  # (caller key, day) whose day markers this instance wrote
+        self._days = SharedBlobs(container, DAYS, clock=time.time, cache_seconds=60.0, what="the index's days")
+        self._callers = SharedBlobs(container, DAY_CALLERS, clock=time.time, cache_seconds=60.0, what="the index's callers of a day")
+        self._noted: set[tuple[str, str]] = set()  # (caller key, day) this instance noted in both lists
 
     async def add(self, entry: Entry, summary: Summary | None = None) -> None:
         """Write both names of ``entry`` (again: the same content, so a repeat is harmless); ``summary`` when the
-        record it points at is final already. The first entry of a caller's day in this instance also writes the
-        day's markers (:func:`day_markers`)."""
+        record it points at is final already. The first entry of a caller's day in this instance also notes the day
+        in the caller's and everyone's list of days, and the caller in the day's list of callers (ETag-guarded)."""
         await self._ensure()
         writes = [self._put(entry.name, entry.metadata(summary)), self._put(entry.all_name, entry.metadata())]
-        marked = (entry.key, entry.day) not in self._marked
-        if marked:
-            writes += [self._put(name, {}) for name in day_markers(entry.key, entry.day)]
+        noted = (entry.key, entry.day) in self._noted
+        if not noted:
+            writes += [self._note(self._days, entry.key, entry.day), self._note(self._days, ALL, entry.day), self._note(self._callers, entry.day, entry.key)]
         async with storage_call("indexing a record"):
             await asyncio.gather(*writes)
-        if marked:
-            self._marked.add((entry.key, entry.day))
+        self._noted.add((entry.key, entry.day))
+
+    async def _note(self, lists: SharedBlobs, name: str, value: str) -> None:
+        """Add ``value`` to the list ``name`` unless it holds it; another instance's write first: read again, decide again."""
+        snapshot = await lists.cached(name)
+        for _ in range(_NOTE_ROUNDS):
+            changed = _with(snapshot.data, value)
+            if changed is None or await lists.write(name, changed, snapshot.etag):
+                return
+            snapshot = await lists.read(name)
+        raise ServiceError(503, "StorageUnavailable", "The index's lists changed on every try; retry.", transient=True)
 
     async def summarize(self, entry: Entry, summary: Summary | None) -> None:
         """Set (or, with None, clear) the summary on the caller's entry; rewrites the entry if it went missing."""

@@ -4,8 +4,8 @@ Every read lists one prefix, so what it costs grows with what it returns, never 
 
 - a page of a day is one List Blobs call of ``size`` names from storage's own continuation marker
   (names sort newest first, so the first page is the newest);
-- the days of a caller (or of everyone) are one listing of its day markers, a blob a day;
-- the callers of a day are one listing of the day's caller markers, a blob a caller (entries.py).
+- the days of a caller (or of everyone), and the callers of a day, are one read each: small lists the
+  index keeps (entries.py), since a listing of the entries themselves would read every one of them.
 
 An entry only says where to look: whoever reads the record it points at checks that the record
 is there and whose it is (a stray entry, from a crash before its record was written, points at
@@ -15,6 +15,7 @@ record adds to its entry.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -73,21 +74,24 @@ class IndexReader:
 
     async def days(self, scope: str) -> list[str]:
         """The days ``scope`` has entries on, newest first."""
-        return sorted((name for name in await self._leaves(f"{DAYS}/{scope}/") if _DAY.fullmatch(name)), reverse=True)
+        return sorted((name for name in await self._list(DAYS, scope) if _DAY.fullmatch(name)), reverse=True)
 
     async def callers(self, day: str) -> list[str]:
         """The keys of every caller with an entry on ``day``."""
-        return [name for name in await self._leaves(f"{DAY_CALLERS}/{day}/") if _KEY.fullmatch(name)]
+        return [name for name in await self._list(DAY_CALLERS, day) if _KEY.fullmatch(name)]
 
-    async def _leaves(self, prefix: str) -> list[str]:
-        names = []
-        async with storage_call("listing the index"):
+    async def _list(self, prefix: str, name: str) -> list[str]:
+        """A list the index keeps (entries.py: days, callers of a day): one read."""
+        async with storage_call("reading the index's lists"):
             try:
-                async for blob in self.container.list_blobs(name_starts_with=prefix, results_per_page=LISTING_PAGE):
-                    names.append(blob.name[len(prefix) :])
+                data = await (await self.container.download_blob(f"{prefix}/{name}")).readall()
             except ResourceNotFoundError:
-                pass
-        return names
+                return []
+        try:
+            found = json.loads(data)
+        except ValueError:
+            return []
+        return [str(value) for value in found] if isinstance(found, list) else []
 
 
 def _tokens(usage: Any) -> tuple[int, int, int]:
