@@ -15,11 +15,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from local.azurite import Azurite
+from local.servers import serve_in_thread
+from shared.api import create_app
 from shared.callers.ledger import HELD_RETRY_SECONDS, Ledger
 from shared.index import caller_key
 from shared.models import parse_request
@@ -145,4 +148,20 @@ async def test_the_queue_s_caller_has_limits_of_its_own(make_settings: Callable[
         dropped.send_message(json.dumps({"deployment": "gpt-image-1-mini", **BODY}))  # a message names nobody: the queue's caller
         outcome = await run_next(worker, azurite)
     assert outcome.action == "failed" and "may not use the deployment 'gpt-image-1-mini'" in outcome.detail
+    assert sim.stats()["generations"] == 0
+
+
+def test_the_openai_sdk_never_repeats_a_call_over_a_spent_budget(make_settings: Callable[..., Settings], sim: SimControl) -> None:
+    """The SDK retries a 429 after its Retry-After unless the answer says x-should-retry: false, as a spent day says."""
+    limits = {"callers": {"key:function-key": {"usd_per_day": 0}}}
+    server = serve_in_thread(create_app(Runtime(make_settings(IMAGES_CALLER_LIMITS=json.dumps(limits), IMAGES_JOBS_CONTAINER=f"limits-{uuid.uuid4().hex[:10]}"))))
+    sent: list[str] = []
+    try:
+        with httpx.Client(event_hooks={"request": [lambda request: sent.append(request.url.path)]}) as http:
+            client = openai.AzureOpenAI(azure_endpoint=server.url, api_key="unused-locally", api_version="2025-04-01-preview", max_retries=2, http_client=http)
+            with pytest.raises(openai.RateLimitError) as refused:
+                client.images.generate(model="gpt-image-1-mini", prompt="a lighthouse", size="1024x1024")
+    finally:
+        server.stop()
+    assert refused.value.code == "BudgetExceeded" and len(sent) == 1  # not asked again: waiting would not help
     assert sim.stats()["generations"] == 0
