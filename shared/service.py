@@ -188,7 +188,7 @@ class ImageService:
         record = self.record(request, result, generation_id=generation_id, kind=kind, caller=caller, extra=routed.record_fields(request))
         images = [(i.data, i.content_type) for i in result.images]
         store = functools.partial(archive.store, prefix, generation_id, images, record, concurrent=kind == "sync")
-        archived, written = await ticket.archived(store, record, record["cost"].get("usd"), len(result.images))
+        archived, written = await ticket.archived(store, record["cost"].get("usd"), len(result.images))
         return Generation(generation_id, request, result, archived, written, ticket.headers)
 
     def record(

@@ -8,8 +8,8 @@ was accepted (shared/jobs/store.py), and its summary is written when it ends.
 
 The :class:`Ticket` then follows the call: :meth:`Ticket.failed` gives the hold back when upstream
 did no work (else charges it at its worst case) and marks the entry failed; :meth:`Ticket.archived`
-settles the hold at what the images cost and writes the entry's summary while the record is
-written, clearing the summary again if the archive fails.
+settles the hold at what the images cost while the record is written (the entry's summary comes
+from the record, when a view first reads it: no write of its own on the answer's path).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from shared.callers.budgets import Budgets, Hold
 from shared.callers.identity import Caller
 from shared.errors import ServiceError
-from shared.index import Entry, RecordIndex, Summary, summary_of_record
+from shared.index import Entry, RecordIndex, Summary
 from shared.index.entries import ms_of
 from shared.models import ImageRequest
 
@@ -66,35 +66,18 @@ class Ticket:
             except ServiceError as exc:  # upstream's error is the answer; the entry stays without a summary
                 log.warning("could not mark the entry of %s failed: %s", self.entry.id, exc.message)
 
-    async def archived(self, archive: Callable[[], Awaitable[T]], record: dict[str, Any], usd: float | None, images: int) -> T:
-        """Run ``archive`` (writing ``record`` and the images) once the entry is in place, while the hold settles
-        and the entry gets its summary."""
+    async def archived(self, archive: Callable[[], Awaitable[T]], usd: float | None, images: int) -> T:
+        """Run ``archive`` (the record and the images) once the entry is in place, while the hold settles. The entry
+        gets its summary from its first reader (shared/index/records.py): nothing more on the answer's path."""
         try:
             await self.indexed()
         except ServiceError:
             await self.hold.settle(usd, images)  # billed all the same
             raise
-        settle = self.hold.settle(usd, images)
-        summary = self.index.summarize(self.entry, summary_of_record(record)) if self.entry is not None else _nothing()
-        stored, _, summarized = await asyncio.gather(archive(), settle, summary, return_exceptions=True)
+        stored, _ = await asyncio.gather(archive(), self.hold.settle(usd, images), return_exceptions=True)
         if isinstance(stored, BaseException):
-            if self.entry is not None and not isinstance(summarized, BaseException):
-                await _quietly(self.index.summarize(self.entry, None))  # no record after all: nothing to count
             raise stored
-        if isinstance(summarized, BaseException):
-            log.warning("could not summarize the entry of %s: %s (the next reader repairs it)", record.get("id"), summarized)
         return stored
-
-
-async def _nothing() -> None:
-    return None
-
-
-async def _quietly(call: Awaitable[None]) -> None:
-    try:
-        await call
-    except ServiceError:
-        pass
 
 
 class Books:

@@ -7,14 +7,15 @@ that have tiles are one delimiter listing. Nothing lists every job or every imag
 
 Each record is read and checked against its entry (shared/index/records.py): a tile is shown only
 when its record names the viewer as its caller, or the viewer is an operator. A synchronous
-generation's record is written while its images upload: an entry without its summary yet is shown
-only once every image it names exists.
+generation's record is written while its images upload: one written in the last minute is shown only
+once every image it names exists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from shared.index.records import IndexedRecords
 JOB_PREFIX = "jobs"  # where the archive files the images of background jobs (shared/jobs)
 DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: $ would let a trailing newline through
 READ_CONCURRENCY = 8  # record reads in flight for one page
+SETTLED_SECONDS = 60.0
 
 T = TypeVar("T")
 
@@ -53,9 +55,10 @@ def day_of(moment: Any) -> str:
 class GalleryReader:
     """The index and the records it points at, for one request."""
 
-    def __init__(self, index: IndexReader, records: IndexedRecords) -> None:
+    def __init__(self, index: IndexReader, records: IndexedRecords, *, clock: Callable[[], float] = time.time) -> None:
         self.index = index
         self.records = records
+        self.clock = clock
 
     @property
     def images(self) -> Any:
@@ -80,9 +83,14 @@ class GalleryReader:
         if listed.is_job:
             return tile_from_job(record, family_of)
         tile = tile_from_record(listed.prefix, record)
-        if listed.summary is None and not await self._all_there(tile.images):
+        if not self._settled(listed, tile) and not await self._all_there(tile.images):
             return None  # its images are still being written (or a crash left them out)
         return tile
+
+    def _settled(self, listed: Listed, tile: Tile) -> bool:
+        """True when a synchronous generation's images are surely all there: its entry's summary says so, or its record
+        was written more than :data:`SETTLED_SECONDS` ago (an archive that failed removes its record well within that)."""
+        return listed.summary is not None or (tile.time is not None and (self.clock() - tile.time.timestamp()) > SETTLED_SECONDS)
 
     async def _all_there(self, names: list[str]) -> bool:
         async def exists(name: str) -> bool:

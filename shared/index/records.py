@@ -5,8 +5,9 @@ caller, and for a job the same moment of acceptance, since a job id reused by an
 writes an entry of its own that points at the first one's record). What disagrees, or was never
 written, is skipped; an entry still without its record :data:`STRAY_AFTER_SECONDS` after it was
 written (longer than any call takes to write its record) is marked ``none`` so nobody reads for it
-again. An entry without a summary whose record is final gets its summary written (a crash between
-the record and its summary, or a record that outlived its entry's write).
+again. An entry without a summary gets it from its record: a synchronous generation's entry always
+(its call writes none, to stay off the answer's path), a job's after a crash between its end and
+its summary.
 """
 
 from __future__ import annotations
@@ -70,17 +71,19 @@ class IndexedRecords:
         return record
 
     async def summary(self, listed: Listed) -> Summary | None:
-        """The entry's summary, from the record (and written back) when the entry has none yet; None while the
-        record is not final. An entry that never got its record is ``none`` once it is old enough."""
+        """The entry's summary, from the record when the entry has none yet (a synchronous generation's entry gets
+        its summary from its first reader; a job's when it ends); None while the record is not final. It is written
+        back once the entry is older than :data:`STRAY_AFTER_SECONDS` (no call is still writing its record then); an
+        entry that never got its record is ``none`` from then on."""
         if listed.summary is not None:
             return listed.summary
         record = await self.read(listed)
+        settled = self.clock() * 1000 - listed.at_ms > STRAY_AFTER_SECONDS * 1000
         if record is None:
-            stray = self.clock() * 1000 - listed.at_ms > STRAY_AFTER_SECONDS * 1000
-            found: Summary | None = Summary("none") if stray else None
+            found: Summary | None = Summary("none") if settled else None
         else:
             found = summary_of_job(record) if listed.is_job else summary_of_record(record)
-        if found is not None:
+        if found is not None and (settled or listed.is_job):  # a job's summary is final once its record says it ended
             await self._repair(listed, found)
         return found
 
