@@ -181,9 +181,9 @@ async def test_a_generation_is_one_trace_from_request_to_archive(app: App, captu
     # lists of days and callers) is written while upstream works (shared/callers/books.py): storage calls beside the steps.
     steps = [name for name in capture.children(generate) if not name.startswith(("ContainerClient.", "BlobClient."))]
     assert steps == ["upstream.call", "archive.write"]
-    assert sorted(set(capture.children(generate)) - set(steps)) == [
-        "BlobClient.upload_blob", "ContainerClient.create_container", "ContainerClient.download_blob", "ContainerClient.upload_blob"
-    ]  # fmt: skip
+    index_calls = set(capture.children(generate)) - set(steps)  # the lists are written only by the first entry of their day
+    assert "ContainerClient.upload_blob" in index_calls
+    assert index_calls <= {"ContainerClient.create_container", "ContainerClient.upload_blob", "ContainerClient.download_blob", "BlobClient.upload_blob"}
     attempt = capture.one("upstream.attempt")
     assert capture.children(capture.one("upstream.call")) == ["upstream.attempt"]
     assert [(s.kind, s.attributes["http.status_code"]) for s in capture.named("POST") if s.parent and s.parent.span_id == attempt.context.span_id] == [
