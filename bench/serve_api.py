@@ -1,8 +1,9 @@
 """The service's HTTP API in its own process, for the benchmark: ``python -m bench.serve_api --port P``.
 
 Settings come from the environment (as in Azure) and the app is built by the same
-composition root as function_app.py (:meth:`Runtime.from_env`), served by uvicorn on
-loopback; the app owns its runtime, so uvicorn's lifespan opens and closes it. The
+composition root as function_app.py (:meth:`Runtime.from_env`) and served as the Functions
+worker serves it (local/functions_worker.py: the extension's catch-all app under uvicorn) on
+loopback; the first request opens the runtime, stopping the server closes it. The
 benchmark reads this process's memory.
 """
 
@@ -12,7 +13,7 @@ import argparse
 
 import uvicorn
 
-from shared.api import create_app
+from local.functions_worker import hosted
 from shared.runtime import Runtime
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    app = create_app(Runtime.from_env())
+    app = hosted(Runtime.from_env())
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

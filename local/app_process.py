@@ -23,9 +23,9 @@ import sys
 import threading
 from typing import Any
 
+from local.functions_worker import hosted
 from local.queue_runner import QueueRunner
 from local.servers import serve_in_thread
-from shared.api import create_app
 from shared.host import host_queue_settings
 from shared.jobs import Outcome
 from shared.runtime import Runtime
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    api = serve_in_thread(create_app(api_runtime), host=args.host, port=args.port)
+    api = serve_in_thread(hosted(api_runtime), host=args.host, port=args.port)
     # The runner's event loop is its own, so it gets a runtime of its own (as in local.stack).
     runner_runtime = Runtime(settings, warn_retired_models=False)  # the API runtime warned already
 

@@ -44,13 +44,13 @@ from local.archived import fetch_archived
 from local.azurite import ROOT, USUAL_PORTS, Azurite, FolderInUse, describe_holder, start_azurite
 from local.demo_edit import demo_edit
 from local.easyauth import IDENTITY_PREFIX, EasyAuthFront
+from local.functions_worker import hosted
 from local.identity import LOCAL_AUDIENCE, LOCAL_TOKEN_PATH, TOKEN_PATH, IdentityEndpoint, TokenIssuer
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from local.sim_pool import stack_pool
 from local.simulator import SimulatorConfig, create_simulator
 from shared import redaction
-from shared.api import create_app
 from shared.callers import CALLER_ROLE, OPERATOR_ROLE
 from shared.host import host_queue_settings
 from shared.runtime import Runtime
@@ -243,8 +243,10 @@ def running_stack(
             print(f"Queue      '{env['IMAGES_QUEUE']}', this stack's own: the stack holding the folder drains its own queue", flush=True)
         settings = Settings.from_env(env)
         identity = IdentityEndpoint(TokenIssuer(lifetime=3600)) if settings.caller_auth == "entra" else None
-        # uvicorn's lifespan opens and closes the API's runtime in the server's event loop.
-        app: Any = create_app(Runtime(settings))
+        # Served as the Functions worker serves it (local/functions_worker.py): the first request opens the
+        # runtime in the server's event loop, stopping the server closes it. In entra mode the front that
+        # stands in for App Service authentication is in front of it, as the platform is in Azure.
+        app: Any = hosted(Runtime(settings))
         api = serve_in_thread(EasyAuthFront(app, identity, audiences=[LOCAL_AUDIENCE]) if identity else app, port=api_port)
         if azurite is not None and azurite.lock is not None:
             azurite.lock.describe(api=api.url, queue=settings.queue_name)

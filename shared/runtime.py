@@ -156,6 +156,7 @@ class Runtime:
         settings = Settings.from_env(environ)
         redaction.install_log_hygiene()
         telemetry.redact_exported_logs()  # OpenTelemetry's log handler exports the exception itself: redact that too
+        telemetry.redact_request_urls()  # the worker's FastAPI app (HTTP streams) records request URLs, ?code= included
         return cls(settings, **options)
 
     @property

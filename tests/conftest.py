@@ -2,8 +2,9 @@
 
 Contract and validation tests drive the app in process (``in_process``: httpx's ASGI
 transport, no server); the end-to-end ones (archive, links, the openai SDK) go through a
-real uvicorn server (``api``, one per session; its lifespan closes its runtime). Either
-way the app is built as the entry points build it, ``create_app(Runtime(settings))``,
+real uvicorn server (``api``, one per session, served as the Functions worker serves it:
+``local.functions_worker.hosted``). Either way the app is built as the entry points build
+it, ``create_app(Runtime(settings))``,
 against real Azurite and the simulator over HTTP. Tests move the simulator's clock and
 wait on its counters (``SimControl``) instead of sleeping.
 """
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from local.azurite import Azurite, start_azurite
+from local.functions_worker import hosted
 from local.servers import ServerThread, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
 from shared.api import create_app
@@ -161,8 +163,9 @@ async def app_client(in_process: Callable[..., Awaitable[httpx.AsyncClient]]) ->
 
 @pytest.fixture(scope="session")
 def api_server(azurite: Azurite, simulator: ServerThread) -> Iterator[ServerThread]:
-    """One API over real HTTP with the default test settings, for the end-to-end tests; stopping it closes its runtime."""
-    server = serve_in_thread(create_app(Runtime(settings_for(azurite, simulator.url))))
+    """One API over real HTTP with the default test settings, for the end-to-end tests, served as the Functions
+    worker serves it (local/functions_worker.py); stopping it closes its runtime."""
+    server = serve_in_thread(hosted(Runtime(settings_for(azurite, simulator.url))))
     yield server
     server.stop()
 

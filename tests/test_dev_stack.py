@@ -252,7 +252,8 @@ def test_dev_py_run_end_to_end_says_its_links_die_with_it(dev_py: list[subproces
 # --------------------------------------------------------------------------- Core Tools' local.settings.json
 
 
-HOST_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags"}  # read by the Functions host, not the app
+# Read by the Functions host and the Python worker, not the app (PYTHON_ENABLE_INIT_INDEXING: the HTTP streams extension).
+HOST_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsFeatureFlags", "PYTHON_ENABLE_INIT_INDEXING"}
 
 
 @pytest.mark.parametrize("name", ["local.settings.example.json", "local.settings.simulator.example.json"])
@@ -261,6 +262,7 @@ def test_each_local_settings_example_is_a_valid_set_for_func_start(name: str) ->
     values = json.loads((ROOT / name).read_text(encoding="utf-8"))["Values"]
     assert set(values) - HOST_SETTINGS <= set(setting_names())
     settings = Settings.from_env(values)
+    assert values["PYTHON_ENABLE_INIT_INDEXING"] == "1"  # without it the worker ignores the extension (Python <= 3.12)
     assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"  # Azurite on its usual ports: python -m local.azurite
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert name in readme and "python -m local.azurite" in readme

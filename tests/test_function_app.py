@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import sys
+import typing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,14 @@ from types import ModuleType
 from typing import Any
 
 import azure.functions as func
+import azurefunctions.extensions.base as ext_base
+import httpx
 import pytest
 from azure.functions.queue import QueueMessage as TriggerMessage
 from azure.storage.blob import BlobServiceClient
 
 from local.azurite import Azurite
+from local.functions_worker import worker_app
 from local.servers import ServerThread
 from tests.conftest import SimControl, base_env
 
@@ -34,8 +38,6 @@ def function_app(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, simulator: S
     yield module
     # Each test closes the runtime inside the event loop that opened it (the clients belong to that loop).
     assert not module.runtime.is_open
-    # AsgiFunctionApp.__del__ would asyncio.run() the ASGI shutdown inside whatever loop collects it.
-    module.app.startup_task_done = False
     sys.modules.pop("function_app", None)
 
 
@@ -47,7 +49,8 @@ def test_app_indexes_offline_with_the_bindings_the_host_needs(function_app: Modu
     found = functions(function_app)
     assert set(found) == {"http_app_func", "image_jobs"}
     http = next(b for b in found["http_app_func"].get_bindings() if b.type == "httpTrigger")
-    assert http.route == "/{*route}"
+    assert http.route == "{*route}"  # one function, every path (routePrefix "")
+    assert {str(m).rsplit(".", 1)[-1] for m in http.methods} == {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
     assert str(http.auth_level).endswith("FUNCTION")
     queue = next(b for b in found["image_jobs"].get_bindings() if b.type == "queueTrigger")
     assert queue.queue_name == "%IMAGES_QUEUE%"  # the setting, never a literal
@@ -74,8 +77,17 @@ def test_entra_mode_leaves_the_gate_to_app_service_authentication(monkeypatch: p
         http = next(b for b in functions(module)["http_app_func"].get_bindings() if b.type == "httpTrigger")
         assert str(http.auth_level).endswith("ANONYMOUS")
     finally:
-        module.app.startup_task_done = False
         sys.modules.pop("function_app", None)
+
+
+def test_the_http_streams_extension_is_on_and_the_http_function_has_the_types_the_worker_accepts(function_app: ModuleType) -> None:
+    """What the worker checks at load (azure_functions_worker/bindings/meta.py): with the extension imported,
+    HTTP v2 is on, the trigger parameter must be the extension's request type and the return one of its responses."""
+    assert ext_base.HttpV2FeatureChecker.http_v2_enabled()
+    hints = typing.get_type_hints(functions(function_app)["http_app_func"].get_user_function())
+    assert ext_base.RequestTrackerMeta.check_type(hints["req"])
+    assert ext_base.ResponseTrackerMeta.check_type(hints["return"])
+    assert not ext_base.RequestTrackerMeta.check_type(func.HttpRequest)  # the classic type would fail indexing
 
 
 def test_import_needs_no_network_and_reports_a_bad_setting_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,30 +105,26 @@ def test_import_needs_no_network_and_reports_a_bad_setting_by_name(monkeypatch: 
     sys.modules.pop("function_app", None)
 
 
-def test_http_function_serves_a_generation_through_the_asgi_middleware(function_app: ModuleType, azurite: Azurite, sim: SimControl) -> None:
+def test_http_function_serves_a_generation_as_the_worker_calls_it(function_app: ModuleType, azurite: Azurite, sim: SimControl) -> None:
     http_function = functions(function_app)["http_app_func"].get_user_function()
-    request = func.HttpRequest(
-        method="POST",
-        url="http://localhost:7071/openai/deployments/gpt-image-1/images/generations?api-version=2025-04-01-preview",
-        params={"api-version": "2025-04-01-preview"},
-        headers={"Content-Type": "application/json"},
-        body=json.dumps({"prompt": "through the worker"}).encode(),
-        route_params={"route": "openai/deployments/gpt-image-1/images/generations"},
-    )
-    context = _Context()  # the worker passes its own Context; the middleware reads a few fields
 
-    async def call() -> func.HttpResponse:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=worker_app(http_function))
         try:
-            response: func.HttpResponse = await http_function(request, context)
-            assert function_app.runtime.is_open  # opened by the ASGI startup on this first request
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost:7071") as client:
+                response = await client.post(
+                    "/openai/deployments/gpt-image-1/images/generations",
+                    params={"api-version": "2025-04-01-preview"},
+                    json={"prompt": "through the worker"},
+                )
+            assert function_app.runtime.is_open  # opened by the function on this first request
         finally:
             await function_app.runtime.close()
         return response
 
     response = asyncio.run(call())
-    assert response.status_code == 200, response.get_body()
-    body = json.loads(response.get_body())
-    assert "/images/" in body["data"][0]["url"]
+    assert response.status_code == 200, response.text
+    assert "/images/" in response.json()["data"][0]["url"]
     assert sim.stats()["generations"] == 1
 
 
@@ -146,33 +154,19 @@ def test_both_functions_share_one_runtime_opened_once_in_the_workers_loop(functi
     http_function = found["http_app_func"].get_user_function()
     job_id = f"shared-{uuid.uuid4().hex[:8]}"
     message = TriggerMessage(id=str(uuid.uuid4()), body=json.dumps({"id": job_id, "prompt": "queue first"}).encode(), dequeue_count=1)
-    request = func.HttpRequest(
-        method="GET", url=f"http://localhost:7071/openai/operations/images/{job_id}", headers={}, body=b"",
-        route_params={"route": f"openai/operations/images/{job_id}"},
-    )
 
-    async def call() -> tuple[func.HttpResponse, bool]:
+    async def call() -> tuple[httpx.Response, bool]:
         try:
             await queue_function(message)
             clients = function_app.runtime.service.clients
-            response: func.HttpResponse = await http_function(request, _Context())
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=worker_app(http_function)), base_url="http://localhost:7071") as client:
+                response = await client.get(f"/openai/operations/images/{job_id}")
             return response, function_app.runtime.service.clients is clients
         finally:
             await function_app.runtime.close()
 
     response, same_clients = asyncio.run(call())
-    assert same_clients  # the HTTP app's startup found the runtime the queue message had opened
-    assert response.status_code == 200, response.get_body()
-    assert json.loads(response.get_body())["status"] == "succeeded"
+    assert same_clients  # the HTTP function found the runtime the queue message had opened
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "succeeded"
     assert sim.stats()["generations"] == 1
-
-
-class _Context:
-    """The few Context fields AsgiMiddleware reads (the worker builds the real one)."""
-
-    invocation_id = "test-invocation"
-    function_name = "http_app_func"
-    function_directory = str(ROOT)
-    trace_context = None
-    retry_context = None
-    thread_local_storage = None

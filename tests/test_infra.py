@@ -54,6 +54,7 @@ PLATFORM_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING",  # where the host sends telemetry
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # Entra ID auth for it (App Insights local auth is off)
     "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",  # the Python worker exports the app's OpenTelemetry (shared/telemetry)
+    "PYTHON_ENABLE_INIT_INDEXING",  # the HTTP streams extension (function_app.py) on Python <= 3.12
 }
 # Settings with a default that name a resource the templates create: set, so the templates
 # and the app can never look for different containers or queues.

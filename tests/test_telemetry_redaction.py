@@ -20,16 +20,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from fastapi import FastAPI, Request, Response
+from fastapi.testclient import TestClient
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from shared import telemetry
+from shared.api.hosting import AppResponse
 from shared.redaction import RedactSecrets
+from shared.telemetry.redacted import redacted_query, redacted_url
 
 SAS_QUERY = "sv=2025-05-05&sr=b&sp=r&se=2026-11-30T10%3A00%3A00Z&sig="
 URL = "https://account.blob.core.windows.net/images/2026/11/a.png"
@@ -174,3 +178,44 @@ def test_the_local_exporter_writes_spans_redacted() -> None:
     assert span["status"]["description"] == f"ConnectionError: {REDACTED}"
     assert span["events"][0]["attributes"]["exception.message"] == REDACTED
     made_up.assert_absent(out.getvalue())
+
+
+def test_a_request_span_of_the_workers_fastapi_app_is_exported_without_the_function_key() -> None:
+    """In Azure the worker's own FastAPI app (HTTP streams) gets a server span from FastAPI's native telemetry,
+    query string included; here a FastAPI app traced the same way stands in for it, behind the real bridge."""
+    key, exporter = secrets.token_urlsafe(30), InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert telemetry.redact_request_urls(provider) and telemetry.redact_request_urls(provider)  # idempotent
+    inner = FastAPI()
+
+    @inner.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    outer = FastAPI(telemetry={"tracer_provider": provider})  # as the extension's WebApp, with a provider of its own
+
+    @outer.get("/{path:path}")
+    async def catch_all(request: Request) -> Response:
+        return AppResponse(inner)
+
+    with TestClient(outer) as client:
+        assert client.get("/healthz", params={"api-version": "1", "code": key}).json() == {"status": "ok"}
+    provider.shutdown()
+    (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert (span.attributes or {})["url.query"] == "api-version=1&code=***"
+    assert key not in span.to_json()
+
+
+@pytest.mark.parametrize(
+    ("value", "redacted"),
+    [
+        ("code=k3y&x=1", "code=***&x=1"),
+        ("https://app.azurewebsites.net/gallery?code=k3y&day=2026-11-30", "https://app.azurewebsites.net/gallery?code=***&day=2026-11-30"),
+        ("/images/a.png?CODE=k3y", "/images/a.png?CODE=***"),
+        ("api-version=2025-04-01-preview", "api-version=2025-04-01-preview"),
+        ("/gallery", "/gallery"),
+    ],
+)
+def test_request_url_attributes_lose_the_function_key_and_signatures(value: str, redacted: str) -> None:
+    assert (redacted_url if "/" in value else redacted_query)(value) == redacted

@@ -82,6 +82,8 @@ var platformSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD;ClientId=${identityClientId}'
   // The Python worker configures azure-monitor-opentelemetry and streams the app's spans and logs (host.json telemetryMode).
   PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // The HTTP streams extension (azurefunctions-extensions-http-fastapi) needs worker indexing at init on Python <= 3.12.
+  PYTHON_ENABLE_INIT_INDEXING: '1'
 }
 
 // Read by the app (and, for AzureWebJobsStorage__*, by the host and the queue trigger).

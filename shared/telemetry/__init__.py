@@ -3,7 +3,8 @@
     core             where spans and metrics go (use, setup), the policy (allowed), traced and Steps
     steps            the app's traced steps (validation, generation, upstream, archive, jobs) and cost_of
     instrumentation  the request span (RequestSpans) and the official httpx instrumentation
-    redacted         what OpenTelemetry exports, redacted: log records (redact_exported_logs), spans (RedactedSpans)
+    redacted         what OpenTelemetry exports, redacted: log records (redact_exported_logs), spans (RedactedSpans),
+                     request URLs of spans others make (redact_request_urls)
 
 Where they go:
 
@@ -35,7 +36,9 @@ with) exports ``exception.message`` and ``exception.stacktrace`` from the live e
 filter. :func:`redact_exported_logs`, called with the log hygiene, passes them through
 :func:`shared.redaction.redact` like the message. The instrumentations' spans can quote one too (httpx
 records a failed request's exception as an event, the Azure SDKs put its text in the status): the local
-exporter (:func:`setup`) writes them through :class:`RedactedSpans`.
+exporter (:func:`setup`) writes them through :class:`RedactedSpans`. And in Azure the worker's own FastAPI app
+(the HTTP streams extension's) gets a server span with the query string from FastAPI's or the distro's
+instrumentation: :func:`redact_request_urls`, called with the log hygiene, hides ``code`` and ``sig`` there.
 """
 
 from __future__ import annotations
@@ -54,7 +57,13 @@ from shared.telemetry.core import (
     use,
 )
 from shared.telemetry.instrumentation import FASTAPI_TELEMETRY, RequestSpans, instrument_app, instrument_httpx
-from shared.telemetry.redacted import RedactedSpans, RedactExportedLogs, redact_exported_logs
+from shared.telemetry.redacted import (
+    RedactedSpans,
+    RedactExportedLogs,
+    RedactRequestUrls,
+    redact_exported_logs,
+    redact_request_urls,
+)
 from shared.telemetry.steps import (
     archive_write,
     cost_of,
@@ -72,6 +81,7 @@ __all__ = [
     "LABELS",
     "PROMPT_ATTRIBUTES",
     "RedactExportedLogs",
+    "RedactRequestUrls",
     "RedactedSpans",
     "RequestSpans",
     "Steps",
@@ -86,6 +96,7 @@ __all__ = [
     "job_delivery",
     "job_state",
     "redact_exported_logs",
+    "redact_request_urls",
     "setup",
     "trace_azure_sdks",
     "traced",

@@ -11,15 +11,26 @@ traceback as standard formatters print it, from ``exc_text`` (redacted).
 Spans: :class:`RedactedSpans` wraps a span exporter; every string of a span (status description, attributes,
 event attributes such as an instrumentation's ``exception.message`` and ``exception.stacktrace``) is
 redacted on the way out.
+
+Request URLs: in Azure the Python worker serves HTTP with a FastAPI app of its own (the HTTP streams
+extension), which this app cannot configure. FastAPI's native telemetry, or the OpenTelemetry FastAPI
+instrumentation the Azure Monitor distro puts on every FastAPI app, records a server span for it with
+the query string, where callers may put the function key (``?code=``). :class:`RedactRequestUrls`, a span
+processor put on the global tracer provider at start (:func:`redact_request_urls`), rewrites those URL
+attributes as each span starts, before any exporter can see them.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
@@ -118,3 +129,51 @@ class RedactedSpans(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)
+
+
+# Query parameters that carry a credential: the Functions key, a SAS signature.
+SECRET_QUERY_PARAMETERS = frozenset({"code", "sig"})
+# Span attributes that hold a request's query, alone or in a URL (current and older HTTP conventions).
+_QUERY_ATTRIBUTES = ("url.query",)
+_redacting_urls: weakref.WeakSet[TracerProvider] = weakref.WeakSet()  # providers RedactRequestUrls is on
+_URL_ATTRIBUTES = ("url.full", "http.target", "http.url")
+
+
+def redacted_query(query: str) -> str:
+    """``query`` with the values of :data:`SECRET_QUERY_PARAMETERS` replaced by ``***`` (and any other secret shape redacted)."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key.lower() in SECRET_QUERY_PARAMETERS for key, _ in pairs):
+        query = urlencode([(key, "***" if key.lower() in SECRET_QUERY_PARAMETERS else value) for key, value in pairs], safe="*")
+    return redact(query)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` (absolute, or a path with a query) with its query passed through :func:`redacted_query`."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=redacted_query(parts.query))) if parts.query else redact(url)
+
+
+class RedactRequestUrls(SpanProcessor):
+    """A span processor that rewrites a starting span's URL and query attributes (:func:`redacted_url`)."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = span.attributes or {}
+        for key, redact_value in [*((k, redacted_query) for k in _QUERY_ATTRIBUTES), *((k, redacted_url) for k in _URL_ATTRIBUTES)]:
+            value = attributes.get(key)
+            if isinstance(value, str) and (clean := redact_value(value)) != value:
+                span.set_attribute(key, clean)
+
+
+def redact_request_urls(provider: trace.TracerProvider | None = None) -> bool:
+    """Put :class:`RedactRequestUrls` on ``provider`` (the global one by default) if it is the SDK's; True when it is there.
+
+    Call it at start, after the platform has configured OpenTelemetry (in Azure the worker does before it
+    loads function_app.py). Idempotent.
+    """
+    provider = provider or trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return False  # the API's no-op or proxy provider: nothing records
+    if provider not in _redacting_urls:
+        provider.add_span_processor(RedactRequestUrls())
+        _redacting_urls.add(provider)
+    return True
