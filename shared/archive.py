@@ -171,6 +171,11 @@ async def _all_settled(uploads: list[Awaitable[None]]) -> None:
         raise failure
 
 
+def _archiving(generation_id: str, images: list[tuple[bytes, str]], concurrent: bool) -> dict[str, object]:
+    """What a write of the archive puts into telemetry (shared.telemetry.traced)."""
+    return {"images.generation_id": generation_id, "images.count": len(images), "images.bytes": sum(len(d) for d, _ in images), "archive.concurrent": concurrent}
+
+
 class Archive:
     """Writes images and records to the images container and signs read links."""
 
@@ -208,7 +213,7 @@ class Archive:
             )
         return planned
 
-    @telemetry.archive_write
+    @telemetry.traced("archive.write", telemetry.Steps(before=lambda args: _archiving(args["generation_id"], args["images"], args["concurrent"])))
     async def store(
         self,
         prefix: str,

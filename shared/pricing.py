@@ -164,6 +164,13 @@ def cost(family: str, usage: Mapping[str, Any] | None, sent: Mapping[str, Any], 
     return {"usd": None, "basis": f"{family}: no published price in this service's table"}
 
 
+def recorded_usd(record: Mapping[str, Any]) -> float | None:
+    """The cost in USD a record carries (``record["cost"]["usd"]``, as :func:`cost` wrote it), or None when unknown."""
+    recorded = record.get("cost")
+    usd = recorded.get("usd") if isinstance(recorded, Mapping) else None
+    return float(usd) if isinstance(usd, int | float) and not isinstance(usd, bool) else None
+
+
 def cost_header(record: Mapping[str, Any]) -> dict[str, str]:
     """The synchronous answer's ``x-images-cost-usd`` header, when the cost is known."""
     usd = (record.get("cost") or {}).get("usd")

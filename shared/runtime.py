@@ -137,7 +137,7 @@ class Runtime:
         ``warn_retired_models`` False for a second runtime of one start (the queue runner beside the API),
         so each retired deployment is warned about once per start."""
         self.settings = settings
-        telemetry.setup(settings)  # once per process: the first runtime decides
+        telemetry.setup(exporter=settings.telemetry_exporter, prompts=settings.telemetry_prompts)  # once per process: the first runtime decides
         self.today = today
         if warn_retired_models:
             warn_retired(settings, today())

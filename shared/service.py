@@ -31,7 +31,7 @@ from shared.errors import ServiceError
 from shared.models import ImageRequest, rules_of
 from shared.models.edits import edit_record_fields
 from shared.pool.router import Pools, Routed
-from shared.pricing import cost
+from shared.pricing import cost, recorded_usd
 from shared.settings import Settings
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 
@@ -65,6 +65,50 @@ class Generation:
     images: list[ArchivedImage]
     record: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)  # the caller's x-ratelimit-*
+
+
+# What a generation puts into telemetry (shared.telemetry.traced): its attributes and metrics.
+
+
+def _generating(args: Mapping[str, Any]) -> Mapping[str, object]:
+    request: ImageRequest = args["request"]
+    return {
+        "images.deployment": request.deployment,
+        "images.model_family": request.family,
+        "images.kind": args["kind"],
+        "images.generation_id": args["generation_id"],
+        "images.n": request.n,
+    }
+
+
+def _tokens(usage: Mapping[str, Any], name: str) -> int | None:
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _generated(generation: Generation) -> Mapping[str, object]:
+    """The generation's attributes, and its metrics: one generation, its images, tokens and cost."""
+    images, result = generation.images, generation.result
+    usage, usd = result.usage or {}, recorded_usd(generation.record)
+    tokens = {"input": _tokens(usage, "input_tokens"), "output": _tokens(usage, "output_tokens")}
+    counters, labels = telemetry.instruments(), telemetry.labels_of({})
+    counters.generations.add(1, labels)
+    counters.images.add(len(images), labels)
+    for kind, count in tokens.items():
+        if count is not None:
+            counters.tokens.add(count, {**labels, "gen_ai.token.type": kind})
+    if usd is not None:
+        counters.cost.add(usd, {**labels, "images.cost.currency": "USD"})
+    return {
+        "images.count": len(images),
+        "images.bytes": sum(image.size for image in images),
+        "images.upstream_attempts": result.attempts,
+        "gen_ai.usage.input_tokens": tokens["input"],
+        "gen_ai.usage.output_tokens": tokens["output"],
+        "images.revised_prompt": next((i.revised_prompt for i in result.images if i.revised_prompt), None),
+        "images.cost": usd,
+        "images.cost.currency": "USD" if usd is not None else None,
+    }
 
 
 def new_generation_id() -> str:
@@ -144,7 +188,7 @@ class ImageService:
         generate = functools.partial(self.pools.generate, request, deadline=deadline, budget=budget, job=kind == "job")
         return await self.produce(request, generate, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, wait=deadline.remaining())
 
-    @telemetry.generation
+    @telemetry.traced("images.generate", telemetry.Steps(before=_generating, after=_generated, failures=True, generation=True))
     async def produce(
         self,
         request: ImageRequest,

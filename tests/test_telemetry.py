@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from local.azurite import Azurite
 from shared import telemetry
 from shared.jobs import JobRetry, Outcome
+from shared.pricing import recorded_usd
 from shared.redaction import redact
 from shared.runtime import Runtime
 from shared.settings import Settings, SettingsError
@@ -168,6 +169,7 @@ async def test_a_generation_is_one_trace_from_request_to_archive(app: App, captu
     response = await app.client.post(GENERATE.format("gpt-image-1"), json={"prompt": PROMPT, "size": "1024x1024", "quality": "low"})
     assert response.status_code == 200, response.text
     signature = response.json()["data"][0]["url"].split("sig=")[1].split("&")[0]
+    cost = float(response.headers["x-images-cost-usd"])  # from the record the service wrote
 
     request = capture.one("POST /openai/deployments/{deployment}/images/generations")
     assert request.parent is None and request.kind is SpanKind.INTERNAL
@@ -196,6 +198,7 @@ async def test_a_generation_is_one_trace_from_request_to_archive(app: App, captu
         "images.generation_id": response.headers["x-request-id"], "images.n": 1, "images.count": 1,
         "images.upstream_attempts": 1, "gen_ai.usage.input_tokens": response.json()["usage"]["input_tokens"],
         "gen_ai.usage.output_tokens": response.json()["usage"]["output_tokens"],
+        "images.cost": cost, "images.cost.currency": "USD",
     }  # fmt: skip
     assert generate.attributes["images.bytes"] == capture.one("archive.write").attributes["images.bytes"] > 100_000
     assert dict(attempt.attributes or {}) == {"server.address": "127.0.0.1", "images.upstream.attempt": 1, "http.response.status_code": 200}
@@ -209,7 +212,8 @@ async def test_a_generation_is_one_trace_from_request_to_archive(app: App, captu
         [({**labels, "gen_ai.token.type": "input"}, generate.attributes["gen_ai.usage.input_tokens"]),
          ({**labels, "gen_ai.token.type": "output"}, generate.attributes["gen_ai.usage.output_tokens"])], key=str
     )  # fmt: skip
-    assert capture.points("images.failures") == [] and capture.points("images.cost") == []
+    assert capture.points("images.cost") == [({**labels, "images.cost.currency": "USD"}, cost)] and cost > 0
+    assert capture.points("images.failures") == []
     assert_clean(capture, azurite, PROMPT, "lighthouse", signature)
 
 
@@ -351,11 +355,9 @@ def test_logs_the_worker_exports_pass_through_the_redaction(azurite: Azurite) ->
     assert not any(SIM_KEY in f"{record.body} {record.attributes}" for record in records)
 
 
-def test_the_cost_hook_reads_what_a_record_carries() -> None:
-    assert telemetry.cost_of({"cost": 0.04}) == (0.04, "USD")
-    assert telemetry.cost_of({"cost": {"amount": 0.17, "currency": "EUR"}}) == (0.17, "EUR")
-    assert telemetry.cost_of({"cost": {"total": 1}}) == (1.0, "USD")
-    assert [telemetry.cost_of(r) for r in ({}, {"cost": None}, {"cost": True}, {"cost": {"amount": "1"}})] == [None] * 4
+def test_the_cost_metric_reads_what_a_record_carries() -> None:
+    assert recorded_usd({"cost": {"usd": 0.04, "basis": "gpt-image-2 per 1M tokens"}}) == 0.04
+    assert [recorded_usd(r) for r in ({}, {"cost": None}, {"cost": {"usd": None}}, {"cost": {"usd": True}}, {"cost": 0.04})] == [None] * 5
 
 
 @pytest.mark.parametrize(("value", "ok"), [("none", True), ("console", True), ("file:spans.jsonl", True), ("file:", False), ("otlp", False)])

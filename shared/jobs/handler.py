@@ -49,7 +49,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -308,7 +308,15 @@ def continuation_delay(error: ServiceError, rng: random.Random | None = None) ->
     return delay, f"retry after {delay:.1f} s"
 
 
-@telemetry.job_delivery
+def _delivering(msg: QueueMessageLike) -> Mapping[str, object]:
+    return {"messaging.message.id": msg.id, "images.dequeue_count": msg.dequeue_count}
+
+
+def _delivered(outcome: Outcome) -> Mapping[str, object]:
+    return {"images.job_id": outcome.job_id, "images.job.outcome": outcome.action}
+
+
+@telemetry.traced("images.job", telemetry.Steps(before=lambda args: _delivering(args["msg"]), after=_delivered))
 async def handle_queue_message(jobs: Jobs, msg: QueueMessageLike) -> Outcome:
     """The queue trigger's body: used by function_app in Azure and by local/queue_runner.py."""
     outcome = await jobs.handle(msg.get_body(), msg.id or "", msg.dequeue_count or 1)

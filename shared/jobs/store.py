@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,20 @@ def _lost_race(exc: AzureError) -> bool:
     return isinstance(exc, ResourceExistsError | ResourceModifiedError) or getattr(exc, "status_code", None) in (409, 412)
 
 
+def _recording(record: JobRecord) -> Mapping[str, object]:
+    """A job record about to be written: its state and the event that changed it (the event's name, not its detail)."""
+    return {
+        "images.job_id": record.id,
+        "images.job.status": record.status.value,
+        "images.job.event": record.events[-1].event if record.events else None,
+        "images.job.attempts": record.attempts,
+    }
+
+
+def _recorded(written: object) -> Mapping[str, object]:
+    return {"images.job.written": bool(written)}  # False or None: another delivery wrote first
+
+
 class JobStore:
     """The jobs container of the service's storage account."""
 
@@ -78,7 +93,7 @@ class JobStore:
             raise storage_error(exc, "reading a job record") from None
         return StoredJob(JobRecord.from_json(data), str(stream.properties.etag))
 
-    @telemetry.job_state
+    @telemetry.traced("job.state", telemetry.Steps(before=lambda args: _recording(args["record"]), after=_recorded))
     async def create(self, record: JobRecord) -> StoredJob | None:
         """Write a new record, its index entry first (shared/index: a record never exists without one);
         None if a record with this id exists already (the entry just written is then removed)."""
@@ -105,7 +120,7 @@ class JobStore:
         except ServiceError as exc:
             log.warning("job %s: could not summarize its index entry: %s", record.id, exc.message)
 
-    @telemetry.job_state
+    @telemetry.traced("job.state", telemetry.Steps(before=lambda args: _recording(args["stored"].record), after=_recorded))
     async def replace(self, stored: StoredJob) -> bool:
         """Write ``stored.record`` if the blob is unchanged since ``stored.etag`` (then the ETag moves on);
         False if someone else wrote it first."""

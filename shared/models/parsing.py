@@ -56,7 +56,22 @@ class ImageRequest:
         return "png" if self.output_format == "png" else "jpg"
 
 
-@telemetry.validation
+def _validating(args: Mapping[str, Any]) -> Mapping[str, object]:
+    return {"images.deployment": args["deployment"], "images.model_family": args["family"]}
+
+
+def _validated(request: ImageRequest) -> Mapping[str, object]:
+    body = request.upstream_body
+    return {
+        "images.n": request.n,
+        "images.size": body.get("size"),
+        "images.quality": body.get("quality"),
+        "images.output_format": request.output_format,
+        "images.prompt": request.asked.get("prompt"),  # kept only with IMAGES_TELEMETRY_PROMPTS=true
+    }
+
+
+@telemetry.traced("images.validate", telemetry.Steps(before=_validating, after=_validated, failures=True))
 def parse_request(body: object, deployment: str, family: str, *, api_style_v1: bool = False) -> ImageRequest:
     """Check a decoded JSON request body for ``deployment`` (running ``family``) and translate it.
 

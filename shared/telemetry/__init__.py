@@ -1,10 +1,15 @@
 """OpenTelemetry traces and metrics of what the app does, and what they may carry.
 
-    core             where spans and metrics go (use, setup), the policy (allowed), traced and Steps
-    steps            the app's traced steps (validation, generation, upstream, archive, jobs) and cost_of
+    core             where spans and metrics go (use, setup), the policy (allowed), traced and Steps, the metrics
     instrumentation  the request span (RequestSpans) and the official httpx instrumentation
     redacted         what OpenTelemetry exports, redacted: log records (redact_exported_logs), spans (RedactedSpans),
                      request URLs of spans others make (redact_request_urls)
+
+A thin core the domain calls: it imports no module of the service. Each room describes its own traced
+steps beside the function they trace (``@telemetry.traced("images.generate", Steps(...))`` on
+``ImageService.generate``, ``images.validate`` on ``parse_request``, ``upstream.call`` and
+``upstream.attempt`` in ``shared.upstream.client``, ``archive.write``, ``images.job``, ``job.state``):
+which attributes its arguments, its result and its error carry, and which metrics it adds.
 
 Where they go:
 
@@ -50,7 +55,11 @@ from shared.telemetry.core import (
     Steps,
     allowed,
     annotate,
+    count_attempt,
+    error_type,
     exporter_pipeline,
+    instruments,
+    labels_of,
     setup,
     trace_azure_sdks,
     traced,
@@ -63,16 +72,6 @@ from shared.telemetry.redacted import (
     RedactRequestUrls,
     redact_exported_logs,
     redact_request_urls,
-)
-from shared.telemetry.steps import (
-    archive_write,
-    cost_of,
-    generation,
-    job_delivery,
-    job_state,
-    upstream_attempt,
-    upstream_call,
-    validation,
 )
 
 __all__ = [
@@ -87,21 +86,17 @@ __all__ = [
     "Steps",
     "allowed",
     "annotate",
-    "archive_write",
-    "cost_of",
+    "count_attempt",
+    "error_type",
     "exporter_pipeline",
-    "generation",
     "instrument_app",
     "instrument_httpx",
-    "job_delivery",
-    "job_state",
+    "instruments",
+    "labels_of",
     "redact_exported_logs",
     "redact_request_urls",
     "setup",
     "trace_azure_sdks",
     "traced",
-    "upstream_attempt",
-    "upstream_call",
     "use",
-    "validation",
 ]

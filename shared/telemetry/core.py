@@ -1,5 +1,9 @@
 """The machinery: where spans and metrics go (:func:`use`, :func:`setup`), what they may carry
-(:func:`allowed`), and the :func:`traced` decorator with its :class:`Steps`."""
+(:func:`allowed`), and the :func:`traced` decorator with its :class:`Steps`.
+
+It knows no domain type: the domain describes its own steps (which attributes a call, its result and
+its error carry) and hands them to :func:`traced`. An exception's ``code`` attribute, when it is a
+string (as the service's errors have), is its ``error.type``; otherwise its class name is."""
 
 from __future__ import annotations
 
@@ -11,19 +15,18 @@ import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
+from typing import IO, Any, TypeVar, cast
 
 from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from shared.errors import ServiceError
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-
-    from shared.settings import Settings
+from shared.telemetry.redacted import RedactedSpans
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +71,18 @@ def use(tracer_provider: trace.TracerProvider | None = None, meter_provider: met
     _pipeline.cache.clear()
 
 
-def setup(settings: Settings) -> None:
+def setup(*, exporter: str, prompts: bool) -> None:
     """This process's telemetry, called by the composition root: the first call decides, later ones change nothing.
 
-    Records whether prompts may go into spans. With ``IMAGES_TELEMETRY_EXPORTER`` console or
-    file:<path>, installs global providers writing there and traces the Azure SDKs too;
-    otherwise the global providers stay as the platform left them (configured by the Functions
-    worker in Azure, none elsewhere: then nothing is recorded).
+    Records whether prompts may go into spans (``IMAGES_TELEMETRY_PROMPTS``). With ``exporter``
+    (``IMAGES_TELEMETRY_EXPORTER``) console or file:<path>, installs global providers writing there
+    and traces the Azure SDKs too; with none the global providers stay as the platform left them
+    (configured by the Functions worker in Azure, none elsewhere: then nothing is recorded).
     """
     if _pipeline.configured:
         return
-    _pipeline.configured, _pipeline.prompts = True, settings.telemetry_prompts
-    target = settings.telemetry_exporter
+    _pipeline.configured, _pipeline.prompts = True, prompts
+    target = exporter
     if target == "none":
         return
     # Open for the life of the process, line-buffered so a person can follow it with tail -f.
@@ -93,21 +96,13 @@ def setup(settings: Settings) -> None:
 
 def exporter_pipeline(out: IO[str], *, metrics_every_seconds: float = 30) -> tuple[SdkTracerProvider, SdkMeterProvider]:
     """Providers writing each finished span, and the metrics every ``metrics_every_seconds``, as one JSON line to ``out``."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
-
-    from shared.telemetry.redacted import RedactedSpans
-
     resource = Resource.create({"service.name": SERVICE_NAME})
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = SdkTracerProvider(resource=resource)
     spans = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
     tracer_provider.add_span_processor(SimpleSpanProcessor(RedactedSpans(spans)))  # an instrumentation's exception text too
     exporter = ConsoleMetricExporter(out=out, formatter=lambda data: data.to_json(indent=None) + "\n")
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=metrics_every_seconds * 1000)
-    return tracer_provider, MeterProvider(metric_readers=[reader], resource=resource)
+    return tracer_provider, SdkMeterProvider(metric_readers=[reader], resource=resource)
 
 
 def trace_azure_sdks() -> None:
@@ -208,6 +203,21 @@ class Scope:
 generation_scope: ContextVar[Scope | None] = ContextVar("telemetry_generation", default=None)
 
 
+def count_attempt() -> int | None:
+    """Count one more upstream attempt in the generation running now; its number, or None outside a generation."""
+    scope = generation_scope.get()
+    if scope is None:
+        return None
+    scope.attempts += 1
+    return scope.attempts
+
+
+def error_type(exc: BaseException) -> str:
+    """What ``error.type`` says of ``exc``: its ``code`` when that is a string (the service's errors), else its class name."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) and code else type(exc).__name__
+
+
 def labels_of(attributes: Mapping[str, object]) -> dict[str, AttributeValue]:
     """The metric labels of a step: its own (deployment, family, kind), else those of the generation it runs in."""
     own: dict[str, AttributeValue] = {key: value for key in LABELS if isinstance(value := attributes.get(key), str)}
@@ -259,7 +269,7 @@ class _Step:
             self._using.__exit__(kind, exc, tb)
 
     def _failed(self, exc: BaseException) -> str:
-        attributes: dict[str, object] = {"error.type": exc.code if isinstance(exc, ServiceError) else type(exc).__name__}
+        attributes: dict[str, object] = {"error.type": error_type(exc)}
         if self.steps.error:
             attributes.update(_safely(self.steps.error, exc))
         error = str(attributes["error.type"])

@@ -17,9 +17,10 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pybase64
@@ -38,6 +39,7 @@ from shared.upstream.errors import (
     invalid_base64,
     map_answer,
     map_error,
+    parse_retry_after,
     sniff_content_type,
     transport_error,
     unexpected_error,
@@ -81,6 +83,31 @@ class UpstreamResult:
 def upstream_request_id(headers: httpx.Headers) -> str | None:
     """Upstream's id for a call, which Azure support asks for: ``apim-request-id``, else ``x-request-id``."""
     return headers.get("apim-request-id") or headers.get("x-request-id")
+
+
+# What the call and each request put into telemetry (shared.telemetry.traced).
+
+
+def _calling(settings: Settings) -> Mapping[str, object]:
+    return {"server.address": urlsplit(settings.endpoint).hostname, "images.api_style": settings.api_style}
+
+
+def _attempting(url: str) -> Mapping[str, object]:
+    """Where the request goes, and which attempt of the generation running now it is."""
+    return {"server.address": urlsplit(url).hostname, "images.upstream.attempt": telemetry.count_attempt()}
+
+
+def _answered(_: object) -> Mapping[str, object]:
+    return {"http.response.status_code": 200}  # any other answer is raised (UpstreamAnswer)
+
+
+def _refused(exc: BaseException) -> Mapping[str, object]:
+    """An answer other than 200: its status and Retry-After; a 429 is counted. A failed connection: error.type says how."""
+    if not isinstance(exc, UpstreamAnswer):
+        return {}
+    if exc.status == 429:
+        telemetry.instruments().throttles.add(1, telemetry.labels_of({}))
+    return {"http.response.status_code": exc.status, "error.type": str(exc.status), "images.upstream.retry_after_s": parse_retry_after(exc.headers)}
 
 
 def upstream_http(settings: Settings) -> httpx.AsyncClient:
@@ -172,7 +199,7 @@ class UpstreamClient:
         url, body = self.url_and_body(request)
         return await self.send(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, request, deadline=deadline, budget=budget)
 
-    @telemetry.upstream_call
+    @telemetry.traced("upstream.call", telemetry.Steps(before=lambda args: _calling(args["self"].settings)))
     async def send(
         self, url: str, payload: Payload, request_headers: dict[str, str], request: ImageRequest, *, deadline: Deadline, budget: float
     ) -> UpstreamResult:
@@ -216,7 +243,7 @@ class UpstreamClient:
         calls.answered = True
         return result
 
-    @telemetry.upstream_attempt
+    @telemetry.traced("upstream.attempt", telemetry.Steps(before=lambda args: _attempting(args["url"]), after=_answered, error=_refused))
     async def _post(
         self, url: str, payload: Payload, headers: dict[str, str], deadline: Deadline, n: int, calls: UpstreamCalls
     ) -> tuple[ImageBodyReader, httpx.Headers]:
