@@ -27,7 +27,7 @@ import hashlib
 import io
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,8 +50,10 @@ from local.simulator import (
     _filter_results,
     _invalid,
     _redacted_headers,
+    _Rendered,
     check_request,
     refuse_flagged,
+    streamed_image,
 )
 
 if TYPE_CHECKING:
@@ -258,6 +260,8 @@ class EditSimulator:
         sim.stats.generations += 1
         sim.stats.edits += 1
         sim.stats.deployments[deployment] = sim.stats.deployments.get(deployment, 0) + 1
+        if params.stream:
+            return await self._streamed(request, params, images, mask, headers["x-request-id"])
         with sim._at_work() as released:
             finished = await sim._work(request, sim._delay(params.prompt), released)
         if not finished:
@@ -271,6 +275,15 @@ class EditSimulator:
         sim.stats.images += params.n
         payload = {"created": int(sim.clock.now()), "data": [dict(item) for _ in range(params.n)], "usage": _edit_usage(params, images)}
         return JSONResponse(payload)
+
+
+    async def _streamed(self, request: Request, params: ImageParams, images: list[Image.Image], mask: Image.Image | None, tag: str) -> Response:
+        """The edit as a stream (local/sim_stream.py): partial images, then the completed image, for each of ``n``."""
+        size = images[0].size if params.size == "auto" else (params.width, params.height)
+        rendered = _Rendered(await asyncio.to_thread(render_edit, images, mask, params, size), params.output_format)
+        usage = _edit_usage(replace(params, n=1), images)
+        streamed = [streamed_image(rendered, f"{tag}/{i}", params.partial_images, usage, first_image=i == 0) for i in range(params.n)]
+        return self.sim.stream_response(request, "image_edit", replace(params, width=size[0], height=size[1]), streamed)
 
 
 def edit_routes(sim: Simulator) -> list[Route]:

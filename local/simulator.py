@@ -48,6 +48,11 @@ Prompt markers (``MARKERS``; the prompt is otherwise ignored)
     [[hang]] / [[hang:S]]      the generation takes ``hang_seconds`` (or S) instead of the latency
     [[fail]] / [[fail:STATUS]] this request answers ``fail_status`` (or STATUS: 408, 409, 413, 422, 499, 500-504)
     [[nan-created]], [[drip]], [[echo-key]] ...  upstream misbehaviour: see local/faults.py
+    [[stream-cut:K]], [[stream-stall:K]], [[stream-error:K]]  a streamed answer that breaks after K events:
+                               see local/sim_stream.py
+
+``"stream": true`` (gpt-image families, generations and edits) answers server-sent events, partial
+images spaced over the latency, as local/sim_stream.py describes.
 Prompt filters answer before any latency; image filters answer after it (the image was made).
 
 Order of checks: api-version, auth (401), deployment (404), JSON body, ``model``, rules (400),
@@ -98,10 +103,20 @@ from PIL import Image, ImageChops, ImageDraw
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from local import faults
+from local.sim_stream import (
+    STREAM_MARKERS,
+    STREAM_PATTERN,
+    ImageStream,
+    Prefix,
+    StreamedImage,
+    partial_usage,
+    stream_events,
+    stream_fault,
+)
 
 __all__ = [
     "FAMILIES",
@@ -146,8 +161,11 @@ FILTER_MARKERS: dict[str, Literal["prompt", "prompt:legacy", "image", "image:leg
 }
 _HANG = re.compile(r"\[\[hang(?::(\d+(?:\.\d+)?))?\]\]")
 _FAIL = re.compile(r"\[\[fail(?::(\d{3}))?\]\]")
-_ALL_MARKERS = re.compile(r"\[\[(?:filter:(?:prompt|image)(?::legacy)?|hang(?::[\d.]+)?|fail(?::\d{3})?|" + faults.PATTERN + r")\]\]")
+_ALL_MARKERS = re.compile(
+    r"\[\[(?:filter:(?:prompt|image)(?::legacy)?|hang(?::[\d.]+)?|fail(?::\d{3})?|" + faults.PATTERN + "|" + STREAM_PATTERN + r")\]\]"
+)
 MARKERS.update(faults.MARKERS)
+MARKERS.update(STREAM_MARKERS)
 
 PROMPT_FILTERED = "Your task failed as a result of our safety system."
 IMAGE_FILTERED = "Generated image was filtered as a result of our safety system."
@@ -457,6 +475,8 @@ class ImageParams:
     output_format: Literal["png", "jpeg"]
     output_compression: int | None
     background: str
+    stream: bool = False  # gpt-image only: server-sent events (local/sim_stream.py)
+    partial_images: int = 0
 
     @property
     def jpeg_quality(self) -> int:
@@ -563,6 +583,7 @@ def check_request(family: str, body: Mapping[str, Any]) -> ImageParams:
     n = _integer(body, "n", 1, 1, 1 if dalle else 10)
     assert n is not None
 
+    partial_images, stream = 0, None
     if dalle:
         size = _choice(body, "size", DALLE_SIZES, "1024x1024")
         quality = _choice(body, "quality", ("standard", "hd"), "standard")
@@ -591,12 +612,10 @@ def check_request(family: str, body: Mapping[str, Any]) -> ImageParams:
         if background == "transparent" and output_format != "png":
             raise _invalid("background", f"Transparent background is only supported with output_format 'png', got '{output_format}'.")
         _choice(body, "moderation", ("low", "auto"), "auto")
-        _integer(body, "partial_images", 0, 0, 3)
+        partial_images = _integer(body, "partial_images", 0, 0, 3) or 0
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise _invalid("stream", f"Invalid type for 'stream': expected a boolean, but got {_json_type(stream)} instead.", "invalid_type")
-        if stream:
-            raise _invalid("stream", "Streaming is not supported by the images simulator; send stream=false or leave it out.", "unsupported_value")
 
     width, height = (1024, 1024) if size == "auto" else (int(size.split("x")[0]), int(size.split("x")[1]))
     return ImageParams(
@@ -612,6 +631,8 @@ def check_request(family: str, body: Mapping[str, Any]) -> ImageParams:
         output_format=output_format,  # type: ignore[arg-type]
         output_compression=compression,
         background=background,
+        stream=bool(stream),
+        partial_images=partial_images,
     )
 
 
@@ -1415,6 +1436,28 @@ class Simulator:
                     task.cancel()
         return watcher is None or watcher not in done
 
+    def stream_response(self, request: Request, prefix: Prefix, params: ImageParams, images: list[StreamedImage]) -> Response:
+        """A streamed answer (local/sim_stream.py): the events spaced over this request's latency, faults applied."""
+        settings = {
+            "size": f"{params.width}x{params.height}" if params.size == "auto" else params.size,
+            "quality": "medium" if params.quality == "auto" else params.quality,
+            "background": params.background,
+            "output_format": params.output_format,
+        }
+        stream = ImageStream(prefix, settings, images, self._delay(params.prompt), stream_fault(params.prompt), self.config.hang_seconds)
+
+        def completed() -> None:
+            self.stats.succeeded += 1
+            self.stats.images += len(images)
+            self._notify()
+
+        async def body() -> AsyncIterator[bytes]:
+            with self._at_work() as released:
+                async for event in stream_events(stream, lambda seconds: self._work(request, seconds, released), self.clock.now, on_completed=completed):
+                    yield event
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
     async def _generate(
         self,
         request: Request,
@@ -1498,6 +1541,14 @@ class Simulator:
         self.stats.generations += 1
         self.stats.deployments[deployment] = self.stats.deployments.get(deployment, 0) + 1
         key = _image_key(params)
+        if params.stream:
+            variants = await self.images.variants(key, cfg.image_variants)
+            first, usage = next(self._counter), _usage(replace(params, n=1))
+            images = [
+                streamed_image(variants[(first + i) % len(variants)], f"{headers['x-request-id']}/{i}", params.partial_images, usage, first_image=i == 0)
+                for i in range(params.n)
+            ]
+            return self.stream_response(request, "image_generation", params, images)
         rendering = asyncio.ensure_future(self.images.variants(key, cfg.image_variants))
         with self._at_work() as released:
             finished = await self._work(request, self._delay(params.prompt), released)
@@ -1540,6 +1591,15 @@ class Simulator:
         self.stats.succeeded += 1
         self.stats.images += params.n
         return faults.answer(params.prompt, payload, splices, request) or _spliced_json(payload, splices)
+
+
+def streamed_image(rendered: _Rendered, tag: str, partials: int, usage: Mapping[str, Any], *, first_image: bool) -> StreamedImage:
+    """One image of a streamed answer: ``partials`` partial images (each its own bytes), the final one, and its
+    completed event's usage (input tokens on the first image only, each partial image's output tokens added)."""
+    usage = partial_usage(usage, partials)
+    if not first_image:
+        usage = dict(usage, input_tokens=0, input_tokens_details={"text_tokens": 0, "image_tokens": 0}, total_tokens=usage["output_tokens"])
+    return StreamedImage([rendered.unique(f"{tag} partial {p}").b64() for p in range(partials)], rendered.unique(tag).b64(), usage)
 
 
 def _spliced_json(payload: dict[str, Any], splices: Mapping[str, bytes]) -> Response:
