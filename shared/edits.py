@@ -30,9 +30,12 @@ from shared.models import ImageRequest
 from shared.models.edits import EDIT_OPERATION, EditInput, EditRequest, check_inputs, edit_rules, names_from_json, parse_edit
 from shared.models.families import EditRules
 from shared.models.image_bytes import ImageFacts
+from shared.pool.router import Send
 from shared.service import Generation, ImageService
 from shared.upstream import UpstreamClient, UpstreamResult
 from shared.upstream.edits import edit as upstream_edit
+from shared.upstream.edits import edit_body, edit_url
+from shared.upstream.stream import UpstreamStream, open_stream
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,18 @@ async def run_edit(
     return await service.produce(
         request, route, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, wait=deadline.remaining(), input_pixels=pixels
     )
+
+
+def stream_send(inputs: EditInputs, timeout: float) -> Send[UpstreamStream]:
+    """The pool's ``send`` for a streamed edit: open the stream on the chosen backend with the inputs' bytes."""
+
+    async def send(client: UpstreamClient, routed: ImageRequest, budget: float) -> UpstreamStream:
+        assert isinstance(routed, EditRequest)  # the pool only renames the deployment
+        body = edit_body(client.settings, routed, inputs.images, inputs.mask)
+        url = edit_url(client.settings, routed.deployment)
+        return await open_stream(client, url, body, body.headers, routed, timeout=timeout, budget=budget)
+
+    return send
 
 
 async def generate_or_edit(service: ImageService, request: ImageRequest, **options: Any) -> Generation:

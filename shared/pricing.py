@@ -164,6 +164,23 @@ def cost(family: str, usage: Mapping[str, Any] | None, sent: Mapping[str, Any], 
     return {"usd": None, "basis": f"{family}: no published price in this service's table"}
 
 
+# OpenAI's image generation guide (Streaming): each partial image costs 100 more image output tokens.
+PARTIAL_IMAGE_OUTPUT_TOKENS = 100
+
+
+def streamed_cost(family: str, usage: Mapping[str, Any] | None, sent: Mapping[str, Any], partial_images: int) -> dict[str, Any]:
+    """:func:`cost` of a streamed image, with :data:`PARTIAL_IMAGE_OUTPUT_TOKENS` image output tokens per partial image sent.
+
+    Upstream's usage is taken to count the final image only (the published rule prices partial images on top)."""
+    priced = cost(family, usage, sent, 1)
+    price = PRICES.get(family)
+    if not partial_images or not isinstance(price, TokenPrice) or priced["usd"] is None:
+        return priced
+    extra = partial_images * PARTIAL_IMAGE_OUTPUT_TOKENS
+    usd = priced["usd"] + extra * price.image_output / _PER_MILLION
+    return {"usd": round(usd, 6), "basis": f"{priced['basis']}; {partial_images} partial images x {PARTIAL_IMAGE_OUTPUT_TOKENS} image output tokens"}
+
+
 def recorded_usd(record: Mapping[str, Any]) -> float | None:
     """The cost in USD a record carries (``record["cost"]["usd"]``, as :func:`cost` wrote it), or None when unknown."""
     recorded = record.get("cost")

@@ -161,7 +161,7 @@ REFUSALS: list[tuple[str, str, list[tuple[str, bytes]], dict[str, str], int, str
     ("fidelity on 2", "gpt-image-2", [("image", PNG)], {"prompt": "x", "input_fidelity": "low"}, 400, "unknown_parameter", "input_fidelity"),
     ("fidelity value", "gpt-image-1", [("image", PNG)], {"prompt": "x", "input_fidelity": "max"}, 400, "invalid_value", "input_fidelity"),
     ("style", "gpt-image-1", [("image", PNG)], {"prompt": "x", "style": "vivid"}, 400, "unknown_parameter", "style"),
-    ("stream", "gpt-image-1", [("image", PNG)], {"prompt": "x", "stream": "true"}, 400, "unsupported_value", "stream"),
+    ("partial-images", "gpt-image-1", [("image", PNG)], {"prompt": "x", "stream": "true", "partial_images": "4"}, 400, "invalid_value", "partial_images"),
     ("n text", "gpt-image-1", [("image", PNG)], {"prompt": "x", "n": "two"}, 400, "invalid_type", "n"),
     ("n over", "gpt-image-1", [("image", PNG)], {"prompt": "x", "n": "11"}, 400, "invalid_value", "n"),
     ("size", "gpt-image-1", [("image", PNG)], {"prompt": "x", "size": "512x512"}, 400, "invalid_value", "size"),

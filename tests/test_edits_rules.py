@@ -110,8 +110,8 @@ def test_shared_fields_are_checked_and_translated_as_for_generations() -> None:
 @pytest.mark.parametrize(
     ("fields", "param", "code"),
     [
-        ({"prompt": "x", "stream": True}, "stream", "unsupported_value"),
-        ({"prompt": "x", "partial_images": 2}, "partial_images", "invalid_value"),
+        ({"prompt": "x", "stream": True, "partial_images": 5}, "partial_images", "invalid_value"),
+        ({"prompt": "x", "partial_images": 2}, "partial_images", "invalid_value"),  # needs stream
         ({"prompt": "x", "moderation": "low"}, "moderation", "unknown_parameter"),
         ({"prompt": "x", "model": "other"}, "model", "invalid_value"),
     ],
@@ -120,6 +120,12 @@ def test_edit_only_refusals(fields: dict[str, object], param: str, code: str) ->
     with pytest.raises(ServiceError) as caught:
         parse_edit(fields, ["inputs/a.png"], None, "gpt-image-2", "gpt-image-2")
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, param, code)
+
+
+def test_a_streamed_edit_sends_stream_and_partial_images() -> None:
+    edit = parse_edit({"prompt": "x", "stream": True, "partial_images": 2}, ["inputs/a.png"], None, "gpt-image-2", "gpt-image-2")
+    assert (edit.stream, edit.partial_images) == (True, 2)
+    assert edit.upstream_body == {"prompt": "x", "stream": True, "partial_images": 2}
 
 
 def test_stream_false_and_no_partial_images_are_accepted_and_not_sent() -> None:

@@ -47,6 +47,8 @@ _NEAR: dict[str, st.SearchStrategy[Any]] = {
     "moderation": st.sampled_from(["auto", "low", "high"]),
     "user": TEXT,
     "model": st.sampled_from(DEPLOYMENTS),
+    "stream": st.booleans(),
+    "partial_images": st.integers(min_value=-1, max_value=4),
 }
 NEAR_BODIES = st.fixed_dictionaries({"prompt": _NEAR["prompt"]}, optional={name: st.one_of(_NEAR[name], JSON_VALUES) for name in sorted(KNOWN_FIELDS - {"prompt"})})
 BODIES = st.one_of(JSON_VALUES, NEAR_BODIES, st.builds(lambda body, extra: {**body, **extra}, NEAR_BODIES, st.dictionaries(TEXT, JSON_VALUES, max_size=2)))
@@ -66,11 +68,16 @@ def _check_accepted(request: ImageRequest, family: str) -> None:
     assert 1 <= request.n <= rules_of(family).max_n
     assert request.response_format in ("url", "b64_json")
     assert "model" not in request.upstream_body
+    assert request.stream == (request.upstream_body.get("stream") is True)
+    assert not request.stream or (request.n == 1 and 0 <= request.partial_images <= 3)
 
 
 def _check_refused(error: ServiceError) -> None:
     assert error.status == 400
-    assert error.code in ("invalid_type", "missing_required_parameter", "unknown_parameter", "invalid_value", "invalid_encoding", "string_above_max_length")
+    assert error.code in (
+        "invalid_type", "missing_required_parameter", "unknown_parameter", "invalid_value", "invalid_encoding", "string_above_max_length",
+        "unsupported_value",
+    )  # fmt: skip
     _storable(error.body())
     assert len(error.message) < 1000
     assert error.param is None or (len(error.param) <= ECHO_LIMIT + 1 and error.param.isprintable())

@@ -81,7 +81,7 @@ def with_prompt(**fields: Any) -> dict[str, Any]:
 def test_known_fields_are_every_accepted_name() -> None:
     assert KNOWN_FIELDS == {
         "prompt", "size", "n", "quality", "style", "response_format", "output_format",
-        "output_compression", "background", "user", "model", "moderation",
+        "output_compression", "background", "user", "model", "moderation", "stream", "partial_images",
     }  # fmt: skip
 
 
@@ -167,10 +167,49 @@ def test_dall_e_3_limit_is_4000_even_when_gpt_image_would_take_it() -> None:
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
-@pytest.mark.parametrize("name", ["foo", "Prompt", "stream", "partial_images", "image", "seed", "deployment", "id", ""])
+@pytest.mark.parametrize("name", ["foo", "Prompt", "image", "seed", "deployment", "id", ""])
 def test_unknown_field_is_refused_and_named(name: str, family: str) -> None:
     error = refused(with_prompt(**{name: "x"}), family, "unknown_parameter", name)
     assert "prompt" in error.message  # the accepted names are listed
+
+
+# --- streaming: a rule of the family (Rules.partial_images) ----------------------------------------
+
+
+@pytest.mark.parametrize("family", GPT_FAMILIES)
+@pytest.mark.parametrize("partial_images", [None, 0, 1, 3])
+def test_a_family_that_streams_takes_stream_and_partial_images_and_sends_them(family: str, partial_images: int | None) -> None:
+    body = with_prompt(stream=True, **({} if partial_images is None else {"partial_images": partial_images}))
+    request = parse(body, family)
+    assert (request.stream, request.partial_images, request.n) == (True, partial_images or 0, 1)
+    assert request.upstream_body == {"prompt": PROMPT, "stream": True, **({} if partial_images is None else {"partial_images": partial_images})}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "code"),
+    [
+        ({"stream": True, "partial_images": 4}, "partial_images", "invalid_value"),
+        ({"stream": True, "partial_images": -1}, "partial_images", "invalid_value"),
+        ({"stream": True, "partial_images": "2"}, "partial_images", "invalid_type"),
+        ({"partial_images": 2}, "partial_images", "invalid_value"),  # without stream
+        ({"stream": "true"}, "stream", "invalid_type"),
+        ({"stream": True, "n": 2}, "n", "invalid_value"),
+    ],
+)
+def test_stream_refusals_name_the_parameter(fields: dict[str, Any], param: str, code: str) -> None:
+    refused(with_prompt(**fields), GPT_IMAGE_2, code, param)
+
+
+def test_stream_on_a_family_that_does_not_stream_is_refused_naming_stream() -> None:
+    error = refused(with_prompt(stream=True), DALL_E_3, "unsupported_value", "stream")
+    assert "dall-e-3 does not stream" in error.message and GPT_IMAGE_2 in error.message
+    refused(with_prompt(partial_images=1), DALL_E_3, "unknown_parameter", "partial_images")
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_stream_false_is_a_plain_request_for_every_family(family: str) -> None:
+    request = parse(with_prompt(stream=False), family)
+    assert not request.stream and "stream" not in request.upstream_body
 
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)

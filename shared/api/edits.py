@@ -28,9 +28,11 @@ from shared.api.generation import _family, _submit, _wants_async, answer_now
 from shared.api.multipart import Limits, read_form
 from shared.api.public import check_api_version
 from shared.api.schema import FUNCTION_KEY, edit_responses, submit_responses
+from shared.api.streamed import stream_now
 from shared.api.timing import request_deadline
 from shared.callers import Caller
 from shared.errors import ServiceError, invalid
+from shared.jobs import refuse_stream
 from shared.models.edits import FILE_FIELDS, EditRequest, edit_rules, form_values, parse_edit
 from shared.models.families import TABLE
 from shared.runtime import Runtime
@@ -172,8 +174,13 @@ async def _read_json(runtime: Runtime, request: Request, deployment: str | None,
 
 
 async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> Response:
-    """Store the uploaded inputs, edit, archive: answered as a generation is (:func:`answer_now`)."""
+    """Store the uploaded inputs, edit, archive: answered as a generation is (:func:`answer_now`); or streamed."""
     settings, service = runtime.settings, runtime.service
+    if incoming.request.stream:
+        if incoming.uploaded is not None:
+            await edits.store_uploads(service, incoming.uploaded)
+        inputs = incoming.uploaded or await edits.read_inputs(service, incoming.request)
+        return await stream_now(runtime, request, incoming.request, edits.stream_send(inputs, settings.sync_timeout_seconds))
 
     async def edit(generation_id: str) -> Generation:
         if incoming.uploaded is not None:
@@ -188,6 +195,7 @@ async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> R
 
 async def _submit_edit(runtime: Runtime, request: Request, incoming: Incoming) -> JSONResponse:
     """Inputs stored (or the named ones looked up) first, then the edit queued by name: 202."""
+    refuse_stream(incoming.request)
     queued = edits.queued_edit(incoming.request, incoming.fields)
     if incoming.uploaded is not None:
         await edits.store_uploads(runtime.service, incoming.uploaded, incoming.caller)

@@ -22,8 +22,6 @@ def _edit_only() -> dict[str, Any]:
     takers = ", ".join(sorted(name for name, rules in _EDITING.items() if rules.input_fidelities))
     return {
         "input_fidelity": {"type": "string", "enum": fidelities, "description": f"Only for {takers}."},
-        "stream": {"type": "boolean", "enum": [False], "description": "Not offered: every image is archived before the answer."},
-        "partial_images": {"type": "integer", "enum": [0], "description": "Needs stream, which is not offered."},
     }
 
 

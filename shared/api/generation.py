@@ -18,17 +18,19 @@ from shared.api.deps import CallerDep, RuntimeDep
 from shared.api.errors import error_response
 from shared.api.public import check_api_version, operation_location
 from shared.api.schema import FUNCTION_KEY, generation_openapi, generation_responses, submit_responses
+from shared.api.streamed import stream_now
 from shared.api.timing import request_deadline
 from shared.archive import is_safe_id
 from shared.callers import Caller
 from shared.callers.budgets import check_deployment
 from shared.echo import shown
 from shared.errors import ServiceError, invalid
-from shared.jobs import new_job_id
+from shared.jobs import new_job_id, refuse_stream
 from shared.models import ImageRequest, parse_request
 from shared.pricing import cost_header
 from shared.runtime import Runtime
 from shared.service import Generation, new_generation_id, sync_prefix, translations_header
+from shared.streaming import generation_send
 
 router = APIRouter(dependencies=FUNCTION_KEY)
 
@@ -108,6 +110,8 @@ def _wants_async(request: Request) -> bool:
 async def _generate_now(runtime: Runtime, request: Request, image_request: ImageRequest, caller: Caller) -> Response:
     """Generate within the request's deadline (from its arrival), archive and answer."""
     settings, service = runtime.settings, runtime.service
+    if image_request.stream:
+        return await stream_now(runtime, request, image_request, generation_send(settings.sync_timeout_seconds))
 
     async def generate(generation_id: str) -> Generation:
         return await service.generate(
@@ -141,6 +145,7 @@ async def _submit(runtime: Runtime, request: Request, image_request: ImageReques
     An ``Idempotency-Key`` names the job through the app's secret, scoped by caller and deployment
     (shared/callers/scope.py): the same key from another caller or for another deployment is another
     job, not a 409, and nobody can compute another caller's job id from its key."""
+    refuse_stream(image_request)
     key = request.headers.get("idempotency-key")
     if key is not None and not is_safe_id(key):
         raise invalid("Idempotency-Key", "Idempotency-Key must be 1-64 letters, digits, '-' or '_'.")

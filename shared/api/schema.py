@@ -91,6 +91,12 @@ def _output_compression() -> dict[str, Any]:
     return {"type": "integer", "minimum": low, "maximum": high, "description": ("With output_format jpeg only." + _only_for("output_compression"))}
 
 
+def _partial_images() -> dict[str, Any]:
+    ranges = [rules.partial_images for rules in _rules().values() if rules.partial_images is not None]
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    return {"type": "integer", "minimum": low, "maximum": high, "description": "Partial images before the final one; needs stream." + _only_for("partial_images")}
+
+
 # One entry per field parse_request knows, in the order a reader meets them.
 _PROPERTIES: dict[str, Callable[[], dict[str, Any]]] = {
     "prompt": _prompt,
@@ -111,6 +117,14 @@ _PROPERTIES: dict[str, Callable[[], dict[str, Any]]] = {
     "background": lambda: _rule_choice("background", lambda r: r.backgrounds, "transparent needs output_format png."),
     "moderation": lambda: _rule_choice("moderation", lambda r: r.moderations),
     "user": lambda: {"type": "string", "maxLength": models.USER_MAX_CHARS},
+    "stream": lambda: {
+        "type": "boolean",
+        "description": (
+            "true: the answer is text/event-stream, upstream's events (<kind>.partial_image, then <kind>.completed, "
+            "whose data adds url, name and cost of the archived image), or an error event. n must be 1." + _only_for("stream")
+        ),
+    },
+    "partial_images": _partial_images,
     "model": lambda: {"type": "string", "description": "Deployment name (v1 path); elsewhere the deployment or its family, or absent."},
 }
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from shared.jobs.base import refuse_stream
 from shared.jobs.handler import JOB_PREFIX, JobRetry, Jobs, Outcome, handle_queue_message, new_job_id
 from shared.jobs.messages import JobMessage, QueueMessageLike, decode_message
 from shared.jobs.record import JobRecord, JobResult, JobStatus
@@ -41,4 +42,5 @@ __all__ = [
     "decode_message",
     "handle_queue_message",
     "new_job_id",
+    "refuse_stream",
 ]

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 from shared.callers import Caller, caller_from_record, key_caller, queue_caller
-from shared.errors import ServiceError
+from shared.errors import ServiceError, invalid
 from shared.jobs.messages import send_message
 from shared.jobs.record import ABANDONED_CODE, Clock, JobRecord, JobResult, JobStatus, utc_now
 from shared.jobs.store import JobStore, StoredJob
 from shared.jobs.view import notification
+from shared.models import ImageRequest
 from shared.service import ImageService
 
 log = logging.getLogger(__name__)
@@ -155,3 +156,13 @@ class JobsBase:
         if found is not None:
             return found
         return queue_caller(self.settings.queue_name) if record.source == "queue" else key_caller()
+
+
+def refuse_stream(request: ImageRequest) -> None:
+    """A queued request cannot stream (nobody listens to a job's events): 400 naming ``stream``."""
+    if request.stream:
+        raise invalid(
+            "stream",
+            "A queued request cannot stream: its result is polled (Operation-Location), not listened to. Leave stream "
+            "(and partial_images) out, or send the request to the generations or edits route without Prefer: respond-async.",
+        )

@@ -60,7 +60,7 @@ from shared.echo import shown
 from shared.edits import edit_from_json, generate_or_edit
 from shared.errors import ServiceError, not_repeated
 from shared.host import host_function_timeout
-from shared.jobs.base import JobRetry, Outcome, abandoned, new_job_id
+from shared.jobs.base import JobRetry, Outcome, abandoned, new_job_id, refuse_stream
 from shared.jobs.intake import JobIntake
 from shared.jobs.messages import JobReference, QueueMessageLike, declared_job_id, decode_message, job_reference, parse_job_message
 from shared.jobs.record import JobRecord, JobStatus
@@ -201,8 +201,11 @@ class Jobs(JobIntake):
         if family is None:
             raise ServiceError(404, "DeploymentNotFound", f"The deployment {shown(record.deployment)} is not served here.", param="deployment")
         if "operation" in record.request:  # an edit: inputs by archived name (shared/edits.py)
-            return edit_from_json(record.request, record.deployment, family, queued=True)
-        return parse_request(record.request, record.deployment, family)
+            request: ImageRequest = edit_from_json(record.request, record.deployment, family, queued=True)
+        else:
+            request = parse_request(record.request, record.deployment, family)
+        refuse_stream(request)
+        return request
 
     async def _claim(self, stored: StoredJob, delivery: Delivery) -> Outcome | None:
         """Take the lease; an Outcome instead when the job ended or another live delivery holds it (come back later)."""

@@ -8,7 +8,7 @@ particular to edits:
 
 - :func:`edit_rules`: the family edits at all (dall-e-3 does not, on Azure);
 - :func:`parse_edit`: the fields (unknown ones refused, ``input_fidelity`` only where the
-  family has it, ``stream`` refused) and how many images;
+  family has it; ``stream`` and ``partial_images`` as for generations) and how many images;
 - :func:`check_inputs`: the bytes: each image a format the upstream takes (sniffed, never
   the name or Content-Type claimed), the mask a PNG with an alpha channel and the same
   size as the first image.
@@ -34,7 +34,9 @@ from shared.models.parsing import ImageRequest, parse_request
 EDIT_OPERATION = "edit"  # the queue message's "operation" for an edit
 FILE_FIELDS = ("image", "image[]", "mask")  # the parameters that carry images
 # Fields an edit shares with generations: parse_request checks and translates them.
-_SHARED_FIELDS = ("prompt", "n", "size", "quality", "output_format", "output_compression", "background", "user", "model", "response_format")
+_SHARED_FIELDS = (
+    "prompt", "n", "size", "quality", "output_format", "output_compression", "background", "user", "model", "response_format", "stream", "partial_images",
+)  # fmt: skip
 _INTEGER_FIELDS = frozenset({"n", "output_compression", "partial_images"})
 _BOOLEAN_FIELDS = frozenset({"stream"})
 _DIGITS = re.compile(r"-?[0-9]{1,9}")
@@ -50,15 +52,8 @@ class NotOffered:
 
 
 # What this service does not offer: refused unless sent as its one value, and never listed as accepted
-# (accepted_fields). When streaming arrives, its rows go and both follow.
-NOT_OFFERED: dict[str, NotOffered] = {
-    "stream": NotOffered(
-        False,
-        "stream is not offered: every image is archived before the answer. Leave stream out (or send false), or use "
-        "the :submit route (or Prefer: respond-async) for slow edits.",
-    ),
-    "partial_images": NotOffered(0, "partial_images needs stream, which this service does not offer; leave it out or send 0.", "invalid_value"),
-}
+# (accepted_fields). Empty since streaming arrived (stream and partial_images follow the family's rules).
+NOT_OFFERED: dict[str, NotOffered] = {}
 
 
 @dataclass(frozen=True)
@@ -165,7 +160,7 @@ def _check_count(count: int, rules: EditRules, param: str) -> None:
 
 
 def _edit_only(given: dict[str, Any], family: str, rules: EditRules) -> dict[str, Any]:
-    """input_fidelity and what is not offered (stream, partial_images): the edit fields parse_request does not know."""
+    """input_fidelity and what is not offered (NOT_OFFERED): the edit fields parse_request does not know."""
     for name, offer in NOT_OFFERED.items():
         if name in given and not (type(given[name]) is type(offer.value) and given[name] == offer.value):
             raise invalid(name, offer.refusal, offer.code)

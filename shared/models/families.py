@@ -33,6 +33,8 @@ IAC_DEFAULT_MODEL = GPT_IMAGE_2
 # every family because seed-style clients send them to gpt-image deployments too.
 COMMON_FIELDS = frozenset({"prompt", "size", "n", "quality", "style", "response_format", "user", "model"})
 GPT_IMAGE_FIELDS = COMMON_FIELDS | {"output_format", "output_compression", "background", "moderation"}
+# Fields of a family that streams partial images (Rules.partial_images).
+STREAM_FIELDS = frozenset({"stream", "partial_images"})
 
 Api = Literal["dall-e", "gpt-image"]
 # "openai-only": published by OpenAI (api.openai.com) and not listed by Azure yet.
@@ -70,6 +72,13 @@ class Rules:
     output_formats: tuple[str, ...] = ()
     backgrounds: tuple[str, ...] = ()
     moderations: tuple[str, ...] = ()
+    # ``stream: true`` answers server-sent events with partial_images in this range (inclusive);
+    # None: the family does not stream, and ``stream`` and ``partial_images`` are not among its fields.
+    partial_images: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.partial_images is not None) != bool(STREAM_FIELDS & self.fields):
+            raise ValueError("a family streams (partial_images) exactly when stream and partial_images are among its fields")
 
 
 @dataclass(frozen=True)
@@ -113,10 +122,12 @@ _DALL_E_3_RULES = Rules(
     max_n=1,
     qualities=("standard", "hd"),
 )
-# gpt-image-1, -1-mini and -1.5 share one set of rules.
+# gpt-image-1, -1-mini and -1.5 share one set of rules. Streaming with partial_images 0-3: Learn's
+# image how-to (Streaming) and OpenAI's image generation guide, for the gpt-image-1 series and gpt-image-2,
+# generations and edits alike.
 _GPT_IMAGE_1_RULES = Rules(
     api="gpt-image",
-    fields=GPT_IMAGE_FIELDS,
+    fields=GPT_IMAGE_FIELDS | STREAM_FIELDS,
     prompt_max_chars=32000,
     sizes=("1024x1024", "1536x1024", "1024x1536", "auto"),
     max_n=10,
@@ -128,6 +139,7 @@ _GPT_IMAGE_1_RULES = Rules(
     output_formats=("png", "jpeg"),
     backgrounds=("auto", "opaque", "transparent"),
     moderations=("auto", "low"),
+    partial_images=(0, 3),
 )
 # gpt-image-2 differs in sizes only: free sizes within limits, so the seed's sizes fit as they are.
 _GPT_IMAGE_2_RULES = replace(
@@ -139,7 +151,7 @@ _GPT_IMAGE_2_RULES = replace(
 
 # Edits share prompt, n, size, quality, output_format, output_compression, background, user, model and
 # response_format with generations; style and moderation are not edit parameters. stream and
-# partial_images exist upstream; this service refuses stream (it archives before it answers).
+# partial_images follow the family's Rules.partial_images, as for generations.
 # Sources: Learn's API reference (Image generations - Edit: each image png or jpg, the mask a png of the
 # image's size), Azure's SDK reference for InputFidelity (not gpt-image-1-mini) and OpenAI's images/edits
 # reference (png, webp or jpg under 50 MB, up to 16 images; omit input_fidelity for gpt-image-2, which reads

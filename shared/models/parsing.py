@@ -46,6 +46,8 @@ class ImageRequest:
     n: int
     output_format: Literal["png", "jpeg"]
     translations: list[str] = field(default_factory=list)  # e.g. "quality: 'hd' -> 'high'", "style: 'vivid' dropped (...)"
+    stream: bool = False  # answered as server-sent events (shared/streaming.py)
+    partial_images: int = 0  # partial images asked for (stream only)
 
     @property
     def content_type(self) -> str:
@@ -62,13 +64,9 @@ def _validating(args: Mapping[str, Any]) -> Mapping[str, object]:
 
 def _validated(request: ImageRequest) -> Mapping[str, object]:
     body = request.upstream_body
-    return {
-        "images.n": request.n,
-        "images.size": body.get("size"),
-        "images.quality": body.get("quality"),
-        "images.output_format": request.output_format,
-        "images.prompt": request.asked.get("prompt"),  # kept only with IMAGES_TELEMETRY_PROMPTS=true
-    }
+    return {"images.n": request.n, "images.size": body.get("size"), "images.quality": body.get("quality"),
+            "images.output_format": request.output_format,
+            "images.prompt": request.asked.get("prompt")}  # prompts kept only with IMAGES_TELEMETRY_PROMPTS=true  # fmt: skip
 
 
 @telemetry.traced("images.validate", telemetry.Steps(before=_validating, after=_validated, failures=True))
@@ -95,6 +93,11 @@ def parse_request(body: object, deployment: str, family: str, *, api_style_v1: b
         if name not in KNOWN_FIELDS:
             raise invalid(capped(name), f"Unknown parameter: {_show(name)}. {family} accepts: {accepted}.", "unknown_parameter")
     given = {name: value for name, value in body.items() if value is not None}
+    if given.get("stream") is False:
+        del given["stream"]  # "not streamed", which every family is
+    if "stream" in given and rules.partial_images is None:
+        streaming = ", ".join(sorted(name for name in FAMILIES if rules_of(name).partial_images is not None))
+        raise invalid("stream", f"{family} does not stream partial images (deployment {_show(deployment)}); leave stream out. Families that stream: {streaming}.", "unsupported_value")
     for name in given:
         if name not in rules.fields:
             raise invalid(
@@ -175,6 +178,7 @@ def _gpt_image(given: dict[str, Any], deployment: str, family: str, rules: Rules
         upstream["moderation"] = _choice("moderation", given["moderation"], rules.moderations, family)
     if "user" in given:
         upstream["user"] = given["user"]
+    stream, partial_images = _stream(given, family, rules, n, upstream)
 
     return ImageRequest(
         deployment=deployment,
@@ -185,7 +189,31 @@ def _gpt_image(given: dict[str, Any], deployment: str, family: str, rules: Rules
         n=n,
         output_format=output_format,
         translations=translations,
+        stream=stream,
+        partial_images=partial_images,
     )
+
+
+def _stream(given: dict[str, Any], family: str, rules: Rules, n: int, upstream: dict[str, Any]) -> tuple[bool, int]:
+    """``stream`` and ``partial_images`` as the family's rules allow them; both go upstream when streaming."""
+    stream = given.get("stream", False)
+    if not isinstance(stream, bool):
+        raise invalid("stream", f"stream must be true or false, got {_json_type(stream)}.", "invalid_type")
+    partial_images = 0
+    if "partial_images" in given:
+        partial_images = _integer("partial_images", given["partial_images"])
+        low, high = rules.partial_images or (0, 0)
+        if not low <= partial_images <= high:
+            raise invalid("partial_images", f"partial_images must be between {low} and {high} for {family}, got {partial_images}.")
+        if partial_images and not stream:
+            raise invalid("partial_images", "partial_images needs stream: true (partial images come only as server-sent events).")
+    if stream:
+        if n != 1:
+            raise invalid("n", f"A streamed request makes one image (its events name no image); send n=1 or leave stream out, got n={n}.")
+        upstream["stream"] = True
+        if "partial_images" in given:
+            upstream["partial_images"] = partial_images
+    return stream, partial_images
 
 
 def _check_n(value: object, family: str, rules: Rules) -> int:

@@ -36,7 +36,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from shared import pricing
@@ -50,9 +50,18 @@ from shared.upstream.errors import DEFAULT_THROTTLE_SECONDS, deadline_error
 
 log = logging.getLogger(__name__)
 
+
+class Sent(Protocol):
+    """What one upstream call gives back: its answer (images) or its open stream, with the requests it took."""
+
+    attempts: int
+
+
+S = TypeVar("S", bound=Sent)
 # One upstream call of a request on a backend's client within the caller's deadline, repeating what is
-# safe within the budget given (the third argument): a generation, or an edit with its inputs (shared/edits.py).
-Send = Callable[[UpstreamClient, ImageRequest, float], Awaitable[UpstreamResult]]
+# safe within the budget given (the third argument): a generation, an edit with its inputs
+# (shared/edits.py), or a stream opened (shared/streaming.py).
+Send = Callable[[UpstreamClient, ImageRequest, float], Awaitable[S]]
 
 
 def did_no_work(error: ServiceError) -> bool:
@@ -66,20 +75,21 @@ def did_no_work(error: ServiceError) -> bool:
 
 
 @dataclass
-class Routed:
-    """A generation and how it was served: which backend, and how many requests each backend took."""
+class Routed(Generic[S]):
+    """A call and how it was served: which backend, and how many requests each backend took."""
 
-    result: UpstreamResult
+    result: S
     backend: str
     attempts: dict[str, int]
 
-    def record_fields(self, request: ImageRequest) -> dict[str, Any]:
+    def backend_fields(self) -> dict[str, Any]:
+        """What the archive record says of the backend: ``backend`` and ``backend_attempts``."""
+        return {"backend": self.backend, "backend_attempts": dict(self.attempts)}
+
+    def record_fields(self: Routed[UpstreamResult], request: ImageRequest) -> dict[str, Any]:
         """What the archive record adds: ``backend``, ``backend_attempts`` and ``cost``."""
-        return {
-            "backend": self.backend,
-            "backend_attempts": dict(self.attempts),
-            "cost": pricing.cost(request.family, self.result.usage, request.upstream_body, len(self.result.images)),
-        }
+        cost = pricing.cost(request.family, self.result.usage, request.upstream_body, len(self.result.images))
+        return {**self.backend_fields(), "cost": cost}
 
 
 @dataclass
@@ -136,8 +146,8 @@ class Pool:
         self.sleep = sleep
         self.rng = rng or random.Random()
 
-    async def route(self, request: ImageRequest, send: Send, *, deadline: Deadline, budget: float, job: bool = False) -> Routed:
-        """``send`` the request (a generation or an edit) to the best backend with headroom; fail over
+    async def route(self, request: ImageRequest, send: Send[S], *, deadline: Deadline, budget: float, job: bool = False) -> Routed[S]:
+        """``send`` the request (a generation, an edit or a stream) to the best backend with headroom; fail over
         only as :func:`did_no_work` allows, every wait and attempt within ``deadline``.
 
         ``budget``: how long a synchronous call may wait for a booked moment. ``job``: a queued
@@ -237,7 +247,7 @@ class Pools:
         self.default = default
         self.pools = dict(pools or {})
 
-    async def generate(self, request: ImageRequest, *, deadline: Deadline, budget: float, job: bool = False) -> Routed:
+    async def generate(self, request: ImageRequest, *, deadline: Deadline, budget: float, job: bool = False) -> Routed[UpstreamResult]:
         """Generate ``request`` on its deployment's pool (see :meth:`Pool.route`), or on the single endpoint."""
 
         async def send(client: UpstreamClient, request: ImageRequest, budget: float) -> UpstreamResult:
@@ -245,7 +255,7 @@ class Pools:
 
         return await self.route(request, send, deadline=deadline, budget=budget, job=job)
 
-    async def route(self, request: ImageRequest, send: Send, *, deadline: Deadline, budget: float, job: bool = False) -> Routed:
+    async def route(self, request: ImageRequest, send: Send[S], *, deadline: Deadline, budget: float, job: bool = False) -> Routed[S]:
         """``send`` ``request`` through its deployment's pool, or to the single endpoint (``send`` keeps to ``deadline`` itself)."""
         pool = self.pools.get(request.deployment)
         if pool is not None:

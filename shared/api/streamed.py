@@ -1,0 +1,48 @@
+"""A streamed answer (``"stream": true``): ``text/event-stream`` once upstream started, JSON while nothing did.
+
+Everything before the stream starts (validation, the pool's choice and failover, upstream's refusals)
+answers as any request does: JSON with its status. Then the events go out as shared/streaming.py
+relays them; ``x-request-id`` names the failure record if the stream breaks.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from shared import audit
+from shared.api.errors import error_response
+from shared.api.public import public_base_url
+from shared.errors import ServiceError
+from shared.models import ImageRequest
+from shared.pool.router import Send
+from shared.runtime import Runtime
+from shared.service import new_generation_id, sync_prefix, translations_header
+from shared.streaming import open_streamed, relay
+from shared.upstream.stream import UpstreamStream
+
+# Proxies and browsers must hand each event on as it comes (nginx-style buffers honour X-Accel-Buffering).
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def stream_now(runtime: Runtime, request: Request, image_request: ImageRequest, send: Send[UpstreamStream]) -> Response:
+    """Open the stream upstream and answer with its events; a JSON error if no stream started."""
+    settings, generation_id = runtime.settings, new_generation_id()
+    headers = {"x-request-id": generation_id, **translations_header(image_request)}
+    try:
+        streamed = await open_streamed(
+            runtime.service, image_request, send, generation_id=generation_id, prefix=sync_prefix(),
+            budget=settings.retry_budget_seconds, caller=audit.caller_identity(request.headers),
+        )  # fmt: skip
+    except ServiceError as error:
+        response = error_response(error)
+        response.headers.update(headers)
+        return response
+    base = public_base_url(request, settings)
+
+    def link(name: str) -> str:
+        return f"{base}{request.app.url_path_for('image_link', name=quote(name))}"
+
+    return StreamingResponse(relay(runtime.service, streamed, link), media_type="text/event-stream", headers={**headers, **STREAM_HEADERS})

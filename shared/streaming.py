@@ -1,0 +1,208 @@
+"""Streamed generations and edits: upstream's events passed on as they arrive, the final image archived first.
+
+A streamed request (``"stream": true``) is checked and routed like any other: validation, the pool's
+choice of backend and its failover on answers that say upstream did no work all happen before
+anything is sent to the caller, and a refusal there is the usual JSON error with its status
+(:func:`open_streamed`). Once upstream answers 200 with events, the caller gets ``text/event-stream``
+(:func:`relay`):
+
+- each ``<kind>.partial_image`` event is passed on as upstream sent it, checked but not re-encoded;
+- the ``<kind>.completed`` event's image is decoded while it arrives, archived with its record (which
+  notes the stream and the partial images sent, and prices them), and only then sent on: upstream's
+  fields plus ``url`` (the stable link, ``/images/{name}``), ``name`` and ``cost``, the base64 written
+  in slices from the archived bytes;
+- anything that goes wrong after the stream started (upstream's ``error`` event, a cut or stalled
+  stream, an unusable image, storage) is never repeated and never sent to another backend: the caller
+  gets one ``error`` event (``{"type": "error", "error": {"code", "message", "param"?}}``, the body of
+  every error of this service) and the stream ends; a failure record is written under the request id.
+
+Memory: one partial event at a time, or the final image once plus a slice of its base64.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pybase64
+
+from shared import audit, pricing
+from shared.errors import ServiceError
+from shared.models import ImageRequest
+from shared.pool.router import Routed, Send
+from shared.service import Generation, ImageService
+from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
+from shared.upstream.body import ImageBodyReader
+from shared.upstream.errors import NOT_REPEATED, map_error, sniff_content_type, unexpected_error, upstream_error
+from shared.upstream.events import SseEvent
+from shared.upstream.stream import UpstreamStream, open_stream
+
+log = logging.getLogger(__name__)
+
+B64_SLICE = 3 * 64 * 1024  # image bytes per slice of base64 written to the caller
+_PLACEHOLDER = "\x00b64\x00"
+
+
+def sse(kind: str, data: bytes) -> bytes:
+    """One server-sent event: ``event: kind``, ``data: ...`` and the blank line that ends it."""
+    return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def error_event(error: ServiceError) -> bytes:
+    """The ``error`` event a stream ends with: this service's error body, typed as upstream types its events."""
+    return sse("error", json.dumps({"type": "error", **error.body()}, ensure_ascii=False).encode())
+
+
+def generation_send(timeout: float) -> Send[UpstreamStream]:
+    """The pool's ``send`` for a streamed generation: open the stream on the chosen backend."""
+
+    async def send(client: UpstreamClient, request: ImageRequest, budget: float) -> UpstreamStream:
+        url, body = client.url_and_body(request)
+        return await open_stream(client, url, json.dumps(body).encode(), {"Content-Type": "application/json"}, request, timeout=timeout, budget=budget)
+
+    return send
+
+
+@dataclass
+class Streamed:
+    """A stream upstream has started for a request, and what its records need."""
+
+    request: ImageRequest
+    routed: Routed[UpstreamStream]
+    generation_id: str
+    prefix: str
+    caller: Mapping[str, str] | None
+
+
+async def open_streamed(
+    service: ImageService, request: ImageRequest, send: Send[UpstreamStream], *, generation_id: str, prefix: str, budget: float,
+    caller: Mapping[str, str] | None,
+) -> Streamed:  # fmt: skip
+    """Route and open the stream (failing over as the pool allows); ServiceError when none started, with a
+    failure record when the request reached upstream."""
+    await service.archive.ensure_container()  # fail on storage before paying for an image
+    try:
+        routed = await service.pools.route(request, send, budget=budget)
+    except ServiceError as error:
+        await _record_failure(service, request, error, generation_id, prefix, caller)
+        raise
+    return Streamed(request, routed, generation_id, prefix, caller)
+
+
+async def _record_failure(
+    service: ImageService, request: ImageRequest, error: ServiceError, generation_id: str, prefix: str, caller: Mapping[str, str] | None
+) -> None:
+    if audit.reached_upstream(error):
+        now = dt.datetime.now(dt.UTC)
+        record = audit.failure_record(generation_id, "sync", request, error, settings=service.settings, caller=caller, now=now)
+        base = f"{prefix}/{generation_id}" if prefix else generation_id
+        await audit.write_failure(service.archive, base, record | {"stream": True}, now)
+
+
+async def relay(service: ImageService, streamed: Streamed, link: Callable[[str], str]) -> AsyncIterator[bytes]:
+    """The events for the caller (see the module docstring); ``link(name)`` is an archived image's stable URL."""
+    stream, request = streamed.routed.result, streamed.request
+    partials = 0
+    try:
+        async for event in stream.events():
+            if event.kind.endswith(".partial_image"):
+                _check_partial(event, service.settings.max_image_bytes)
+                partials += 1
+                yield sse(event.kind, event.data)
+            elif event.kind.endswith(".completed"):
+                generation, fields = await _archive(service, streamed, event, partials)
+                async for piece in _completed(event.kind, fields, generation, link):
+                    yield piece
+                return
+            elif event.kind == "error":
+                raise _upstream_error_event(event.data)
+            else:
+                log.warning("upstream stream: event %r ignored", event.kind[:60])
+        raise upstream_error(f"The model service's stream ended without the final image. {NOT_REPEATED}")
+    except ServiceError as error:
+        await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller)
+        yield error_event(error)
+    except Exception as exc:
+        log.exception("relaying an upstream stream failed unexpectedly")
+        unexpected = unexpected_error(exc, sent=True)
+        await _record_failure(service, request, unexpected, streamed.generation_id, streamed.prefix, streamed.caller)
+        yield error_event(unexpected)
+    finally:
+        await stream.aclose()
+
+
+def _check_partial(event: SseEvent, limit: int) -> None:
+    """A partial image's event as upstream must send it: strict JSON of its type, its base64 valid (not kept)."""
+    reader = ImageBodyReader(limit, max_images=0)
+    reader.feed(event.data)
+    try:
+        data = reader.result()
+    except ValueError:
+        raise upstream_error(f"The model service streamed a partial image that is not strict JSON. {NOT_REPEATED}") from None
+    if not isinstance(data, dict) or data.get("type") != event.kind or not isinstance(data.get("partial_image_index"), int):
+        raise upstream_error(f"The model service streamed a malformed partial image event. {NOT_REPEATED}")
+    for value in reader.values:
+        if value.too_large or value.invalid:
+            raise upstream_error(f"The model service streamed a partial image that is not valid base64. {NOT_REPEATED}")
+
+
+def _upstream_error_event(data: bytes) -> ServiceError:
+    """Upstream's ``error`` event as this service's error (its message scrubbed), final: the stream had started."""
+    try:
+        body = json.loads(data[:16384]) if len(data) <= 16384 else None
+    except ValueError:
+        body = None
+    error = map_error(502, body if isinstance(body, dict) else None, httpx.Headers())
+    error.transient = False
+    return error
+
+
+async def _archive(service: ImageService, streamed: Streamed, event: SseEvent, partials: int) -> tuple[Generation, dict[str, Any]]:
+    """Decode the final image, archive it with its record; the record and upstream's other fields of the event."""
+    request, decoded = streamed.request, event.decoded
+    assert decoded is not None  # completed events are decoded while they arrive (shared/upstream/events.py)
+    try:
+        fields = decoded.result()
+    except ValueError:
+        raise upstream_error(f"The model service streamed a final image that is not strict JSON. {NOT_REPEATED}") from None
+    placeholder = fields.get("b64_json") if isinstance(fields, dict) else None
+    data = decoded.image(placeholder) if isinstance(placeholder, str) else None
+    if data is None or not isinstance(fields, dict) or fields.get("type") != event.kind:
+        raise upstream_error(f"The model service streamed a completed event without its image. {NOT_REPEATED}")
+    content_type = sniff_content_type(data)
+    if content_type is None:
+        raise upstream_error("The model service streamed bytes that are not an image.")
+    usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else None
+    created = fields.get("created_at")
+    result = UpstreamResult(
+        created=created if isinstance(created, int) and not isinstance(created, bool) and 0 < created < 2**34 else 0,
+        images=[UpstreamImage(data, content_type, None)],
+        usage=usage,
+        attempts=streamed.routed.result.attempts,
+        request_id=streamed.routed.result.request_id,
+    )
+    extra = {
+        **streamed.routed.backend_fields(),
+        "stream": {"partial_images": {"asked": request.partial_images, "sent": partials}},
+        "cost": pricing.streamed_cost(request.family, usage, request.upstream_body, partials),
+    }
+    generation = await service.archive_result(
+        request, result, generation_id=streamed.generation_id, prefix=streamed.prefix, kind="sync", caller=streamed.caller, extra=extra
+    )
+    return generation, fields
+
+
+async def _completed(kind: str, fields: dict[str, Any], generation: Generation, link: Callable[[str], str]) -> AsyncIterator[bytes]:
+    """The completed event: upstream's fields, the archived image's url, name and cost, its base64 in slices."""
+    image, data = generation.images[0], generation.result.images[0].data
+    body = {**fields, "b64_json": _PLACEHOLDER, "url": link(image.name), "name": image.name, "cost": generation.record.get("cost")}
+    head, _, tail = json.dumps(body, ensure_ascii=False).encode().partition(json.dumps(_PLACEHOLDER).encode())
+    yield b"event: " + kind.encode() + b"\ndata: " + head + b'"'
+    for start in range(0, len(data), B64_SLICE):
+        yield pybase64.b64encode(data[start : start + B64_SLICE])
+    yield b'"' + tail + b"\n\n"

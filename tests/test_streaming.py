@@ -1,0 +1,157 @@
+"""Streamed generations and edits through the service (shared/streaming.py), with the openai SDK unchanged.
+
+The API runs as the Functions worker serves it (local/functions_worker.py), over real HTTP, against
+the simulator's streams (local/sim_stream.py) and real Azurite. What the tests read back (records,
+failure records, archived bytes) is what the service itself wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from azure.storage.blob import BlobServiceClient
+from PIL import Image
+
+from local.azurite import Azurite
+from local.servers import ServerThread
+from shared.pricing import PARTIAL_IMAGE_OUTPUT_TOKENS
+from tests.conftest import SimControl
+
+API_VERSION = "2025-04-01-preview"
+
+
+def azure(api: ServerThread) -> openai.AzureOpenAI:
+    return openai.AzureOpenAI(azure_endpoint=api.url, api_key="unused-locally", api_version=API_VERSION, max_retries=0, timeout=60)
+
+
+def v1(api: ServerThread) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{api.url}/openai/v1", api_key="unused-locally", max_retries=0, timeout=60)
+
+
+def blobs(azurite: Azurite) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(azurite.connection_string)
+
+
+def read_json(azurite: Azurite, name: str) -> dict[str, Any]:
+    return json.loads(blobs(azurite).get_blob_client("images", name).download_blob().readall())  # type: ignore[no-any-return]
+
+
+def failure_records(azurite: Azurite, request_id: str) -> list[dict[str, Any]]:
+    container = blobs(azurite).get_container_client("images")
+    names = [b.name for b in container.list_blobs() if f"/{request_id}/failed-" in b.name]
+    return [read_json(azurite, name) for name in names]
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (1024, 1024), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def events_of(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """(event type, data) of a text/event-stream body."""
+    found = []
+    for block in response.text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found
+
+
+@pytest.mark.parametrize("client", [azure, v1], ids=["AzureOpenAI", "OpenAI-v1"])
+def test_the_sdk_streams_a_generation_through_the_service(api: ServerThread, sim: SimControl, azurite: Azurite, client: Any) -> None:
+    stream = client(api).images.generate(model="gpt-image-1.5", prompt="a lighthouse", size="1024x1024", quality="low", stream=True, partial_images=2)
+    events = list(stream)
+    assert [(e.type, getattr(e, "partial_image_index", None)) for e in events] == [
+        ("image_generation.partial_image", 0), ("image_generation.partial_image", 1), ("image_generation.completed", None)
+    ]  # fmt: skip
+    completed = events[-1].model_dump()
+    image = base64.b64decode(completed["b64_json"])
+    assert Image.open(io.BytesIO(image)).size == (1024, 1024)
+    assert completed["url"] == f"{api.url}/images/{completed['name']}"  # the stable link
+    assert httpx.get(completed["url"], follow_redirects=True).content == image  # serves the archived bytes
+    record = read_json(azurite, completed["name"].rsplit("/", 1)[0] + "/record.json")
+    assert record["stream"] == {"partial_images": {"asked": 2, "sent": 2}}
+    assert completed["cost"] == record["cost"] and "2 partial images x 100" in record["cost"]["basis"]
+    assert completed["usage"]["output_tokens"] == record["usage"]["output_tokens"]
+    assert sim.stats()["generations"] == 1
+
+
+def test_the_sdk_streams_an_edit_through_the_service(api: ServerThread, sim: SimControl, azurite: Azurite) -> None:
+    events = list(azure(api).images.edit(model="gpt-image-1.5", image=("in.png", png((20, 90, 200)), "image/png"), prompt="paint", stream=True, partial_images=1))
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
+    completed = events[-1].model_dump()
+    image = base64.b64decode(completed["b64_json"])
+    assert Image.open(io.BytesIO(image)).getpixel((512, 512)) == (20, 90, 200)
+    assert httpx.get(completed["url"], follow_redirects=True).content == image
+    record = read_json(azurite, completed["name"].rsplit("/", 1)[0] + "/record.json")
+    assert record["operation"] == "edit" and record["stream"] == {"partial_images": {"asked": 1, "sent": 1}}
+    assert sim.stats()["edits"] == 1
+
+
+def test_a_cut_stream_is_one_upstream_call_an_error_event_and_a_failure_record(client: httpx.Client, sim: SimControl, azurite: Azurite) -> None:
+    url = f"/openai/deployments/gpt-image-1.5/images/generations?api-version={API_VERSION}"
+    response = client.post(url, json={"prompt": "otter [[stream-cut:1]]", "stream": True, "partial_images": 2})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = events_of(response)
+    assert [kind for kind, _ in events] == ["image_generation.partial_image", "error"]
+    error = events[-1][1]
+    assert error["type"] == "error" and error["error"]["code"] == "UpstreamError"
+    assert sim.stats()["generations"] == 1  # never repeated, never failed over
+    (failure,) = failure_records(azurite, response.headers["x-request-id"])
+    assert failure["stream"] is True and failure["error"]["code"] == "UpstreamError" and failure["outcome"] == "failed"
+
+
+def test_an_error_event_from_upstream_reaches_the_sdk_as_an_api_error(api: ServerThread, sim: SimControl) -> None:
+    seen = []
+    with pytest.raises(openai.APIError, match="The server had an error"):
+        for event in azure(api).images.generate(model="gpt-image-2", prompt="otter [[stream-error:1]]", stream=True, partial_images=3):
+            seen.append(event.type)
+    assert seen == ["image_generation.partial_image"]
+    assert sim.stats()["generations"] == 1
+
+
+@pytest.mark.parametrize(
+    ("deployment", "body", "param"),
+    [
+        ("gpt-image-2", {"stream": True, "partial_images": 4}, "partial_images"),
+        ("gpt-image-2", {"partial_images": 2}, "partial_images"),
+        ("gpt-image-2", {"stream": True, "n": 2}, "n"),
+        ("dall-e-3", {"stream": True}, "stream"),
+    ],
+)
+def test_refusals_are_json_400s_naming_the_parameter_before_upstream(client: httpx.Client, sim: SimControl, deployment: str, body: dict[str, Any], param: str) -> None:
+    response = client.post(f"/openai/deployments/{deployment}/images/generations?api-version={API_VERSION}", json={"prompt": "x", **body})
+    assert response.status_code == 400 and response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["param"] == param
+    assert sim.stats()["generations"] == 0
+
+
+def test_an_upstream_refusal_before_the_stream_is_a_json_error(client: httpx.Client, sim: SimControl) -> None:
+    response = client.post(f"/openai/deployments/gpt-image-2/images/generations?api-version={API_VERSION}", json={"prompt": "x [[filter:prompt]]", "stream": True})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "contentFilter"
+
+
+@pytest.mark.parametrize("route", [":submit", ""])
+def test_a_queued_request_cannot_stream(client: httpx.Client, sim: SimControl, route: str) -> None:
+    response = client.post(
+        f"/openai/deployments/gpt-image-2/images/generations{route}?api-version={API_VERSION}",
+        json={"prompt": "x", "stream": True}, headers={"Prefer": "respond-async"},
+    )  # fmt: skip
+    assert response.status_code == 400 and response.json()["error"]["param"] == "stream"
+    assert sim.stats()["generations"] == 0
+
+
+def test_partial_images_are_priced_by_the_published_rule() -> None:
+    from shared.pricing import cost, streamed_cost
+
+    usage = {"input_tokens": 10, "input_tokens_details": {"text_tokens": 10, "image_tokens": 0}, "output_tokens": 272, "total_tokens": 282}
+    plain, streamed = cost("gpt-image-2", usage, {}, 1), streamed_cost("gpt-image-2", usage, {}, 3)
+    assert streamed["usd"] == pytest.approx(plain["usd"] + 3 * PARTIAL_IMAGE_OUTPUT_TOKENS * 30 / 1_000_000)
+    assert streamed_cost("gpt-image-2", usage, {}, 0) == plain
