@@ -16,15 +16,17 @@ anything is sent to the caller, and a refusal there is the usual JSON error with
   gets one ``error`` event (``{"type": "error", "error": {"code", "message", "param"?}}``, the body of
   every error of this service) and the stream ends; a failure record is written under the request id.
 
-Memory: one partial event at a time, or the final image once plus a slice of its base64.
+Memory: one partial event at a time, or the final image once plus a slice of its base64. A caller who
+leaves mid-stream does not stop the work: the final image is archived all the same (:data:`UNATTENDED`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,8 +106,38 @@ async def _record_failure(
         await audit.write_failure(service.archive, base, record | {"stream": True}, now)
 
 
+# Relays whose caller left before the end: they run on to archive the image upstream is making (and billing).
+UNATTENDED: set[asyncio.Task[None]] = set()
+
+
 async def relay(service: ImageService, streamed: Streamed, link: Callable[[str], str]) -> AsyncIterator[bytes]:
-    """The events for the caller (see the module docstring); ``link(name)`` is an archived image's stable URL."""
+    """The events for the caller (see the module docstring); ``link(name)`` is an archived image's stable URL.
+
+    Upstream is read by a task of its own, one event ahead of the caller at most. If the caller goes away
+    the task runs on without them (:data:`UNATTENDED`): the image is billed, so it is archived all the same.
+    """
+    outbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+    listening = True
+
+    async def put(item: bytes | None) -> None:
+        if listening:
+            await outbox.put(item)
+
+    pump = asyncio.create_task(_pump(service, streamed, link, put))
+    try:
+        while (item := await outbox.get()) is not None:
+            yield item
+    finally:
+        listening = False
+        while not outbox.empty():
+            outbox.get_nowait()  # a put waiting for room returns; later ones send nothing
+        if not pump.done():
+            UNATTENDED.add(pump)
+            pump.add_done_callback(UNATTENDED.discard)
+
+
+async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str], str], put: Callable[[bytes | None], Awaitable[None]]) -> None:
+    """Read upstream's events, archive the final image, hand the caller's events to ``put`` (None: the end)."""
     stream, request = streamed.routed.result, streamed.request
     partials = 0
     try:
@@ -113,11 +145,11 @@ async def relay(service: ImageService, streamed: Streamed, link: Callable[[str],
             if event.kind.endswith(".partial_image"):
                 _check_partial(event, service.settings.max_image_bytes)
                 partials += 1
-                yield sse(event.kind, event.data)
+                await put(sse(event.kind, event.data))
             elif event.kind.endswith(".completed"):
                 generation, fields = await _archive(service, streamed, event, partials)
                 async for piece in _completed(event.kind, fields, generation, link):
-                    yield piece
+                    await put(piece)
                 return
             elif event.kind == "error":
                 raise _upstream_error_event(event.data)
@@ -126,14 +158,15 @@ async def relay(service: ImageService, streamed: Streamed, link: Callable[[str],
         raise upstream_error(f"The model service's stream ended without the final image. {NOT_REPEATED}")
     except ServiceError as error:
         await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller)
-        yield error_event(error)
+        await put(error_event(error))
     except Exception as exc:
         log.exception("relaying an upstream stream failed unexpectedly")
         unexpected = unexpected_error(exc, sent=True)
         await _record_failure(service, request, unexpected, streamed.generation_id, streamed.prefix, streamed.caller)
-        yield error_event(unexpected)
+        await put(error_event(unexpected))
     finally:
         await stream.aclose()
+        await put(None)
 
 
 def _check_partial(event: SseEvent, limit: int) -> None:

@@ -7,6 +7,7 @@ failure records, archived bytes) is what the service itself wrote.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -20,7 +21,10 @@ from PIL import Image
 
 from local.azurite import Azurite
 from local.servers import ServerThread
+from shared import streaming
+from shared.api import create_app
 from shared.pricing import PARTIAL_IMAGE_OUTPUT_TOKENS
+from shared.runtime import Runtime
 from tests.conftest import SimControl
 
 API_VERSION = "2025-04-01-preview"
@@ -155,3 +159,39 @@ def test_partial_images_are_priced_by_the_published_rule() -> None:
     plain, streamed = cost("gpt-image-2", usage, {}, 1), streamed_cost("gpt-image-2", usage, {}, 3)
     assert streamed["usd"] == pytest.approx(plain["usd"] + 3 * PARTIAL_IMAGE_OUTPUT_TOKENS * 30 / 1_000_000)
     assert streamed_cost("gpt-image-2", usage, {}, 0) == plain
+
+
+async def test_a_caller_who_leaves_mid_stream_still_gets_the_image_archived(
+    make_settings: Any, sim: SimControl, azurite: Azurite
+) -> None:
+    """The ASGI app driven by hand: the caller goes away after the first event; the relay runs on alone."""
+    body = json.dumps({"prompt": "otter", "stream": True, "partial_images": 3}).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/openai/deployments/gpt-image-2/images/generations", "raw_path": b"", "root_path": "",
+        "query_string": f"api-version={API_VERSION}".encode(), "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    gone, unread = asyncio.Event(), [body]
+
+    async def receive() -> dict[str, Any]:
+        if unread:
+            return {"type": "http.request", "body": unread.pop(), "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            gone.set()  # the caller leaves after the first event
+
+    async with Runtime(make_settings()) as runtime:
+        await create_app(runtime)(scope, receive, send)
+        await asyncio.gather(*streaming.UNATTENDED)
+        request_id = dict(sent[0]["headers"])[b"x-request-id"].decode()
+        received = b"".join(m.get("body", b"") for m in sent[1:])
+    assert b"image_generation.completed" not in received
+    records = [b.name for b in blobs(azurite).get_container_client("images").list_blobs() if f"/{request_id}/" in b.name]
+    assert any(name.endswith("record.json") for name in records) and any(name.endswith("/0.png") for name in records)
+    assert sim.stats()["generations"] == 1

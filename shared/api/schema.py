@@ -264,6 +264,18 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
+# What "stream": true answers (server-sent events): upstream's event types, the completed one extended.
+_EVENTS = {
+    "type": "string",
+    "description": (
+        "Server-sent events, each 'event: <type>' and 'data: <JSON>': <kind>.partial_image (upstream's, passed on), then "
+        "<kind>.completed (upstream's fields plus url, the stable /images/{name} link, name and cost of the archived image), "
+        "where <kind> is image_generation or image_edit; or an 'error' event ({type: error, error: {code, message, param?}}) "
+        "that ends the stream."
+    ),
+}
+
+
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
     if headers:
@@ -315,8 +327,10 @@ def _answer_responses(refused: dict[int, str], ok: dict[str, Any], what: str) ->
     after_upstream = {status: {"x-request-id": _REQUEST_ID} for status in (400, 403, 429, 500, 502, 503, 504)}
     for status, headers in {**_HEADERS, 200: ok}.items():
         after_upstream.setdefault(status, {}).update(headers)
+    answer = _json(_GENERATION_BODY, f"The {what}, archived: url always; b64_json from gpt-image deployments by default. With stream: events.", ok)
+    answer["content"]["text/event-stream"] = {"schema": _EVENTS}
     return {
-        200: _json(_GENERATION_BODY, f"The {what}, archived: url always; b64_json from gpt-image deployments by default.", ok),
+        200: answer,
         202: _json(_ACCEPTED_BODY, "Queued (with Prefer: respond-async): poll Operation-Location.", _HEADERS[202]),
         **_errors({**refused, **_UPSTREAM}, after_upstream),
     }
