@@ -264,16 +264,11 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-# What "stream": true answers (server-sent events): upstream's event types, the completed one extended.
-_EVENTS = {
-    "type": "string",
-    "description": (
-        "Server-sent events, each 'event: <type>' and 'data: <JSON>': <kind>.partial_image (upstream's, passed on), then "
-        "<kind>.completed (upstream's fields plus url, the stable /images/{name} link, name and cost of the archived image), "
-        "where <kind> is image_generation or image_edit; or an 'error' event ({type: error, error: {code, message, param?}}) "
-        "that ends the stream."
-    ),
-}
+# What "stream": true answers: server-sent events, upstream's types, the completed one extended.
+_EVENTS = {"type": "string", "description": (
+    "Events 'event: <type>' + 'data: <JSON>', <kind> image_generation or image_edit: <kind>.partial_image (upstream's), then "
+    "<kind>.completed (upstream's fields plus url, the stable /images/{name} link, name and cost of the archived image); "
+    "or an 'error' event ({type: error, error: {code, message, param?}}) that ends the stream.")}  # fmt: skip
 
 
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
