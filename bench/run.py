@@ -62,6 +62,9 @@ from bench.pool import FULL as POOL_FULL
 from bench.pool import SMOKE as POOL_SMOKE
 from bench.pool import measure_pool
 from bench.procs import ROOT, Child, child_env, machine, memory, reset_peak, start_child
+from bench.stream import FULL as STREAM_FULL
+from bench.stream import SMOKE as STREAM_SMOKE
+from bench.stream import measure_stream
 from bench.upload import FULL as UPLOAD_FULL
 from bench.upload import SMOKE as UPLOAD_SMOKE
 from bench.upload import measure_upload
@@ -188,6 +191,9 @@ TARGETS = (
     Target("upload_added_ms", "7. upload: slowest concurrent /healthz during a 40 MB edit upload - at rest (worst kind)", "<=", 50, " ms"),
     Target("views_gallery_ms", "8. views: gallery page of a caller's day at 50,000 job records, median", "<=", 300, " ms"),
     Target("views_usage_ms", "8. views: /usage of a caller's day at 50,000 job records, median", "<=", 300, " ms"),
+    Target("stream_first_partial_overhead_ms", "9. stream: first partial image, service - direct, median", "<=", 50, " ms"),
+    Target("stream_memory_per_stream_x_image", "9. stream: peak RSS above idle / stream in flight / image", "<=", 2.0, "x"),
+    Target("stream_errors", "9. stream: errors in the concurrent streams", "==", 0),
 )
 METRICS = tuple(t.key for t in TARGETS)
 
@@ -746,6 +752,11 @@ async def run_http(stack: Stack, size: Size, with_naive: bool, items: set[str]) 
             if with_naive and stack.naive is not None:
                 out["concurrency"]["naive"] = await measure_concurrency(client, stack, stack.naive, calls.naive, size, image_bytes)
             await sim_config(client, stack, latency=0)
+        if "stream" in items:
+            print("· 8. streams ...", flush=True)
+            stream_size = STREAM_SMOKE if size.name == "smoke" else replace(STREAM_FULL, concurrency=size.concurrency)
+            out["stream"] = await measure_stream(client, stack.service, stack.simulator.url, stack.sim_key, stream_size)
+            await sim_config(client, stack, latency=0)
     return out
 
 
@@ -757,7 +768,11 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     cold = results.get("cold_start", {})
     pool = results.get("pool", {})
     pq, ps, po, p1 = pool.get("queue", {}), pool.get("sync", {}), pool.get("overhead", {}), pool.get("queue_one_instance", {})
+    streamed = results.get("stream", {})
     pooled = {
+        "stream_first_partial_overhead_ms": streamed.get("first_partial_overhead_ms_median"),
+        "stream_memory_per_stream_x_image": streamed.get("memory_per_stream_x_image"),
+        "stream_errors": streamed.get("errors"),
         "pool_queue_vs_allowance": pq.get("completed_over_allowance"),
         "pool_queue_429_per_job": pq.get("upstream_429_per_job"),
         "pool_queue_failures": pq.get("failed"),
@@ -913,7 +928,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
     """The command line: the arguments, the sizes they choose, and which parts to run."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: checks that everything runs (seconds, not minutes)")
-    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart,pool,upload,views", help="comma list of overhead,concurrency,queue,coldstart,pool,upload,views")
+    parser.add_argument("--only", default="overhead,concurrency,queue,coldstart,pool,upload,views,stream", help="comma list of overhead,concurrency,queue,coldstart,pool,upload,views,stream")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--requests", type=int, help="overhead: sequential requests")
     parser.add_argument("--concurrency", type=int, help="concurrency: simultaneous requests")
@@ -928,7 +943,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Size, set[str]]:
         if getattr(args, name) is not None:
             size = replace(size, **{name: getattr(args, name)})
     items = {i.strip() for i in args.only.split(",") if i.strip()}
-    unknown = items - {"overhead", "concurrency", "queue", "coldstart", "pool", "upload", "views"}
+    unknown = items - {"overhead", "concurrency", "queue", "coldstart", "pool", "upload", "views", "stream"}
     if unknown:
         parser.error(f"unknown --only items: {', '.join(sorted(unknown))}")
     return args, size, items
@@ -946,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     if "coldstart" in items:
         print("· 4. cold start ...", flush=True)  # first, while nothing else runs
         results["cold_start"] = measure_cold_start(size.cold_runs)
-    if items & {"overhead", "concurrency", "queue", "pool", "upload", "views"}:
+    if items & {"overhead", "concurrency", "queue", "pool", "upload", "views", "stream"}:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             print("· starting Azurite, the simulator and the APIs ...", flush=True)
             stack = start_stack(Path(tmp), with_naive, size.concurrency if "concurrency" in items else None)

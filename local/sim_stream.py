@@ -22,6 +22,7 @@ Stream faults (prompt markers; the stream starts normally, the request is billed
     [[stream-stall:K]]  after K events nothing more is sent; the connection stays open until the
                         client leaves, ``POST /_sim/release`` or ``hang_seconds``
     [[stream-error:K]]  after K events an ``error`` event (``{"type": "error", "error": {...}}``), then the end
+    [[stream-garbage:K]]  after K events a partial image event whose b64_json is not base64, then the end
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ STREAM_MARKERS: dict[str, str] = {
     "[[stream-cut:K]]": "a streamed answer whose connection drops after K events",
     "[[stream-stall:K]]": "a streamed answer that sends nothing more after K events (held open)",
     "[[stream-error:K]]": "a streamed answer with an error event after K events",
+    "[[stream-garbage:K]]": "a streamed answer whose event K is a partial image that is not base64",
 }
-STREAM_PATTERN = r"stream-(?:cut|stall|error):\d+"
-_STREAM_FAULT = re.compile(r"\[\[stream-(cut|stall|error):(\d+)\]\]")
+STREAM_PATTERN = r"stream-(?:cut|stall|error|garbage):\d+"
+_STREAM_FAULT = re.compile(r"\[\[stream-(cut|stall|error|garbage):(\d+)\]\]")
 STREAM_ERROR = {
     "type": "server_error",
     "code": "server_error",
@@ -50,7 +52,7 @@ STREAM_ERROR = {
 }
 
 Prefix = Literal["image_generation", "image_edit"]
-StreamFault = tuple[Literal["cut", "stall", "error"], int]
+StreamFault = tuple[Literal["cut", "stall", "error", "garbage"], int]
 
 
 def stream_fault(prompt: str) -> StreamFault | None:
@@ -130,6 +132,10 @@ async def stream_events(
                 raise ConnectionAbortedError("[[stream-cut]]: the simulator drops the stream")
             if fault_kind == "error":
                 yield sse("error", {"type": "error", "error": STREAM_ERROR})
+                return
+            if fault_kind == "garbage":
+                kind = f"{stream.prefix}.partial_image"
+                yield sse(kind, {"type": kind, **stream.settings, "b64_json": "not base64!", "partial_image_index": sent, "created_at": int(now())})
                 return
             await wait(stream.stall_seconds)  # stall: until the client leaves, the test releases it or time is up
             return

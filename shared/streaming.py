@@ -6,7 +6,8 @@ anything is sent to the caller, and a refusal there is the usual JSON error with
 (:func:`open_streamed`). Once upstream answers 200 with events, the caller gets ``text/event-stream``
 (:func:`relay`):
 
-- each ``<kind>.partial_image`` event is passed on as upstream sent it, checked but not re-encoded;
+- each ``<kind>.partial_image`` event is passed on piece by piece as it arrives, as upstream sent it,
+  checked while it passes (strict JSON, valid base64) but never held whole or re-encoded;
 - the ``<kind>.completed`` event's image is decoded while it arrives, archived with its record (which
   notes the stream and the partial images sent, and prices them), and only then sent on: upstream's
   fields plus ``url`` (the stable link, ``/images/{name}``), ``name`` and ``cost``, the base64 written
@@ -41,7 +42,7 @@ from shared.service import Generation, ImageService
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 from shared.upstream.body import ImageBodyReader
 from shared.upstream.errors import NOT_REPEATED, map_error, sniff_content_type, unexpected_error, upstream_error
-from shared.upstream.events import SseEvent
+from shared.upstream.events import SseEvent, SsePiece
 from shared.upstream.stream import UpstreamStream, open_stream
 
 log = logging.getLogger(__name__)
@@ -110,81 +111,99 @@ async def _record_failure(
 UNATTENDED: set[asyncio.Task[None]] = set()
 
 
-async def relay(service: ImageService, streamed: Streamed, link: Callable[[str], str]) -> AsyncIterator[bytes]:
+async def relay(service: ImageService, streamed: Streamed, link: Callable[[str], str]) -> AsyncIterator[bytes | memoryview]:
     """The events for the caller (see the module docstring); ``link(name)`` is an archived image's stable URL.
 
-    Upstream is read by a task of its own, one event ahead of the caller at most. If the caller goes away
+    Upstream is read by a task of its own, which hands each piece over and reads on once it was sent. If the caller goes away
     the task runs on without them (:data:`UNATTENDED`): the image is billed, so it is archived all the same.
     """
-    outbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
-    listening = True
+    outbox: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue(maxsize=1)
+    listening, taken = True, False
 
-    async def put(item: bytes | None) -> None:
+    async def put(item: bytes | memoryview | None) -> None:
+        """Hand ``item`` to the caller and wait until it was sent: upstream is read on only then (one event in memory)."""
         if listening:
             await outbox.put(item)
+            await outbox.join()
 
     pump = asyncio.create_task(_pump(service, streamed, link, put))
     try:
         while (item := await outbox.get()) is not None:
+            taken = True
             yield item
+            taken = False
+            outbox.task_done()
     finally:
         listening = False
+        if taken:
+            outbox.task_done()
         while not outbox.empty():
-            outbox.get_nowait()  # a put waiting for room returns; later ones send nothing
+            outbox.get_nowait()  # a put waiting for room or for its item to go returns; later ones send nothing
+            outbox.task_done()
         if not pump.done():
             UNATTENDED.add(pump)
             pump.add_done_callback(UNATTENDED.discard)
 
 
-async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str], str], put: Callable[[bytes | None], Awaitable[None]]) -> None:
+async def _pump(
+    service: ImageService, streamed: Streamed, link: Callable[[str], str], put: Callable[[bytes | memoryview | None], Awaitable[None]]
+) -> None:
     """Read upstream's events, archive the final image, hand the caller's events to ``put`` (None: the end)."""
     stream, request = streamed.routed.result, streamed.request
-    partials = 0
+    partials, passing = 0, None  # passing: the check of the partial image being passed on
     try:
-        async for event in stream.events():
-            if event.kind.endswith(".partial_image"):
-                _check_partial(event, service.settings.max_image_bytes)
-                partials += 1
-                await put(sse(event.kind, event.data))
-            elif event.kind.endswith(".completed"):
-                generation, fields = await _archive(service, streamed, event, partials)
-                async for piece in _completed(event.kind, fields, generation, link):
+        async for item in stream.events():
+            if isinstance(item, SsePiece):  # a partial image, passed on as it arrives
+                if passing is None:  # its first data line: the event starts going out
+                    passing = ImageBodyReader(service.settings.max_image_bytes, max_images=0)
+                    await put(b"event: " + item.kind.encode() + b"\ndata: ")
+                elif item.line:  # another data line of it (SSE joins them with a newline)
+                    passing.feed(b"\n")
+                    await put(b"\ndata: ")
+                passing.feed(item.data)
+                await put(item.data)
+            elif item.passed:
+                _check_partial(item.kind, passing)
+                passing, partials = None, partials + 1
+                await put(b"\n\n")
+            elif item.kind.endswith(".completed"):
+                generation, fields = await _archive(service, streamed, item, partials)
+                async for piece in _completed(item.kind, fields, generation, link):
                     await put(piece)
                 return
-            elif event.kind == "error":
-                raise _upstream_error_event(event.data)
+            elif item.kind == "error":
+                raise _upstream_error_event(item.data)
             else:
-                log.warning("upstream stream: event %r ignored", event.kind[:60])
+                log.warning("upstream stream: event %r ignored", item.kind[:60])
         raise upstream_error(f"The model service's stream ended without the final image. {NOT_REPEATED}")
-    except ServiceError as error:
-        await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller)
-        await put(error_event(error))
     except Exception as exc:
-        log.exception("relaying an upstream stream failed unexpectedly")
-        unexpected = unexpected_error(exc, sent=True)
-        await _record_failure(service, request, unexpected, streamed.generation_id, streamed.prefix, streamed.caller)
-        await put(error_event(unexpected))
+        error = exc if isinstance(exc, ServiceError) else unexpected_error(exc, sent=True)
+        if not isinstance(exc, ServiceError):
+            log.exception("relaying an upstream stream failed unexpectedly")
+        await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller)
+        if passing is not None:
+            await put(b"\n\n")  # ends the partial image that was going out
+        await put(error_event(error))
     finally:
         await stream.aclose()
         await put(None)
 
 
-def _check_partial(event: SseEvent, limit: int) -> None:
+def _check_partial(kind: str, passing: ImageBodyReader | None) -> None:
     """A partial image's event as upstream must send it: strict JSON of its type, its base64 valid (not kept)."""
-    reader = ImageBodyReader(limit, max_images=0)
-    reader.feed(event.data)
+    if passing is None:
+        raise upstream_error(f"The model service streamed a partial image event without data. {NOT_REPEATED}")
     try:
-        data = reader.result()
+        data = passing.result()
     except ValueError:
         raise upstream_error(f"The model service streamed a partial image that is not strict JSON. {NOT_REPEATED}") from None
-    if not isinstance(data, dict) or data.get("type") != event.kind or not isinstance(data.get("partial_image_index"), int):
+    if not isinstance(data, dict) or data.get("type") != kind or not isinstance(data.get("partial_image_index"), int):
         raise upstream_error(f"The model service streamed a malformed partial image event. {NOT_REPEATED}")
-    for value in reader.values:
-        if value.too_large or value.invalid:
-            raise upstream_error(f"The model service streamed a partial image that is not valid base64. {NOT_REPEATED}")
+    if any(value.too_large or value.invalid for value in passing.values):
+        raise upstream_error(f"The model service streamed a partial image that is not valid base64. {NOT_REPEATED}")
 
 
-def _upstream_error_event(data: bytes) -> ServiceError:
+def _upstream_error_event(data: bytes | bytearray) -> ServiceError:
     """Upstream's ``error`` event as this service's error (its message scrubbed), final: the stream had started."""
     try:
         body = json.loads(data[:16384]) if len(data) <= 16384 else None

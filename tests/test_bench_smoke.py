@@ -14,8 +14,8 @@ from bench.run import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Metrics measured for both implementations; the cold start, the raised-cap variant, the pools, the upload and the views are the service's alone.
-BOTH = {m for m in METRICS if m != "cold_start_ratio" and not m.endswith("_at_cap") and not m.startswith(("pool_", "upload_", "views_"))}
+# Metrics measured for both implementations; the cold start, the raised-cap variant, the pools, the upload, the views and streams are the service's alone.
+BOTH = {m for m in METRICS if m != "cold_start_ratio" and not m.endswith("_at_cap") and not m.startswith(("pool_", "upload_", "views_", "stream_"))}
 
 
 @pytest.mark.slow  # the slowest test (a whole benchmark run): CI runs it with `dev.py test -m slow`
@@ -41,6 +41,6 @@ def test_smoke_run_writes_every_metric(tmp_path: Path) -> None:
             value = metric[impl]
             assert isinstance(value, int | float) and math.isfinite(value), (key, impl, value)
         assert isinstance(metric["met"], bool), key
-    for section in ("overhead", "concurrency", "queue", "cold_start", "pool", "upload", "views"):
+    for section in ("overhead", "concurrency", "queue", "cold_start", "pool", "upload", "views", "stream"):
         assert section in data["results"], section
     assert "| metric | target | service | naive | met |" in done.stdout

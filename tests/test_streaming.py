@@ -188,10 +188,33 @@ async def test_a_caller_who_leaves_mid_stream_still_gets_the_image_archived(
 
     async with Runtime(make_settings()) as runtime:
         await create_app(runtime)(scope, receive, send)
-        await asyncio.gather(*streaming.UNATTENDED)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(task for task in list(streaming.UNATTENDED) if task.get_loop() is loop))  # this app's, not the server's
         request_id = dict(sent[0]["headers"])[b"x-request-id"].decode()
         received = b"".join(m.get("body", b"") for m in sent[1:])
     assert b"image_generation.completed" not in received
     records = [b.name for b in blobs(azurite).get_container_client("images").list_blobs() if f"/{request_id}/" in b.name]
     assert any(name.endswith("record.json") for name in records) and any(name.endswith("/0.png") for name in records)
     assert sim.stats()["generations"] == 1
+
+
+def test_a_partial_image_that_is_not_base64_ends_the_stream_with_an_error(client: httpx.Client, sim: SimControl, azurite: Azurite) -> None:
+    url = f"/openai/deployments/gpt-image-2/images/generations?api-version={API_VERSION}"
+    response = client.post(url, json={"prompt": "otter [[stream-garbage:1]]", "stream": True, "partial_images": 3})
+    kinds = [block.split("\n", 1)[0] for block in response.text.split("\n\n") if block.startswith("event: ")]
+    assert kinds == ["event: image_generation.partial_image", "event: image_generation.partial_image", "event: error"]
+    assert events_of(response)[-1][1]["error"]["message"].startswith("The model service streamed a partial image that is not valid base64")
+    (failure,) = failure_records(azurite, response.headers["x-request-id"])
+    assert failure["error"]["code"] == "UpstreamError" and sim.stats()["generations"] == 1
+
+
+async def test_a_stream_stalled_past_the_deadline_ends_with_a_timeout_event(in_process: Any, sim: SimControl, azurite: Azurite) -> None:
+    """The deadline is the synchronous one (IMAGES_SYNC_TIMEOUT_SECONDS), here 1 s; the stall would hold 600 s."""
+    client = await in_process(IMAGES_SYNC_TIMEOUT_SECONDS="1")
+    url = f"/openai/deployments/gpt-image-2/images/generations?api-version={API_VERSION}"
+    response = await client.post(url, json={"prompt": "otter [[stream-stall:1]]", "stream": True, "partial_images": 2})
+    events = events_of(response)
+    assert [kind for kind, _ in events] == ["image_generation.partial_image", "error"]
+    assert events[-1][1]["error"]["code"] == "UpstreamTimeout"
+    (failure,) = failure_records(azurite, response.headers["x-request-id"])
+    assert failure["error"]["code"] == "UpstreamTimeout" and sim.stats()["generations"] == 1

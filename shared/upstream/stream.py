@@ -32,7 +32,7 @@ from shared.upstream.errors import (
     unexpected_error,
     upstream_error,
 )
-from shared.upstream.events import EventReader, SseEvent
+from shared.upstream.events import EventReader, SseEvent, SsePiece
 from shared.upstream.ledger import current_calls
 from shared.upstream.retry import RefreshOnce
 
@@ -51,7 +51,7 @@ class UpstreamStream:
     request_id: str | None = None
     _closed: bool = field(default=False, repr=False)
 
-    async def events(self) -> AsyncIterator[SseEvent]:
+    async def events(self) -> AsyncIterator[SseEvent | SsePiece]:
         """Every event as it ends; ServiceError (final: the work was accepted) if the stream breaks, stalls past
         the deadline or ends inside an event."""
         reader = EventReader(self.max_image_bytes)
