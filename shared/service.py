@@ -70,15 +70,19 @@ class Generation:
 # What a generation puts into telemetry (shared.telemetry.traced): its attributes and metrics.
 
 
-def _generating(args: Mapping[str, Any]) -> Mapping[str, object]:
-    request: ImageRequest = args["request"]
+def generation_attributes(request: ImageRequest, kind: str, generation_id: str) -> dict[str, object]:
+    """The attributes of a generation's span (and its metrics' labels): deployment, family, kind, id, n."""
     return {
         "images.deployment": request.deployment,
         "images.model_family": request.family,
-        "images.kind": args["kind"],
-        "images.generation_id": args["generation_id"],
+        "images.kind": kind,
+        "images.generation_id": generation_id,
         "images.n": request.n,
     }
+
+
+def _generating(args: Mapping[str, Any]) -> Mapping[str, object]:
+    return generation_attributes(args["request"], args["kind"], args["generation_id"])
 
 
 def _tokens(usage: Mapping[str, Any], name: str) -> int | None:
@@ -86,7 +90,7 @@ def _tokens(usage: Mapping[str, Any], name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _generated(generation: Generation) -> Mapping[str, object]:
+def generated(generation: Generation) -> Mapping[str, object]:
     """The generation's attributes, and its metrics: one generation, its images, tokens and cost."""
     images, result = generation.images, generation.result
     usage, usd = result.usage or {}, recorded_usd(generation.record)
@@ -188,7 +192,7 @@ class ImageService:
         generate = functools.partial(self.pools.generate, request, deadline=deadline, budget=budget, job=kind == "job")
         return await self.produce(request, generate, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, wait=deadline.remaining())
 
-    @telemetry.traced("images.generate", telemetry.Steps(before=_generating, after=_generated, failures=True, generation=True))
+    @telemetry.traced("images.generate", telemetry.Steps(before=_generating, after=generated, failures=True, generation=True))
     async def produce(
         self,
         request: ImageRequest,

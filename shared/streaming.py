@@ -34,11 +34,11 @@ from typing import Any
 import httpx
 import pybase64
 
-from shared import audit, pricing
+from shared import audit, pricing, telemetry
 from shared.errors import ServiceError
 from shared.models import ImageRequest
 from shared.pool.router import Routed, Send
-from shared.service import Generation, ImageService
+from shared.service import Generation, ImageService, generated, generation_attributes
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 from shared.upstream.body import ImageBodyReader
 from shared.upstream.errors import NOT_REPEATED, map_error, sniff_content_type, unexpected_error, upstream_error
@@ -100,6 +100,8 @@ async def open_streamed(
 async def _record_failure(
     service: ImageService, request: ImageRequest, error: ServiceError, generation_id: str, prefix: str, caller: Mapping[str, str] | None
 ) -> None:
+    labels = telemetry.labels_of(generation_attributes(request, "stream", generation_id))
+    telemetry.instruments().failures.add(1, {**labels, "error.type": telemetry.error_type(error)})
     if audit.reached_upstream(error):
         now = dt.datetime.now(dt.UTC)
         record = audit.failure_record(generation_id, "sync", request, error, settings=service.settings, caller=caller, now=now)
@@ -214,6 +216,14 @@ def _upstream_error_event(data: bytes | bytearray) -> ServiceError:
     return error
 
 
+def _archiving(args: Mapping[str, Any]) -> Mapping[str, object]:
+    streamed: Streamed = args["streamed"]
+    return generation_attributes(streamed.request, "stream", streamed.generation_id)
+
+
+# The generation's span and metrics (kind "stream") over the part of a stream that makes its result, the archive;
+# a failure is counted once, where its record is written (_record_failure).
+@telemetry.traced("images.generate", telemetry.Steps(before=_archiving, after=lambda done: generated(done[0]), generation=True))
 async def _archive(service: ImageService, streamed: Streamed, event: SseEvent, partials: int) -> tuple[Generation, dict[str, Any]]:
     """Decode the final image, archive it with its record; the record and upstream's other fields of the event."""
     request, decoded = streamed.request, event.decoded

@@ -369,3 +369,16 @@ def test_the_exporter_setting_is_checked(value: str, ok: bool) -> None:
     else:
         with pytest.raises(SettingsError, match="IMAGES_TELEMETRY_EXPORTER"):
             Settings.from_env(env)
+
+
+async def test_a_streamed_generation_is_a_generation_of_kind_stream_and_a_cut_one_a_failure(app: App, capture: Capture) -> None:
+    url = GENERATE.format("gpt-image-2")
+    response = await app.client.post(url, json={"prompt": PROMPT, "stream": True, "partial_images": 1})
+    assert response.status_code == 200 and "image_generation.completed" in response.text
+    generate = capture.one("images.generate")
+    assert generate.attributes is not None and generate.attributes["images.kind"] == "stream"
+    labels = {"images.deployment": "gpt-image-2", "images.model_family": "gpt-image-2", "images.kind": "stream"}
+    assert capture.points("images.generations") == [(labels, 1)]
+    cut = await app.client.post(url, json={"prompt": "x [[stream-cut:1]]", "stream": True, "partial_images": 2})
+    assert "event: error" in cut.text
+    assert capture.points("images.failures") == [({**labels, "error.type": "UpstreamError"}, 1)]
