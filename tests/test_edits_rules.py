@@ -166,6 +166,6 @@ def test_a_refusal_lists_only_what_the_service_accepts(family: str) -> None:
         parse_edit({"prompt": "x", "input_fidelity": "high"}, ["inputs/a.png"], None, family, family)
     listed = caught.value.message.split("accept: ", 1)[1].rstrip(".").split(", ")
     assert listed == accepted_fields(edit_rules(family)) and "prompt" in listed and "mask" in listed
-    assert "stream" not in listed and "partial_images" not in listed  # refused while streaming is not offered
+    assert "stream" in listed and "partial_images" in listed  # offered since streaming arrived
     # Derived from the rules: once a parameter is offered, the same refusal lists it.
     assert set(accepted_fields(edit_rules(family))) == set(edit_rules(family).fields) - set(NOT_OFFERED)

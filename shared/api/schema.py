@@ -117,13 +117,7 @@ _PROPERTIES: dict[str, Callable[[], dict[str, Any]]] = {
     "background": lambda: _rule_choice("background", lambda r: r.backgrounds, "transparent needs output_format png."),
     "moderation": lambda: _rule_choice("moderation", lambda r: r.moderations),
     "user": lambda: {"type": "string", "maxLength": models.USER_MAX_CHARS},
-    "stream": lambda: {
-        "type": "boolean",
-        "description": (
-            "true: the answer is text/event-stream, upstream's events (<kind>.partial_image, then <kind>.completed, "
-            "whose data adds url, name and cost of the archived image), or an error event. n must be 1." + _only_for("stream")
-        ),
-    },
+    "stream": lambda: {"type": "boolean", "description": "true: the answer is text/event-stream (see the 200 answer); n must be 1." + _only_for("stream")},
     "partial_images": _partial_images,
     "model": lambda: {"type": "string", "description": "Deployment name (v1 path); elsewhere the deployment or its family, or absent."},
 }
