@@ -26,6 +26,7 @@ from PIL import Image
 from local.azurite import Azurite
 from local.servers import ServerThread, free_port, serve_in_thread
 from local.simulator import SimulatorConfig, create_simulator
+from shared import streaming
 from shared.api import create_app
 from shared.callers import key_caller
 from shared.deadline import Deadline
@@ -533,3 +534,38 @@ async def test_a_429_the_board_did_not_foresee_hands_back_the_refused_call_s_res
     state = await board.state(f"{POOL}/0")
     assert len(state.calls) == 1  # the call upstream served; the refused one was handed back
     assert state.retry_until > board.clock() and counts(first) == {**counts(first), "requests": 2, "throttled": 1}
+
+
+# ---------------------------------------------------------------- streams: the pool picks before the stream starts
+
+
+async def _stream(runtime: Runtime, prompt: str) -> tuple[list[bytes | memoryview], Any]:
+    """One streamed generation through the pool, relayed in process; its events and the record's place."""
+    family = runtime.settings.family_of(POOL)
+    assert family is not None
+    request = parse_request({**PROMPT, "prompt": prompt, "stream": True, "partial_images": 1}, POOL, family)
+    streamed = await streaming.open_streamed(
+        runtime.service, request, streaming.generation_send(30), generation_id=new_generation_id(), prefix=sync_prefix(), budget=0, caller=None
+    )
+    return [piece async for piece in streaming.relay(runtime.service, streamed, lambda name: name)], streamed
+
+
+async def test_a_stream_fails_over_before_it_starts_and_records_where_it_was_made(
+    sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any
+) -> None:
+    first, second, _ = sims
+    first.configure(quota_requests=1)
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)]))
+    await generate(runtime)  # the first's one request
+    events, streamed = await _stream(runtime, "a lighthouse, streamed")  # the first answers 429: the second streams
+    assert b"image_generation.completed" in b"".join(bytes(e) for e in events)
+    assert counts(first)["throttled"] == 1 and counts(second)["generations"] == 1
+    assert streamed.routed.backend == _name(second) and streamed.routed.attempts == {_name(first): 1, _name(second): 1}
+
+
+async def test_a_stream_cut_after_it_started_is_not_sent_elsewhere(sims: list[SimControl], pool_settings: Callable[..., Settings], runtimes: Any) -> None:
+    first, second, _ = sims
+    runtime = await runtimes(pool_settings([entry(first.url, 0), entry(second.url, 1)]))
+    events, _ = await _stream(runtime, "a lighthouse [[stream-cut:1]]")
+    assert b"event: error" in bytes(events[-1])
+    assert counts(first)["generations"] == 1 and counts(second)["requests"] == 0

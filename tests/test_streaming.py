@@ -87,8 +87,9 @@ def test_the_sdk_streams_a_generation_through_the_service(api: ServerThread, sim
     assert sim.stats()["generations"] == 1
 
 
-def test_the_sdk_streams_an_edit_through_the_service(api: ServerThread, sim: SimControl, azurite: Azurite) -> None:
-    events = list(azure(api).images.edit(model="gpt-image-1.5", image=("in.png", png((20, 90, 200)), "image/png"), prompt="paint", stream=True, partial_images=1))
+@pytest.mark.parametrize("client", [azure, v1], ids=["AzureOpenAI", "OpenAI-v1"])
+def test_the_sdk_streams_an_edit_through_the_service(api: ServerThread, sim: SimControl, azurite: Azurite, client: Any) -> None:
+    events = list(client(api).images.edit(model="gpt-image-1.5", image=("in.png", png((20, 90, 200)), "image/png"), prompt="paint", stream=True, partial_images=1))
     assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
     completed = events[-1].model_dump()
     image = base64.b64decode(completed["b64_json"])
