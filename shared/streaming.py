@@ -17,6 +17,8 @@ anything is sent to the caller, and a refusal there is the usual JSON error with
   gets one ``error`` event (``{"type": "error", "error": {"code", "message", "param"?}}``, the body of
   every error of this service) and the stream ends; a failure record is written under the request id.
 
+While upstream is silent, a comment (``: keep-alive``) goes out every :data:`HEARTBEAT_SECONDS`.
+
 Memory: one partial event at a time, or the final image once plus a slice of its base64. A caller who
 leaves mid-stream does not stop the work: the final image is archived all the same (:data:`UNATTENDED`).
 """
@@ -24,6 +26,7 @@ leaves mid-stream does not stop the work: the final image is archived all the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -48,6 +51,11 @@ from shared.upstream.stream import UpstreamStream, open_stream
 log = logging.getLogger(__name__)
 
 B64_SLICE = 3 * 64 * 1024  # image bytes per slice of base64 written to the caller
+# While upstream sends nothing (a slow model before its first partial image), a comment line every so often
+# keeps both hops busy: the host's forwarding to the worker gives up after 240 s idle (README, Hosting). The
+# SSE specification has clients ignore comments; the openai SDK does.
+HEARTBEAT_SECONDS = 15.0
+HEARTBEAT = b": keep-alive\n\n"
 _PLACEHOLDER = "\x00b64\x00"
 
 
@@ -113,7 +121,9 @@ async def _record_failure(
 UNATTENDED: set[asyncio.Task[None]] = set()
 
 
-async def relay(service: ImageService, streamed: Streamed, link: Callable[[str], str]) -> AsyncIterator[bytes | memoryview]:
+async def relay(
+    service: ImageService, streamed: Streamed, link: Callable[[str], str], *, heartbeat: float = HEARTBEAT_SECONDS
+) -> AsyncIterator[bytes | memoryview]:
     """The events for the caller (see the module docstring); ``link(name)`` is an archived image's stable URL.
 
     Upstream is read by a task of its own, which hands each piece over and reads on once it was sent. If the caller goes away
@@ -128,7 +138,7 @@ async def relay(service: ImageService, streamed: Streamed, link: Callable[[str],
             await outbox.put(item)
             await outbox.join()
 
-    pump = asyncio.create_task(_pump(service, streamed, link, put))
+    pump = asyncio.create_task(_pump(service, streamed, link, put, heartbeat))
     try:
         while (item := await outbox.get()) is not None:
             taken = True
@@ -147,14 +157,15 @@ async def relay(service: ImageService, streamed: Streamed, link: Callable[[str],
             pump.add_done_callback(UNATTENDED.discard)
 
 
-async def _pump(
-    service: ImageService, streamed: Streamed, link: Callable[[str], str], put: Callable[[bytes | memoryview | None], Awaitable[None]]
-) -> None:
+Put = Callable[[bytes | memoryview | None], Awaitable[None]]
+
+
+async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str], str], put: Put, heartbeat: float) -> None:
     """Read upstream's events, archive the final image, hand the caller's events to ``put`` (None: the end)."""
     stream, request = streamed.routed.result, streamed.request
     partials, passing = 0, None  # passing: the check of the partial image being passed on
     try:
-        async for item in stream.events():
+        async for item in _with_heartbeats(stream, put, heartbeat, lambda: passing is None):  # noqa: B023 (read as it is now)
             if isinstance(item, SsePiece):  # a partial image, passed on as it arrives
                 if passing is None:  # its first data line: the event starts going out
                     passing = ImageBodyReader(service.settings.max_image_bytes, max_images=0)
@@ -189,6 +200,30 @@ async def _pump(
     finally:
         await stream.aclose()
         await put(None)
+
+
+async def _with_heartbeats(stream: UpstreamStream, put: Put, every: float, between_events: Callable[[], bool]) -> AsyncIterator[SseEvent | SsePiece]:
+    """Upstream's events; while none comes for ``every`` seconds, a comment goes to the caller (between events only)."""
+    events = stream.events().__aiter__()
+    pending: asyncio.Future[SseEvent | SsePiece] = asyncio.ensure_future(events.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                if between_events():
+                    await put(HEARTBEAT)
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            pending = asyncio.ensure_future(events.__anext__())
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
 
 
 def _check_partial(kind: str, passing: ImageBodyReader | None) -> None:

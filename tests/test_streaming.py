@@ -23,8 +23,10 @@ from local.azurite import Azurite
 from local.servers import ServerThread
 from shared import streaming
 from shared.api import create_app
+from shared.models import parse_request
 from shared.pricing import PARTIAL_IMAGE_OUTPUT_TOKENS
 from shared.runtime import Runtime
+from shared.service import new_generation_id, sync_prefix
 from tests.conftest import SimControl
 
 API_VERSION = "2025-04-01-preview"
@@ -219,3 +221,22 @@ async def test_a_stream_stalled_past_the_deadline_ends_with_a_timeout_event(in_p
     assert events[-1][1]["error"]["code"] == "UpstreamTimeout"
     (failure,) = failure_records(azurite, response.headers["x-request-id"])
     assert failure["error"]["code"] == "UpstreamTimeout" and sim.stats()["generations"] == 1
+
+
+async def test_a_silent_upstream_gets_keep_alive_comments_to_the_caller_between_events(make_settings: Any, sim: SimControl) -> None:
+    """Upstream stalls after one partial image (until the test releases it); the caller hears comments meanwhile."""
+    async with Runtime(make_settings()) as runtime:
+        request = parse_request({"prompt": "otter [[stream-stall:1]]", "stream": True, "partial_images": 2}, "gpt-image-2", "gpt-image-2")
+        streamed = await streaming.open_streamed(
+            runtime.service, request, streaming.generation_send(60), generation_id=new_generation_id(), prefix=sync_prefix(), budget=0, caller=None
+        )
+        pieces, released = [], False
+        async for piece in streaming.relay(runtime.service, streamed, lambda name: name, heartbeat=0.05):
+            pieces.append(bytes(piece))
+            if piece == streaming.HEARTBEAT and not released:
+                released = await asyncio.to_thread(sim.release) == 1  # the stall ends: the stream closes without its image
+    text = b"".join(pieces)
+    assert text.startswith(b"event: image_generation.partial_image\ndata: ")
+    assert streaming.HEARTBEAT in pieces and released
+    assert text.index(streaming.HEARTBEAT) > text.index(b"\n\n")  # after the partial image's event, never inside it
+    assert b"event: error" in pieces[-1]
