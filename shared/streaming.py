@@ -132,11 +132,21 @@ async def relay(
     outbox: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue(maxsize=1)
     listening, taken = True, False
 
+    def drain() -> None:
+        """Nobody reads any more: what waits in the outbox is dropped, so a put waiting for it returns."""
+        while not outbox.empty():
+            outbox.get_nowait()
+            outbox.task_done()
+
     async def put(item: bytes | memoryview | None) -> None:
         """Hand ``item`` to the caller and wait until it was sent: upstream is read on only then (one event in memory)."""
-        if listening:
-            await outbox.put(item)
-            await outbox.join()
+        if not listening:
+            return
+        await outbox.put(item)
+        if not listening:  # the caller left while this waited for room
+            drain()
+            return
+        await outbox.join()
 
     pump = asyncio.create_task(_pump(service, streamed, link, put, heartbeat))
     try:
@@ -149,9 +159,7 @@ async def relay(
         listening = False
         if taken:
             outbox.task_done()
-        while not outbox.empty():
-            outbox.get_nowait()  # a put waiting for room or for its item to go returns; later ones send nothing
-            outbox.task_done()
+        drain()
         if not pump.done():
             UNATTENDED.add(pump)
             pump.add_done_callback(UNATTENDED.discard)
