@@ -122,12 +122,13 @@ UNATTENDED: set[asyncio.Task[None]] = set()
 
 
 async def relay(
-    service: ImageService, streamed: Streamed, link: Callable[[str], str], *, heartbeat: float = HEARTBEAT_SECONDS
+    service: ImageService, streamed: Streamed, link: Callable[[str], str], *, heartbeat: float = HEARTBEAT_SECONDS,
+    unattended: set[asyncio.Task[None]] = UNATTENDED,
 ) -> AsyncIterator[bytes | memoryview]:
     """The events for the caller (see the module docstring); ``link(name)`` is an archived image's stable URL.
 
     Upstream is read by a task of its own, which hands each piece over and reads on once it was sent. If the caller goes away
-    the task runs on without them (:data:`UNATTENDED`): the image is billed, so it is archived all the same.
+    the task runs on without them (in ``unattended`` until it ends): the image is billed, so it is archived all the same.
     """
     outbox: asyncio.Queue[bytes | memoryview | None] = asyncio.Queue(maxsize=1)
     listening, taken = True, False
@@ -161,8 +162,8 @@ async def relay(
             outbox.task_done()
         drain()
         if not pump.done():
-            UNATTENDED.add(pump)
-            pump.add_done_callback(UNATTENDED.discard)
+            unattended.add(pump)
+            pump.add_done_callback(unattended.discard)
 
 
 Put = Callable[[bytes | memoryview | None], Awaitable[None]]

@@ -22,7 +22,6 @@ from PIL import Image
 from local.azurite import Azurite
 from local.servers import ServerThread
 from shared import streaming
-from shared.api import create_app
 from shared.models import parse_request
 from shared.pricing import PARTIAL_IMAGE_OUTPUT_TOKENS
 from shared.runtime import Runtime
@@ -164,40 +163,23 @@ def test_partial_images_are_priced_by_the_published_rule() -> None:
     assert streamed_cost("gpt-image-2", usage, {}, 0) == plain
 
 
-async def test_a_caller_who_leaves_mid_stream_still_gets_the_image_archived(
-    make_settings: Any, sim: SimControl, azurite: Azurite
-) -> None:
-    """The ASGI app driven by hand: the caller goes away after the first event; the relay runs on alone."""
-    body = json.dumps({"prompt": "otter", "stream": True, "partial_images": 3}).encode()
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": "/openai/deployments/gpt-image-2/images/generations", "raw_path": b"", "root_path": "",
-        "query_string": f"api-version={API_VERSION}".encode(), "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-    }  # fmt: skip
-    sent: list[dict[str, Any]] = []
-    gone, unread = asyncio.Event(), [body]
-
-    async def receive() -> dict[str, Any]:
-        if unread:
-            return {"type": "http.request", "body": unread.pop(), "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if message["type"] == "http.response.body" and message.get("body"):
-            gone.set()  # the caller leaves after the first event
-
+async def test_a_caller_who_leaves_mid_stream_still_gets_the_image_archived(make_settings: Any, sim: SimControl, azurite: Azurite) -> None:
+    """The caller goes away after the first piece (the server closes the relay, as Starlette does on a disconnect);
+    the relay's reader runs on alone and archives the image upstream made."""
     async with Runtime(make_settings()) as runtime:
-        await create_app(runtime)(scope, receive, send)
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(task for task in list(streaming.UNATTENDED) if task.get_loop() is loop))  # this app's, not the server's
-        request_id = dict(sent[0]["headers"])[b"x-request-id"].decode()
-        received = b"".join(m.get("body", b"") for m in sent[1:])
-    assert b"image_generation.completed" not in received
-    records = [b.name for b in blobs(azurite).get_container_client("images").list_blobs() if f"/{request_id}/" in b.name]
-    assert any(name.endswith("record.json") for name in records) and any(name.endswith("/0.png") for name in records)
+        request = parse_request({"prompt": "otter", "stream": True, "partial_images": 3}, "gpt-image-2", "gpt-image-2")
+        generation_id, left_running = new_generation_id(), set[asyncio.Task[None]]()
+        streamed = await streaming.open_streamed(
+            runtime.service, request, streaming.generation_send(60), generation_id=generation_id, prefix=sync_prefix(), budget=0, caller=None
+        )
+        relay = streaming.relay(runtime.service, streamed, lambda name: name, unattended=left_running)
+        first = bytes(await anext(relay))
+        await relay.aclose()  # the caller left
+        assert left_running  # the reader was not done: it runs on
+        await asyncio.gather(*left_running)
+    assert first == b"event: image_generation.partial_image\ndata: "
+    names = [b.name for b in blobs(azurite).get_container_client("images").list_blobs() if f"/{generation_id}/" in b.name]
+    assert any(name.endswith("/record.json") for name in names) and any(name.endswith("/0.png") for name in names)
     assert sim.stats()["generations"] == 1
 
 
