@@ -145,6 +145,22 @@ class SentBody:
         self.calls.may_have_worked = True
 
 
+def call_error(exc: Exception, deadline: Deadline, calls: UpstreamCalls) -> ServiceError:
+    """What a failed call to the images API is for the caller, the one classification every call uses (the plain
+    call and the streamed one): the deadline, upstream's answer, the connection, the service's own errors (as
+    they are), anything else; each with the verdict of :mod:`shared.upstream.work` (``calls``: what was sent)."""
+    if isinstance(exc, TimeoutError):
+        return deadline_error(deadline.total, may_have_worked=calls.may_have_worked)
+    if isinstance(exc, UpstreamAnswer):
+        return map_answer(exc)
+    if isinstance(exc, AttemptFailed):
+        return transport_error(exc)
+    if isinstance(exc, ServiceError):
+        return exc
+    log.error("upstream call failed unexpectedly", exc_info=exc)
+    return unexpected_error(exc, may_have_worked=calls.may_have_worked)
+
+
 class UpstreamClient:
     """Calls the images API for one app instance; shares one connection pool.
 
@@ -227,18 +243,12 @@ class UpstreamClient:
                 reader, headers = await self.retry.run(lambda: refresh.call(post), budget=min(budget, deadline.remaining()))
                 request_id = upstream_request_id(headers)
                 result = await self._parse_success(reader, headers, request)
-        except TimeoutError:
-            raise deadline_error(deadline.total, may_have_worked=calls.may_have_worked) from None
-        except UpstreamAnswer as answer:
-            raise map_answer(answer) from None
-        except AttemptFailed as failure:
-            raise transport_error(failure) from None
-        except ServiceError as error:
-            error.upstream_request_id = error.upstream_request_id or request_id
-            raise
         except Exception as exc:
-            log.exception("upstream call failed unexpectedly")
-            raise unexpected_error(exc, may_have_worked=calls.may_have_worked) from None
+            error = call_error(exc, deadline, calls)
+            error.upstream_request_id = error.upstream_request_id or request_id
+            if error is exc:
+                raise
+            raise error from None
         result.attempts, result.request_id = calls.sent - before, request_id
         calls.answered = True
         return result

@@ -22,14 +22,10 @@ import httpx
 
 from shared.errors import ServiceError
 from shared.models import ImageRequest
-from shared.upstream.client import Payload, UpstreamClient, _error_body, upstream_request_id
+from shared.upstream.client import Payload, UpstreamClient, _error_body, call_error, upstream_request_id
 from shared.upstream.errors import (
     NOT_REPEATED,
     UpstreamAnswer,
-    deadline_error,
-    map_error,
-    transport_error,
-    unexpected_error,
     upstream_error,
 )
 from shared.upstream.events import EventReader, SseEvent, SsePiece
@@ -113,19 +109,11 @@ async def open_stream(
     try:
         async with asyncio.timeout(timeout):
             stream = await client.retry.run(lambda: refresh.call(post), budget=min(budget, timeout))
-    except TimeoutError:
-        raise deadline_error(timeout, sent=calls.sent > before) from None
-    except UpstreamAnswer as answer:
-        error = map_error(answer.status, answer.body, answer.headers)
-        error.upstream_request_id = upstream_request_id(answer.headers)
-        raise error from None
-    except httpx.TransportError as exc:
-        raise transport_error(exc, timeout) from None
-    except ServiceError:
-        raise
     except Exception as exc:
-        log.exception("opening an upstream stream failed unexpectedly")
-        raise unexpected_error(exc, sent=calls.sent > before) from None
+        error = call_error(exc, timeout, sent=calls.sent > before)
+        if error is exc:
+            raise
+        raise error from None
     stream.attempts, stream.request_id = calls.sent - before, upstream_request_id(stream.response.headers)
     content_type = stream.response.headers.get("content-type", "")
     if not content_type.startswith("text/event-stream"):
