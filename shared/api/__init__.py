@@ -4,7 +4,9 @@ One module per concern: ``generation`` (the generation and submission routes),
 ``edits`` (image edits: multipart or archived names), ``operations`` (background job
 status), ``images`` (stable links), ``health``, ``body`` (reading a request body),
 ``usage`` (a day's usage per caller), ``errors`` (the error shape and handlers), ``schema`` (the OpenAPI request schema,
-built from the model rules) and ``deps`` (what a route needs, read from ``app.state``);
+built from the model rules, and the responses), ``security`` (the schemes the document declares),
+``streamed`` (a ``stream: true`` answer), ``timing`` (the request's one deadline), ``hosting`` (how the
+Functions worker hands a request to the app) and ``deps`` (what a route needs, read from ``app.state``);
 the gallery (``shared.gallery``) is mounted beside them. :func:`create_app` only assembles them.
 """
 

@@ -27,7 +27,8 @@ from shared.api.edits_schema import edit_openapi
 from shared.api.generation import _family, _submit, _wants_async, answer_now
 from shared.api.multipart import Limits, read_form
 from shared.api.public import check_api_version
-from shared.api.schema import FUNCTION_KEY, edit_responses, submit_responses
+from shared.api.schema import edit_responses, submit_responses
+from shared.api.security import FUNCTION_KEY
 from shared.api.streamed import stream_now
 from shared.api.timing import request_deadline
 from shared.callers import Caller

@@ -17,7 +17,8 @@ from shared.api.body import read_json_body
 from shared.api.deps import CallerDep, RuntimeDep
 from shared.api.errors import error_response
 from shared.api.public import check_api_version, operation_location
-from shared.api.schema import FUNCTION_KEY, generation_openapi, generation_responses, submit_responses
+from shared.api.schema import generation_openapi, generation_responses, submit_responses
+from shared.api.security import FUNCTION_KEY
 from shared.api.streamed import stream_now
 from shared.api.timing import request_deadline
 from shared.archive import is_safe_id

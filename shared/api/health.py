@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from shared.api.deps import RuntimeDep
-from shared.api.schema import FUNCTION_KEY, health_responses
+from shared.api.schema import health_responses
+from shared.api.security import FUNCTION_KEY
 from shared.models import lifecycle_view
 
 router = APIRouter(dependencies=FUNCTION_KEY)

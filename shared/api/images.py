@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from shared.api.deps import CallerDep, RuntimeDep
-from shared.api.schema import FUNCTION_KEY, image_link_responses
+from shared.api.schema import image_link_responses
+from shared.api.security import FUNCTION_KEY
 from shared.archive import is_archive_path
 from shared.errors import ServiceError
 

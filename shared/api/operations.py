@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse, Response
 
 from shared.api.deps import CallerDep, RuntimeDep
 from shared.api.public import check_api_version
-from shared.api.schema import FUNCTION_KEY, operation_responses
+from shared.api.schema import operation_responses
+from shared.api.security import FUNCTION_KEY
 from shared.archive import is_safe_id
 from shared.echo import shown
 from shared.errors import ServiceError

@@ -10,9 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from fastapi import Security
-from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBearer
-
 from shared import models
 from shared.api.public import KNOWN_API_VERSIONS
 from shared.models import Rules
@@ -136,24 +133,7 @@ def generation_schema() -> dict[str, Any]:
     }
 
 
-# --- responses, headers, parameters and security: what /openapi.json promises besides the request body ---
-
-FUNCTION_KEY_HEADER = APIKeyHeader(
-    name="x-functions-key",
-    scheme_name="functionKey",
-    auto_error=False,  # Azure's front end checks the key before the app sees the request; locally there is none
-    description="The function key (az functionapp keys list). Azure Functions checks it; the app never sees a request without it.",
-)
-FUNCTION_KEY_QUERY = APIKeyQuery(
-    name="code", scheme_name="functionKeyQuery", auto_error=False, description="The function key as a query parameter."
-)
-ENTRA_TOKEN = HTTPBearer(
-    scheme_name="entraToken",
-    auto_error=False,  # App Service authentication checks it before the app sees the request
-    description="IMAGES_CALLER_AUTH=entra: an Entra ID token for the app's registration (README: Callers), which App Service authentication checks.",
-)
-# Every router's dependencies: they declare the security schemes (either one) in the document and do nothing at run time.
-FUNCTION_KEY = [Security(FUNCTION_KEY_HEADER), Security(FUNCTION_KEY_QUERY), Security(ENTRA_TOKEN)]
+# --- responses, headers and parameters: what /openapi.json promises besides the request body (security: shared/api/security.py) ---
 
 _ERROR_BODY: dict[str, Any] = {
     "type": "object",

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from shared.api.deps import CallerDep, RuntimeDep
-from shared.api.schema import FUNCTION_KEY, json_responses
+from shared.api.schema import json_responses
+from shared.api.security import FUNCTION_KEY
 from shared.callers import MODES, Caller
 from shared.callers.limits import CALLER_ID
 from shared.callers.usage import Usage

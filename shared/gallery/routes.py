@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from shared.api.deps import CallerDep
-from shared.api.schema import FUNCTION_KEY, page_responses
+from shared.api.schema import page_responses
+from shared.api.security import FUNCTION_KEY
 from shared.archive import is_safe_id
 from shared.errors import ServiceError
 from shared.gallery.browse import DEFAULT_PER_PAGE, MAX_PER_PAGE, GalleryQuery, build_page
