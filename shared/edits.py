@@ -169,14 +169,14 @@ async def run_edit(
     )
 
 
-def stream_send(inputs: EditInputs, timeout: float) -> Send[UpstreamStream]:
-    """The pool's ``send`` for a streamed edit: open the stream on the chosen backend with the inputs' bytes."""
+def stream_send(inputs: EditInputs, deadline: Deadline) -> Send[UpstreamStream]:
+    """The pool's ``send`` for a streamed edit: open the stream on the chosen backend with the inputs' bytes, within ``deadline``."""
 
     async def send(client: UpstreamClient, routed: ImageRequest, budget: float) -> UpstreamStream:
         assert isinstance(routed, EditRequest)  # the pool only renames the deployment
         body = edit_body(client.settings, routed, inputs.images, inputs.mask)
         url = edit_url(client.settings, routed.deployment)
-        return await open_stream(client, url, body, body.headers, routed, timeout=timeout, budget=budget)
+        return await open_stream(client, url, body, body.headers, routed, deadline=deadline, budget=budget)
 
     return send
 

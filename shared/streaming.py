@@ -34,17 +34,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pybase64
 
 from shared import audit, pricing, telemetry
+from shared.callers import Caller
+from shared.deadline import Deadline
 from shared.errors import ServiceError
 from shared.models import ImageRequest
 from shared.pool.router import Routed, Send
 from shared.service import Generation, ImageService, generated, generation_attributes
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 from shared.upstream.body import ImageBodyReader
-from shared.upstream.errors import NOT_REPEATED, map_error, sniff_content_type, unexpected_error, upstream_error
+from shared.upstream.errors import NOT_REPEATED, sniff_content_type, stream_error, unexpected_error, upstream_error
 from shared.upstream.events import SseEvent, SsePiece
 from shared.upstream.stream import UpstreamStream, open_stream
 
@@ -69,12 +70,12 @@ def error_event(error: ServiceError) -> bytes:
     return sse("error", json.dumps({"type": "error", **error.body()}, ensure_ascii=False).encode())
 
 
-def generation_send(timeout: float) -> Send[UpstreamStream]:
-    """The pool's ``send`` for a streamed generation: open the stream on the chosen backend."""
+def generation_send(deadline: Deadline) -> Send[UpstreamStream]:
+    """The pool's ``send`` for a streamed generation: open the stream on the chosen backend within ``deadline``."""
 
     async def send(client: UpstreamClient, request: ImageRequest, budget: float) -> UpstreamStream:
         url, body = client.url_and_body(request)
-        return await open_stream(client, url, json.dumps(body).encode(), {"Content-Type": "application/json"}, request, timeout=timeout, budget=budget)
+        return await open_stream(client, url, json.dumps(body).encode(), {"Content-Type": "application/json"}, request, deadline=deadline, budget=budget)
 
     return send
 
@@ -87,18 +88,19 @@ class Streamed:
     routed: Routed[UpstreamStream]
     generation_id: str
     prefix: str
-    caller: Mapping[str, str] | None
+    caller: Caller  # who asked, as the platform vouches: the records name it, the archived blobs carry its id
 
 
 async def open_streamed(
-    service: ImageService, request: ImageRequest, send: Send[UpstreamStream], *, generation_id: str, prefix: str, budget: float,
-    caller: Mapping[str, str] | None,
+    service: ImageService, request: ImageRequest, send: Send[UpstreamStream], *, generation_id: str, prefix: str, deadline: Deadline,
+    budget: float, caller: Caller,
 ) -> Streamed:  # fmt: skip
-    """Route and open the stream (failing over as the pool allows); ServiceError when none started, with a
-    failure record when the request reached upstream."""
+    """Route and open the stream within ``deadline`` (failing over as the pool allows: only while upstream did no
+    work); ServiceError when none started, with a failure record when the request reached upstream. ``send`` opens
+    the stream on a backend within the same deadline (:func:`generation_send`, ``shared.edits.stream_send``)."""
     await service.archive.ensure_container()  # fail on storage before paying for an image
     try:
-        routed = await service.pools.route(request, send, budget=budget)
+        routed = await service.pools.route(request, send, deadline=deadline, budget=budget)
     except ServiceError as error:
         await _record_failure(service, request, error, generation_id, prefix, caller)
         raise
@@ -106,7 +108,7 @@ async def open_streamed(
 
 
 async def _record_failure(
-    service: ImageService, request: ImageRequest, error: ServiceError, generation_id: str, prefix: str, caller: Mapping[str, str] | None
+    service: ImageService, request: ImageRequest, error: ServiceError, generation_id: str, prefix: str, caller: Caller
 ) -> None:
     labels = telemetry.labels_of(generation_attributes(request, "stream", generation_id))
     telemetry.instruments().failures.add(1, {**labels, "error.type": telemetry.error_type(error)})
@@ -199,7 +201,7 @@ async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str],
                 log.warning("upstream stream: event %r ignored", item.kind[:60])
         raise upstream_error(f"The model service's stream ended without the final image. {NOT_REPEATED}")
     except Exception as exc:
-        error = exc if isinstance(exc, ServiceError) else unexpected_error(exc, sent=True)
+        error = exc if isinstance(exc, ServiceError) else unexpected_error(exc, may_have_worked=True)
         if not isinstance(exc, ServiceError):
             log.exception("relaying an upstream stream failed unexpectedly")
         await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller)
@@ -255,9 +257,7 @@ def _upstream_error_event(data: bytes | bytearray) -> ServiceError:
         body = json.loads(data[:16384]) if len(data) <= 16384 else None
     except ValueError:
         body = None
-    error = map_error(502, body if isinstance(body, dict) else None, httpx.Headers())
-    error.transient = False
-    return error
+    return stream_error(body)
 
 
 def _archiving(args: Mapping[str, Any]) -> Mapping[str, object]:

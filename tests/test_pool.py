@@ -544,9 +544,11 @@ async def _stream(runtime: Runtime, prompt: str) -> tuple[list[bytes | memoryvie
     family = runtime.settings.family_of(POOL)
     assert family is not None
     request = parse_request({**PROMPT, "prompt": prompt, "stream": True, "partial_images": 1}, POOL, family)
+    deadline = Deadline(30)
     streamed = await streaming.open_streamed(
-        runtime.service, request, streaming.generation_send(30), generation_id=new_generation_id(), prefix=sync_prefix(), budget=0, caller=None
-    )
+        runtime.service, request, streaming.generation_send(deadline), generation_id=new_generation_id(), prefix=sync_prefix(),
+        deadline=deadline, budget=0, caller=key_caller(),
+    )  # fmt: skip
     return [piece async for piece in streaming.relay(runtime.service, streamed, lambda name: name)], streamed
 
 

@@ -22,7 +22,9 @@ from PIL import Image
 from local.azurite import Azurite
 from local.servers import ServerThread
 from shared import streaming
-from shared.models import parse_request
+from shared.callers import key_caller
+from shared.deadline import Deadline
+from shared.models import ImageRequest, parse_request
 from shared.pricing import PARTIAL_IMAGE_OUTPUT_TOKENS
 from shared.runtime import Runtime
 from shared.service import new_generation_id, sync_prefix
@@ -57,6 +59,15 @@ def png(colour: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (1024, 1024), colour).save(out, "PNG")
     return out.getvalue()
+
+
+async def opened(runtime: Runtime, request: ImageRequest, generation_id: str | None = None, deadline: Deadline | None = None) -> streaming.Streamed:
+    """A stream opened in process, as the routes open one: one deadline for the wait, the opening and the stream."""
+    deadline = deadline or Deadline(60)
+    return await streaming.open_streamed(
+        runtime.service, request, streaming.generation_send(deadline), generation_id=generation_id or new_generation_id(), prefix=sync_prefix(),
+        deadline=deadline, budget=0, caller=key_caller(),
+    )  # fmt: skip
 
 
 def events_of(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
@@ -169,9 +180,7 @@ async def test_a_caller_who_leaves_mid_stream_still_gets_the_image_archived(make
     async with Runtime(make_settings()) as runtime:
         request = parse_request({"prompt": "otter", "stream": True, "partial_images": 3}, "gpt-image-2", "gpt-image-2")
         generation_id, left_running = new_generation_id(), set[asyncio.Task[None]]()
-        streamed = await streaming.open_streamed(
-            runtime.service, request, streaming.generation_send(60), generation_id=generation_id, prefix=sync_prefix(), budget=0, caller=None
-        )
+        streamed = await opened(runtime, request, generation_id)
         relay = streaming.relay(runtime.service, streamed, lambda name: name, unattended=left_running)
         first = bytes(await anext(relay))
         await relay.aclose()  # the caller left
@@ -209,9 +218,7 @@ async def test_a_silent_upstream_gets_keep_alive_comments_to_the_caller_between_
     """Upstream stalls after one partial image (until the test releases it); the caller hears comments meanwhile."""
     async with Runtime(make_settings()) as runtime:
         request = parse_request({"prompt": "otter [[stream-stall:1]]", "stream": True, "partial_images": 2}, "gpt-image-2", "gpt-image-2")
-        streamed = await streaming.open_streamed(
-            runtime.service, request, streaming.generation_send(60), generation_id=new_generation_id(), prefix=sync_prefix(), budget=0, caller=None
-        )
+        streamed = await opened(runtime, request)
         pieces, released = [], False
         async for piece in streaming.relay(runtime.service, streamed, lambda name: name, heartbeat=0.05):
             pieces.append(bytes(piece))
@@ -222,3 +229,19 @@ async def test_a_silent_upstream_gets_keep_alive_comments_to_the_caller_between_
     assert streaming.HEARTBEAT in pieces and released
     assert text.index(streaming.HEARTBEAT) > text.index(b"\n\n")  # after the partial image's event, never inside it
     assert b"event: error" in pieces[-1]
+
+
+async def test_a_stream_reads_its_events_within_the_one_deadline_it_was_opened_with(make_settings: Any, sim: SimControl, azurite: Azurite) -> None:
+    """No fresh timeout once the stream started: what the wait for a backend and the opening took is gone (here all of it)."""
+    now = [0.0]
+    deadline = Deadline(60, clock=lambda: now[0])
+    async with Runtime(make_settings()) as runtime:
+        request = parse_request({"prompt": "otter", "stream": True, "partial_images": 2}, "gpt-image-2", "gpt-image-2")
+        streamed = await opened(runtime, request, deadline=deadline)
+        now[0] = 60.0  # the request's time is spent
+        pieces = b"".join([bytes(piece) async for piece in streaming.relay(runtime.service, streamed, lambda name: name)])
+    assert b"image_generation.completed" not in pieces and pieces.endswith(b"\n\n")
+    error = json.loads(pieces.rsplit(b"event: error\ndata: ", 1)[1])
+    assert error["error"]["code"] == "UpstreamTimeout" and "(60 s)" in error["error"]["message"]
+    (failure,) = failure_records(azurite, streamed.generation_id)
+    assert failure["error"]["code"] == "UpstreamTimeout" and sim.stats()["generations"] == 1

@@ -14,6 +14,7 @@ its outputs archived as a generation's are (shared/edits.py).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,9 +180,9 @@ async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> R
     settings, service = runtime.settings, runtime.service
     if incoming.request.stream:
         if incoming.uploaded is not None:
-            await edits.store_uploads(service, incoming.uploaded)
-        inputs = incoming.uploaded or await edits.read_inputs(service, incoming.request)
-        return await stream_now(runtime, request, incoming.request, edits.stream_send(inputs, settings.sync_timeout_seconds))
+            await edits.store_uploads(service, incoming.uploaded, incoming.caller)
+        inputs = incoming.uploaded or await edits.read_inputs(service, incoming.request, incoming.caller)
+        return await stream_now(runtime, request, incoming.request, functools.partial(edits.stream_send, inputs), incoming.caller)
 
     async def edit(generation_id: str) -> Generation:
         if incoming.uploaded is not None:

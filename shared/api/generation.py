@@ -112,7 +112,7 @@ async def _generate_now(runtime: Runtime, request: Request, image_request: Image
     """Generate within the request's deadline (from its arrival), archive and answer."""
     settings, service = runtime.settings, runtime.service
     if image_request.stream:
-        return await stream_now(runtime, request, image_request, generation_send(settings.sync_timeout_seconds))
+        return await stream_now(runtime, request, image_request, generation_send, caller)
 
     async def generate(generation_id: str) -> Generation:
         return await service.generate(

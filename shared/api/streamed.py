@@ -7,14 +7,17 @@ relays them; ``x-request-id`` names the failure record if the stream breaks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from shared import audit
 from shared.api.errors import error_response
 from shared.api.public import public_base_url
+from shared.api.timing import request_deadline
+from shared.callers import Caller
+from shared.deadline import Deadline
 from shared.errors import ServiceError
 from shared.models import ImageRequest
 from shared.pool.router import Send
@@ -27,14 +30,18 @@ from shared.upstream.stream import UpstreamStream
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def stream_now(runtime: Runtime, request: Request, image_request: ImageRequest, send: Send[UpstreamStream]) -> Response:
-    """Open the stream upstream and answer with its events; a JSON error if no stream started."""
+async def stream_now(
+    runtime: Runtime, request: Request, image_request: ImageRequest, sender: Callable[[Deadline], Send[UpstreamStream]], caller: Caller
+) -> Response:
+    """Open the stream upstream (``sender(deadline)`` opens it on a backend) within the request's one deadline, and
+    answer with its events; a JSON error if no stream started. ``caller`` owns the image and names the records."""
     settings, generation_id = runtime.settings, new_generation_id()
     headers = {"x-request-id": generation_id, **translations_header(image_request)}
+    deadline = request_deadline(request, settings)  # from the request's arrival: the wait for a backend and the whole stream
     try:
         streamed = await open_streamed(
-            runtime.service, image_request, send, generation_id=generation_id, prefix=sync_prefix(),
-            budget=settings.retry_budget_seconds, caller=audit.caller_identity(request.headers),
+            runtime.service, image_request, sender(deadline), generation_id=generation_id, prefix=sync_prefix(), deadline=deadline,
+            budget=settings.retry_budget_seconds, caller=caller,
         )  # fmt: skip
     except ServiceError as error:
         response = error_response(error)

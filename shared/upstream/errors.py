@@ -167,6 +167,17 @@ def map_error(status: int, body: Any, headers: httpx.Headers, *, body_sent: bool
     return upstream_error(f"The model service {what} ({status}): {message or 'no details'}", transient=answer_repeatable(status, body_sent=body_sent), may_have_worked=False)
 
 
+def stream_error(body: Any) -> ServiceError:
+    """Upstream's ``error`` event in a stream it had started: final whatever it says, since the request was
+    accepted (and may be billed). A content filter's verdict keeps the seed's shape; anything else is a 502
+    quoting upstream's message (redacted)."""
+    if content_filtered(body):
+        return map_error(502, body, httpx.Headers())  # an answer after which upstream may have worked: never repeated
+    error = body.get("error") if isinstance(body, dict) else None
+    message = scrub(str(error.get("message") or "")) if isinstance(error, dict) else ""
+    return upstream_error(f"The model service's stream ended with an error: {message.rstrip('.') or 'no details'}. {NOT_REPEATED}")
+
+
 def _name(value: Any) -> str:
     """Upstream's error code or param as passed on: a short string, redacted."""
     return scrub(str(value), NAME_LIMIT) if isinstance(value, str | int) and not isinstance(value, bool) else ""

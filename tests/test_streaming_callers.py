@@ -1,0 +1,147 @@
+"""Streams and callers (issues 21 and 22): a stream carries the caller the platform vouches for.
+
+- In entra mode (in process, the principal headers set as App Service authentication sets them), a
+  streamed image is archived as its caller's: the record names the caller, every blob carries its id,
+  and another caller reading the completed event's ``url`` gets what a missing image gets; a cut
+  stream's failure record names and belongs to the caller too; a streamed edit cannot name another
+  caller's archived image.
+- Over real HTTP through the local front that stands in for App Service authentication
+  (local/easyauth.py, in front of the app as the Functions worker serves it): the front refuses a
+  request without a token as JSON, and passes a stream through as it is made: the first partial image
+  reaches the caller while upstream still holds the rest back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from local.azurite import Azurite
+from local.easyauth import EasyAuthFront
+from local.functions_worker import hosted
+from local.identity import LOCAL_AUDIENCE, IdentityEndpoint, TokenIssuer
+from local.servers import ServerThread, serve_in_thread
+from shared.archive import OWNER_METADATA
+from shared.callers import CALLER_ROLE, OPERATOR_ROLE
+from shared.runtime import Runtime
+from shared.settings import Settings
+from tests.conftest import SimControl
+from tests.test_callers import platform_headers
+from tests.test_streaming import events_of
+
+InProcess = Callable[..., Awaitable[httpx.AsyncClient]]
+API_VERSION = "2025-04-01-preview"
+GENERATE = f"/openai/deployments/gpt-image-2/images/generations?api-version={API_VERSION}"
+EDIT = f"/openai/deployments/gpt-image-1.5/images/edits?api-version={API_VERSION}"
+A, B, OP = (str(uuid.UUID(int=n)) for n in (0xA1, 0xB1, 0x01))
+ROLES = {A: (CALLER_ROLE,), B: (CALLER_ROLE,), OP: (OPERATOR_ROLE,)}
+
+
+def entra(suffix: str) -> dict[str, str]:
+    """Entra mode with this test's own containers and queue."""
+    return {
+        "IMAGES_CALLER_AUTH": "entra", "WEBSITE_AUTH_ENABLED": "True", "IMAGES_CONTAINER": f"streams-{suffix}",
+        "IMAGES_JOBS_CONTAINER": f"streams-jobs-{suffix}", "IMAGES_QUEUE": f"streams-{suffix}",
+    }  # fmt: skip
+
+
+def as_(who: str) -> dict[str, str]:
+    return platform_headers(oid=who, roles=ROLES[who])
+
+
+class Blobs:
+    def __init__(self, azurite: Azurite, container: str) -> None:
+        self.container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
+
+    def owner(self, name: str) -> str | None:
+        return self.container.get_blob_client(name).get_blob_properties().metadata.get(OWNER_METADATA)
+
+    def json(self, name: str) -> dict[str, Any]:
+        return json.loads(self.container.download_blob(name).readall())  # type: ignore[no-any-return]
+
+    def under(self, request_id: str) -> list[str]:
+        return [b.name for b in self.container.list_blobs() if f"/{request_id}/" in b.name]
+
+
+async def test_a_streamed_image_is_its_callers_and_another_caller_reads_it_as_a_missing_one(
+    in_process: InProcess, azurite: Azurite, sim: SimControl
+) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    client, blobs = await in_process(**entra(suffix)), Blobs(azurite, f"streams-{suffix}")
+    response = await client.post(GENERATE, json={"prompt": "A's lighthouse", "stream": True, "partial_images": 1}, headers=as_(A))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    kind, completed = events_of(response)[-1]
+    assert kind == "image_generation.completed"
+    name, request_id = completed["name"], response.headers["x-request-id"]
+    assert completed["url"].endswith(f"/images/{name}")
+    record = blobs.json(f"{name.rsplit('/', 1)[0]}/record.json")
+    assert record["caller"]["id"] == f"entra:{A}" and record["stream"] == {"partial_images": {"asked": 1, "sent": 1}}
+    assert {blobs.owner(blob) for blob in blobs.under(request_id)} == {f"entra:{A}"}  # the image and its record alike
+
+    link = "/images/" + name
+    absent = link.replace(request_id, uuid.uuid4().hex)
+    by_b, missing = await client.get(link, headers=as_(B)), await client.get(absent, headers=as_(B))
+    assert by_b.status_code == missing.status_code == 404
+    assert by_b.text.replace(link.removeprefix("/images/"), "NAME") == missing.text.replace(absent.removeprefix("/images/"), "NAME")
+    for who in (A, OP):
+        assert (await client.get(link, headers=as_(who))).status_code == 302, who
+
+    # B's streamed edit naming A's image is refused as one naming nothing, before upstream.
+    edits_before = sim.stats()["edits"]
+    refused = await client.post(EDIT, json={"prompt": "B's edit", "image": [name], "stream": True}, headers=as_(B))
+    assert refused.status_code == 400 and refused.headers["content-type"].startswith("application/json")
+    assert refused.json()["error"]["param"] == "image" and sim.stats()["edits"] == edits_before
+
+
+async def test_a_cut_streams_failure_record_names_its_caller_and_is_theirs(in_process: InProcess, azurite: Azurite, sim: SimControl) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    client, blobs = await in_process(**entra(suffix)), Blobs(azurite, f"streams-{suffix}")
+    response = await client.post(GENERATE, json={"prompt": "otter [[stream-cut:1]]", "stream": True, "partial_images": 2}, headers=as_(A))
+    assert [kind for kind, _ in events_of(response)] == ["image_generation.partial_image", "error"]
+    (failure,) = blobs.under(response.headers["x-request-id"])
+    assert blobs.json(failure)["caller"]["id"] == f"entra:{A}" and blobs.owner(failure) == f"entra:{A}"
+    assert sim.stats()["generations"] == 1
+
+
+# ---------------------------------------------------------------- through the local stand-in of App Service authentication
+
+
+@pytest.fixture()
+def front(make_settings: Callable[..., Settings]) -> Iterator[tuple[ServerThread, IdentityEndpoint]]:
+    """The app as the worker serves it, behind the front, over real HTTP: as `dev.py serve` runs it in entra mode."""
+    identity = IdentityEndpoint(TokenIssuer(lifetime=3600))
+    app = hosted(Runtime(make_settings(**entra(uuid.uuid4().hex[:10]))))
+    server = serve_in_thread(EasyAuthFront(app, identity, audiences=[LOCAL_AUDIENCE]))
+    yield server, identity
+    server.stop()
+
+
+def bearer(identity: IdentityEndpoint, principal: str) -> dict[str, str]:
+    client_id, _ = identity.issuer.add_principal(principal, (CALLER_ROLE,), LOCAL_AUDIENCE)
+    token, _ = identity.issuer.issue(LOCAL_AUDIENCE, client_id, 3600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_local_front_passes_a_stream_through_as_it_is_made(front: tuple[ServerThread, IdentityEndpoint], sim: SimControl) -> None:
+    server, identity = front
+    body = {"prompt": "otter [[stream-stall:1]]", "stream": True, "partial_images": 2}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        refused = client.post(GENERATE, json=body)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "Unauthorized" and sim.stats()["requests"] == 0
+        with client.stream("POST", GENERATE, json=body, headers=bearer(identity, "orders-service")) as response:
+            assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-cache"
+            received = b""
+            chunks = response.iter_bytes()
+            while b"\n\n" not in received:  # the first event, while upstream holds the rest back (a buffer would wait here)
+                received += next(chunks)
+            assert received.startswith(b"event: image_generation.partial_image\ndata: ")
+            assert sim.release() == 1  # upstream was still stalled after its first event
+            rest = b"".join(chunks)
+    assert b"event: error" in rest and b"image_generation.completed" not in rest
