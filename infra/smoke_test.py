@@ -1,4 +1,5 @@
-"""Smoke-test a deployment from its outputs: generate one image over HTTP, drop one job on the queue, see both archived.
+"""Smoke-test a deployment from its outputs: generate one image over HTTP, drop one job on the queue, stream one
+generation with a partial image, and see each archived.
 
     .venv/bin/python infra/smoke_test.py --outputs outputs.json       terraform output -json > outputs.json,
                                                                       or az deployment sub show ... --query properties.outputs
@@ -20,7 +21,11 @@ and to `callerPrincipalIds`). Against the local stack (entra mode): --url http:/
 --queue-connection-string "$AzureWebJobsStorage" (serve prints it) --token "$(python3 dev.py token
 --principal smoke --roles Images.Operator)".
 
-Exit code 0 when both the image and the job succeeded; 1 otherwise, with the reason.
+The stream is checked last, because the platform in front of the app may be what breaks it: a streamed answer
+replaced by an empty 500 that the app did not write is reported as such (README, Hosting: streams behind App
+Service authentication). A deployment whose model does not stream skips that step.
+
+Exit code 0 when the image, the job and the stream succeeded; 1 otherwise, with the reason.
 """
 
 from __future__ import annotations
@@ -138,8 +143,58 @@ def generate_one(http: httpx.Client, deployment: str) -> str:
     if image.status_code != 200 or (item.get("b64_json") and base64.b64decode(item["b64_json"]) != image.content):
         raise SmokeFailed(f"the archived copy does not answer as returned (HTTP {image.status_code})")
     name = httpx.URL(item["url"]).path.split("/images/", 1)[-1]
-    print(f"1/2 generated: HTTP 200, request {response.headers.get('x-request-id')}, archived as images/{name} ({len(image.content)} bytes)")
+    print(f"1/3 generated: HTTP 200, request {response.headers.get('x-request-id')}, archived as images/{name} ({len(image.content)} bytes)")
     return name
+
+
+PLATFORM_500 = (
+    "a streamed generation got HTTP 500 with an empty body and none of the app's headers (no x-request-id): something in front "
+    "of the app failed its text/event-stream answer. With App Service authentication on Flex Consumption this is what "
+    "Azure/azure-functions-mcp-extension#273 reports (open, no fix or workaround published); plain requests work. "
+    "See the README, Hosting: streams behind App Service authentication."
+)
+
+
+def stream_one(http: httpx.Client, deployment: str) -> None:
+    """POST one streamed generation (one partial image asked): partial images, then the completed event, whose
+    archived copy answers with the same bytes. Skipped when the deployment's model does not stream."""
+    body = {"prompt": PROMPT, "size": "1024x1024", "quality": "low", "stream": True, "partial_images": 1}
+    path = f"/openai/deployments/{deployment}/images/generations"
+    with http.stream("POST", path, params={"api-version": API_VERSION}, json=body) as response:
+        if response.status_code != 200:
+            text = response.read()
+            if response.status_code == 500 and not text.strip() and "x-request-id" not in response.headers:
+                raise SmokeFailed(PLATFORM_500)
+            if response.status_code == 400 and json.loads(text or b"{}").get("error", {}).get("param") == "stream":
+                print("3/3 stream: skipped (the deployment's model does not stream)")
+                return
+            raise SmokeFailed(f"stream: HTTP {response.status_code} {text[:500]!r}")
+        events = read_events(response)
+    kinds = [kind for kind, _ in events]
+    if not kinds or kinds[-1] != "image_generation.completed" or set(kinds[:-1]) - {"image_generation.partial_image"}:
+        raise SmokeFailed(f"stream: events {kinds} (request {response.headers.get('x-request-id')}): {events[-1][1] if events else 'none'}")
+    completed = events[-1][1]
+    link = http.get(completed["url"])  # the stable link: a redirect to a fresh read-only SAS, followed without the caller's credentials
+    image = httpx.get(link.headers.get("location", ""), timeout=60) if link.status_code == 302 else link
+    if image.status_code != 200 or base64.b64decode(completed["b64_json"]) != image.content:
+        raise SmokeFailed(f"the streamed image's archived copy does not answer as streamed (HTTP {link.status_code}, then {image.status_code})")
+    print(f"3/3 streamed: {len(kinds) - 1} partial image(s), then the completed event, archived as images/{completed['name']}")
+
+
+def read_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """The (type, data) of each server-sent event of ``response``; comments (keep-alives) skipped."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    kind, data = "", list[str]()
+    for line in response.iter_lines():
+        if not line:
+            if kind:
+                events.append((kind, json.loads("\n".join(data))))
+            kind, data = "", []
+        elif line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data.append(line.removeprefix("data: "))
+    return events
 
 
 def send_job(config: Mapping[str, str], job_id: str) -> None:
@@ -175,7 +230,7 @@ def wait_for_job(http: httpx.Client, job_id: str, timeout: float, poll: float) -
 
 
 def run(config: Mapping[str, str], timeout: float, poll: float) -> None:
-    """Both checks; SmokeFailed says what failed."""
+    """The three checks; SmokeFailed says what failed."""
     if not (config["url"] and config["deployment"]):
         raise SmokeFailed("give the deployment's outputs (--outputs) or --url and --deployment")
     with httpx.Client(base_url=config["url"], headers=auth_headers(config), timeout=300) as http:
@@ -186,10 +241,11 @@ def run(config: Mapping[str, str], timeout: float, poll: float) -> None:
         job_id = f"smoke-{uuid.uuid4().hex[:12]}"
         send_job(config, job_id)
         view = wait_for_job(http, job_id, timeout, poll)
-    if view["status"] != "succeeded":
-        raise SmokeFailed(f"job {job_id} failed: {view.get('error')}")
-    names = ", ".join(f"images/{item['name']}" for item in view["result"]["data"])
-    print(f"2/2 queued job {job_id}: succeeded, archived as {names}")
+        if view["status"] != "succeeded":
+            raise SmokeFailed(f"job {job_id} failed: {view.get('error')}")
+        names = ", ".join(f"images/{item['name']}" for item in view["result"]["data"])
+        print(f"2/3 queued job {job_id}: succeeded, archived as {names}")
+        stream_one(http, config["deployment"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 
 from local.azurite import Azurite
@@ -122,8 +123,33 @@ def test_smoke_test_generates_one_image_and_runs_one_queued_job_from_the_outputs
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1/2 generated: HTTP 200" in done.stdout and "2/2 queued job smoke-" in done.stdout and "succeeded" in done.stdout
-    assert sim.stats()["generations"] == 2
+    assert "1/3 generated: HTTP 200" in done.stdout and "2/3 queued job smoke-" in done.stdout and "succeeded" in done.stdout
+    assert "3/3 streamed: 1 partial image(s), then the completed event, archived as images/" in done.stdout
+    assert sim.stats()["generations"] == 3
+
+
+def test_the_smoke_tests_stream_is_skipped_for_a_model_that_does_not_stream(
+    deployed: tuple[ServerThread, Settings], sim: SimControl, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api, _ = deployed
+    with httpx.Client(base_url=api.url, timeout=60) as http:
+        smoke_module().stream_one(http, "dall-e-3")
+    assert "3/3 stream: skipped (the deployment's model does not stream)" in capsys.readouterr().out
+    assert sim.stats()["requests"] == 0
+
+
+def test_the_smoke_test_names_an_empty_500_in_front_of_a_stream_for_what_it_is() -> None:
+    """What Azure/azure-functions-mcp-extension#273 reports of App Service authentication on Flex Consumption: an empty 500
+    for a POST answered with events. The platform cannot run here; this transport answers as the report says it does."""
+    smoke = smoke_module()
+    platform = httpx.MockTransport(lambda request: httpx.Response(500, headers={"content-length": "0"}))
+    with httpx.Client(base_url="https://func-abc.azurewebsites.net", transport=platform) as http, pytest.raises(smoke.SmokeFailed) as failed:
+        smoke.stream_one(http, "gpt-image-2")
+    assert "azure-functions-mcp-extension#273" in str(failed.value) and "Hosting" in str(failed.value)
+    app_error = httpx.MockTransport(lambda request: httpx.Response(500, json={"error": {"code": "InternalServerError"}}, headers={"x-request-id": "r"}))
+    with httpx.Client(base_url="https://func-abc.azurewebsites.net", transport=app_error) as http, pytest.raises(smoke.SmokeFailed) as failed:
+        smoke.stream_one(http, "gpt-image-2")
+    assert "#273" not in str(failed.value) and "InternalServerError" in str(failed.value)
 
 
 def test_smoke_test_says_what_is_missing(tmp_path: Path) -> None:
