@@ -24,6 +24,8 @@ from local.azurite import Azurite
 from local.functions_worker import worker_app
 from local.servers import ServerThread
 from tests.conftest import SimControl, base_env
+from tests.test_api import blob_name_from_url, record_for
+from tests.test_callers import platform_headers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,10 +76,31 @@ def test_entra_mode_leaves_the_gate_to_app_service_authentication(monkeypatch: p
     sys.modules.pop("function_app", None)
     module = importlib.import_module("function_app")
     try:
-        http = next(b for b in functions(module)["http_app_func"].get_bindings() if b.type == "httpTrigger")
+        function = functions(module)["http_app_func"]  # indexed once: a second indexing finds every name twice
+        http = next(b for b in function.get_bindings() if b.type == "httpTrigger")
         assert str(http.auth_level).endswith("ANONYMOUS")
+        nobody, caller = asyncio.run(_as_the_worker_calls(module, function.get_user_function(), platform_headers(oid=CALLER)))
     finally:
         sys.modules.pop("function_app", None)
+    # Behind the platform's gate the app reads who called from its headers, through the extension's types as elsewhere.
+    assert nobody.status_code == 401 and nobody.json()["error"]["code"] == "Unauthorized"
+    assert caller.status_code == 200, caller.text
+    record = record_for(azurite, blob_name_from_url(caller.json()["data"][0]["url"]))
+    assert record["caller"]["id"] == f"entra:{CALLER}"
+
+
+CALLER = str(uuid.UUID(int=0xC0FFEE))
+
+
+async def _as_the_worker_calls(module: ModuleType, function: Any, headers: dict[str, str]) -> tuple[httpx.Response, httpx.Response]:
+    """A generation without a principal, then one with ``headers``, through the HTTP function as the worker calls it."""
+    transport = httpx.ASGITransport(app=worker_app(function))
+    url = "/openai/deployments/gpt-image-1/images/generations?api-version=2025-04-01-preview"
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:7071") as client:
+            return await client.post(url, json={"prompt": "nobody"}), await client.post(url, json={"prompt": "an entra caller"}, headers=headers)
+    finally:
+        await module.runtime.close()
 
 
 def test_the_http_streams_extension_is_on_and_the_http_function_has_the_types_the_worker_accepts(function_app: ModuleType) -> None:
