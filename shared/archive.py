@@ -68,10 +68,11 @@ RECORD_NAME = "record.json"
 OWNER_METADATA = "caller"  # blob metadata: the Caller.id a blob was made for
 # Used with fullmatch: $ with match() would accept a trailing newline. [0-9], not \d (other scripts' digits).
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_BLOB_PATH = re.compile(r"(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:[0-9]{1,2}\.(?:png|jpg|webp)|record\.json)")
+# An image (<n>, or partial-<n>: a partial image of a stream, IMAGES_ARCHIVE_PARTIAL_IMAGES) or a record of a generation.
+_BLOB_PATH = re.compile(r"(?:[A-Za-z0-9_-]{1,64}/){1,3}(?:(?:partial-)?[0-9]{1,2}\.(?:png|jpg|webp)|record\.json)")
 # Inputs of edits, content-addressed per caller (shared/inputs.py): inputs/<64 hex>.<png|jpg|webp>.
 INPUT_PATH = re.compile(r"inputs/[0-9a-f]{64}\.(?:png|jpg|webp)")
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _IMAGE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
@@ -206,7 +207,7 @@ class Archive:
             detail = details[index] if index < len(details) else {}
             planned.append(
                 _ImageUpload(
-                    ArchivedImage(f"{base}/{index}.{_EXTENSIONS.get(content_type, 'bin')}", len(data), digest, content_type),
+                    ArchivedImage(f"{base}/{index}.{EXTENSIONS.get(content_type, 'bin')}", len(data), digest, content_type),
                     data,
                     _image_metadata(generation_id, index, len(images), digest, record, detail),
                 )

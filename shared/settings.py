@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     queue_name: StorageName = _setting("IMAGES_QUEUE", "image-jobs", "Queue the background trigger reads (its poison queue is <name>-poison).")
     results_queue: OptionalStorageName = _setting("IMAGES_RESULTS_QUEUE", "", "Optional queue that receives {id, status, result|error} for each finished job. Empty: off.")
     retention_days: int = _setting("IMAGES_RETENTION_DAYS", 0, "Days archived images, records and job records are kept before the templates' lifecycle rule deletes them (0: kept); each record says when.", ge=0, le=36500)
+    archive_partial_images: bool = _setting("IMAGES_ARCHIVE_PARTIAL_IMAGES", False, "Archive a stream's partial images too (partial-<n>.<ext> beside its final image, named in its record, the caller's like it). Off: the final image only.")
     link_ttl_seconds: int = _setting("IMAGES_LINK_TTL_SECONDS", MAX_LINK_TTL_SECONDS, "Lifetime of the read-only SAS links returned in data[].url (at most 7 days).", ge=60, le=MAX_LINK_TTL_SECONDS)
     upstream_timeout_seconds: float = _setting("IMAGES_UPSTREAM_TIMEOUT_SECONDS", 600.0, "One deadline for a background job's upstream call, every wait, attempt and read included (image models take minutes); never later than host.json's functionTimeout less 60 s for the archive.", ge=1)
     sync_timeout_seconds: float = _setting("IMAGES_SYNC_TIMEOUT_SECONDS", 220.0, "One deadline for a synchronous call from its arrival, every wait, attempt and read included (Azure's front end cuts at 230 s; at most 220, leaving time to archive and answer).", ge=1, le=220)

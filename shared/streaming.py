@@ -19,8 +19,14 @@ anything is sent to the caller, and a refusal there is the usual JSON error with
 
 While upstream is silent, a comment (``: keep-alive``) goes out every :data:`HEARTBEAT_SECONDS`.
 
-Memory: one partial event at a time, or the final image once plus a slice of its base64. A caller who
-leaves mid-stream does not stop the work: the final image is archived all the same (:data:`UNATTENDED`).
+With ``IMAGES_ARCHIVE_PARTIAL_IMAGES`` each partial image is also decoded while it passes and, once the caller
+has it, archived beside the final image (``partial-<n>.<ext>``, its caller's like the final one) and named in
+the record (or in the failure record of a stream that broke after it); a partial image storage refuses is
+logged and left out, never the end of the stream.
+
+Memory: one partial event at a time (the partial image once more, decoded, with the setting above), or the final
+image once plus a slice of its base64. A caller who leaves mid-stream does not stop the work: the final image
+is archived all the same (:data:`UNATTENDED`).
 """
 
 from __future__ import annotations
@@ -30,16 +36,18 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pybase64
+from azure.storage.blob import ContentSettings
 
 from shared import audit, pricing, telemetry
+from shared.archive import EXTENSIONS, OWNER_METADATA
 from shared.callers import Caller
 from shared.deadline import Deadline
-from shared.errors import ServiceError
+from shared.errors import ServiceError, storage_call
 from shared.models import ImageRequest
 from shared.pool.router import Routed, Send
 from shared.service import Generation, ImageService, generated, generation_attributes
@@ -108,15 +116,38 @@ async def open_streamed(
 
 
 async def _record_failure(
-    service: ImageService, request: ImageRequest, error: ServiceError, generation_id: str, prefix: str, caller: Caller
+    service: ImageService, request: ImageRequest, error: ServiceError, generation_id: str, prefix: str, caller: Caller, partials: Sequence[str] = ()
 ) -> None:
+    """Count the failure; write its record when the request reached upstream (naming the partial images archived)."""
     labels = telemetry.labels_of(generation_attributes(request, "stream", generation_id))
     telemetry.instruments().failures.add(1, {**labels, "error.type": telemetry.error_type(error)})
     if audit.reached_upstream(error):
         now = dt.datetime.now(dt.UTC)
         record = audit.failure_record(generation_id, "sync", request, error, settings=service.settings, caller=caller, now=now)
-        base = f"{prefix}/{generation_id}" if prefix else generation_id
-        await audit.write_failure(service.archive, base, record | {"stream": True}, now)
+        record |= {"stream": True, **({"partial_images_archived": list(partials)} if partials else {})}
+        await audit.write_failure(service.archive, _base(prefix, generation_id), record, now)
+
+
+def _base(prefix: str, generation_id: str) -> str:
+    return f"{prefix}/{generation_id}" if prefix else generation_id
+
+
+async def _archive_partial(service: ImageService, streamed: Streamed, index: int, data: bytes) -> str | None:
+    """Archive a partial image beside where the final one goes (IMAGES_ARCHIVE_PARTIAL_IMAGES), as its caller's: its name.
+    None when it is not an image or storage refused it (logged): the stream goes on, the final image is what was asked for."""
+    content_type = sniff_content_type(data)
+    if content_type is None:
+        log.warning("a streamed partial image is not an image; not archived")
+        return None
+    name = f"{_base(streamed.prefix, streamed.generation_id)}/partial-{index}.{EXTENSIONS[content_type]}"
+    metadata = {OWNER_METADATA: streamed.caller.id, "generation": streamed.generation_id, "partial": str(index)}
+    try:
+        async with storage_call("archiving a partial image"):
+            await service.archive.container.upload_blob(name, data, overwrite=True, content_settings=ContentSettings(content_type=content_type), metadata=metadata)
+    except ServiceError as error:
+        log.warning("partial image %d of %s not archived: %s", index, streamed.generation_id, error.message)
+        return None
+    return name
 
 
 # Relays whose caller left before the end: they run on to archive the image upstream is making (and billing).
@@ -173,13 +204,13 @@ Put = Callable[[bytes | memoryview | None], Awaitable[None]]
 
 async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str], str], put: Put, heartbeat: float) -> None:
     """Read upstream's events, archive the final image, hand the caller's events to ``put`` (None: the end)."""
-    stream, request = streamed.routed.result, streamed.request
-    partials, passing = 0, None  # passing: the check of the partial image being passed on
+    stream, request, keep = streamed.routed.result, streamed.request, service.settings.archive_partial_images
+    partials, passing, archived = 0, None, list[str]()  # passing: the check (and with keep the decoding) of the partial image going out
     try:
         async for item in _with_heartbeats(stream, put, heartbeat, lambda: passing is None):  # noqa: B023 (read as it is now)
             if isinstance(item, SsePiece):  # a partial image, passed on as it arrives
                 if passing is None:  # its first data line: the event starts going out
-                    passing = ImageBodyReader(service.settings.max_image_bytes, max_images=0)
+                    passing = ImageBodyReader(service.settings.max_image_bytes, max_images=1 if keep else 0)
                     await put(b"event: " + item.kind.encode() + b"\ndata: ")
                 elif item.line:  # another data line of it (SSE joins them with a newline)
                     passing.feed(b"\n")
@@ -187,11 +218,13 @@ async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str],
                 passing.feed(item.data)
                 await put(item.data)
             elif item.passed:
-                _check_partial(item.kind, passing)
+                image = _check_partial(item.kind, passing)
                 passing, partials = None, partials + 1
                 await put(b"\n\n")
+                if keep and image is not None and (name := await _archive_partial(service, streamed, partials - 1, image)):
+                    archived.append(name)  # once the caller has it: the archive adds no wait to the stream
             elif item.kind.endswith(".completed"):
-                generation, fields = await _archive(service, streamed, item, partials)
+                generation, fields = await _archive(service, streamed, item, partials, archived)
                 async for piece in _completed(item.kind, fields, generation, link):
                     await put(piece)
                 return
@@ -204,7 +237,7 @@ async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str],
         error = exc if isinstance(exc, ServiceError) else unexpected_error(exc, may_have_worked=True)
         if not isinstance(exc, ServiceError):
             log.exception("relaying an upstream stream failed unexpectedly")
-        await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller)
+        await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller, archived)
         if passing is not None:
             await put(b"\n\n")  # ends the partial image that was going out
         await put(error_event(error))
@@ -237,8 +270,9 @@ async def _with_heartbeats(stream: UpstreamStream, put: Put, every: float, betwe
                 await pending
 
 
-def _check_partial(kind: str, passing: ImageBodyReader | None) -> None:
-    """A partial image's event as upstream must send it: strict JSON of its type, its base64 valid (not kept)."""
+def _check_partial(kind: str, passing: ImageBodyReader | None) -> bytes | None:
+    """A partial image's event as upstream must send it: strict JSON of its type, its base64 valid; the image, when
+    ``passing`` kept it decoded."""
     if passing is None:
         raise upstream_error(f"The model service streamed a partial image event without data. {NOT_REPEATED}")
     try:
@@ -249,6 +283,8 @@ def _check_partial(kind: str, passing: ImageBodyReader | None) -> None:
         raise upstream_error(f"The model service streamed a malformed partial image event. {NOT_REPEATED}")
     if any(value.too_large or value.invalid for value in passing.values):
         raise upstream_error(f"The model service streamed a partial image that is not valid base64. {NOT_REPEATED}")
+    placeholder = data.get("b64_json")
+    return passing.image(placeholder) if passing.max_images and isinstance(placeholder, str) else None
 
 
 def _upstream_error_event(data: bytes | bytearray) -> ServiceError:
@@ -268,8 +304,9 @@ def _archiving(args: Mapping[str, Any]) -> Mapping[str, object]:
 # The generation's span and metrics (kind "stream") over the part of a stream that makes its result, the archive;
 # a failure is counted once, where its record is written (_record_failure).
 @telemetry.traced("images.generate", telemetry.Steps(before=_archiving, after=lambda done: generated(done[0]), generation=True))
-async def _archive(service: ImageService, streamed: Streamed, event: SseEvent, partials: int) -> tuple[Generation, dict[str, Any]]:
-    """Decode the final image, archive it with its record; the record and upstream's other fields of the event."""
+async def _archive(service: ImageService, streamed: Streamed, event: SseEvent, partials: int, archived: list[str]) -> tuple[Generation, dict[str, Any]]:
+    """Decode the final image, archive it with its record (which names the partial images ``archived``); the record and
+    upstream's other fields of the event."""
     request, decoded = streamed.request, event.decoded
     assert decoded is not None  # completed events are decoded while they arrive (shared/upstream/events.py)
     try:
@@ -294,7 +331,7 @@ async def _archive(service: ImageService, streamed: Streamed, event: SseEvent, p
     )
     extra = {
         **streamed.routed.backend_fields(),
-        "stream": {"partial_images": {"asked": request.partial_images, "sent": partials}},
+        "stream": {"partial_images": {"asked": request.partial_images, "sent": partials, **({"archived": archived} if archived else {})}},
         "cost": pricing.streamed_cost(request.family, usage, request.upstream_body, partials),
     }
     generation = await service.archive_result(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -83,6 +84,7 @@ async def test_a_streamed_image_is_its_callers_and_another_caller_reads_it_as_a_
     record = blobs.json(f"{name.rsplit('/', 1)[0]}/record.json")
     assert record["caller"]["id"] == f"entra:{A}" and record["stream"] == {"partial_images": {"asked": 1, "sent": 1}}
     assert {blobs.owner(blob) for blob in blobs.under(request_id)} == {f"entra:{A}"}  # the image and its record alike
+    assert sorted(blob.rsplit("/", 1)[1] for blob in blobs.under(request_id)) == ["0.png", "record.json"]  # partial images: not by default
 
     link = "/images/" + name
     absent = link.replace(request_id, uuid.uuid4().hex)
@@ -107,6 +109,35 @@ async def test_a_cut_streams_failure_record_names_its_caller_and_is_theirs(in_pr
     (failure,) = blobs.under(response.headers["x-request-id"])
     assert blobs.json(failure)["caller"]["id"] == f"entra:{A}" and blobs.owner(failure) == f"entra:{A}"
     assert sim.stats()["generations"] == 1
+
+
+async def test_with_the_setting_partial_images_are_archived_as_the_callers_and_named_in_the_record(
+    in_process: InProcess, azurite: Azurite, sim: SimControl
+) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    client = await in_process(IMAGES_ARCHIVE_PARTIAL_IMAGES="true", **entra(suffix))
+    blobs = Blobs(azurite, f"streams-{suffix}")
+    response = await client.post(GENERATE, json={"prompt": "A's lighthouse", "stream": True, "partial_images": 2}, headers=as_(A))
+    events = events_of(response)
+    assert [kind for kind, _ in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    name = events[-1][1]["name"]
+    record = blobs.json(f"{name.rsplit('/', 1)[0]}/record.json")
+    partials = record["stream"]["partial_images"]["archived"]
+    assert {k: v for k, v in record["stream"]["partial_images"].items() if k != "archived"} == {"asked": 2, "sent": 2}
+    assert [p.rsplit("/", 1)[1] for p in partials] == ["partial-0.png", "partial-1.png"]
+    for partial, (_, event) in zip(partials, events, strict=False):  # the bytes the caller was sent, the caller's
+        assert blobs.container.download_blob(partial).readall() == base64.b64decode(event["b64_json"])
+        assert blobs.owner(partial) == f"entra:{A}"
+        assert (await client.get(f"/images/{partial}", headers=as_(A))).status_code == 302
+        assert (await client.get(f"/images/{partial}", headers=as_(B))).status_code == 404
+
+    # A stream cut after them leaves its partial images, named in the failure record.
+    cut = await client.post(GENERATE, json={"prompt": "otter [[stream-cut:2]]", "stream": True, "partial_images": 3}, headers=as_(A))
+    assert [kind for kind, _ in events_of(cut)] == ["image_generation.partial_image"] * 2 + ["error"]
+    leaves = {blob.rsplit("/", 1)[1]: blob for blob in blobs.under(cut.headers["x-request-id"])}
+    (failure,) = [blobs.json(blob) for leaf, blob in leaves.items() if leaf.startswith("failed-")]
+    assert failure["stream"] is True and failure["partial_images_archived"] == [leaves["partial-0.png"], leaves["partial-1.png"]]
+    assert sim.stats()["generations"] == 2
 
 
 # ---------------------------------------------------------------- through the local stand-in of App Service authentication
