@@ -45,6 +45,11 @@ class EditInputs:
     images: tuple[EditInput, ...]
     mask: EditInput | None
 
+    @property
+    def pixels(self) -> list[int]:
+        """Each input's pixels, the images' then the mask's: what a caller's budget prices them at (shared/pricing.py)."""
+        return [item.facts.width * item.facts.height for item in (*self.images, *((self.mask,) if self.mask else ()))]
+
 
 def edit_from_json(body: object, deployment: str, family: str, *, api_style_v1: bool = False, queued: bool = False) -> EditRequest:
     """An edit naming archived images (a JSON body, or a queue message when ``queued``), checked without I/O."""
@@ -163,9 +168,8 @@ async def run_edit(
         return await upstream_edit(client, routed, images, mask, deadline=deadline, budget=budget)
 
     route = functools.partial(service.pools.route, request, send, deadline=deadline, budget=budget, job=kind == "job")
-    pixels = [item.facts.width * item.facts.height for item in (*images, *((mask,) if mask else ()))]
     return await service.produce(
-        request, route, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, wait=deadline.remaining(), input_pixels=pixels
+        request, route, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, wait=deadline.remaining(), input_pixels=inputs.pixels
     )
 
 

@@ -200,7 +200,6 @@ def cost_header(record: Mapping[str, Any]) -> dict[str, str]:
 # family (272 / 1056 / 4160; 1024x1536 costs 1.5 times as many), taken per pixel for every size and
 # for gpt-image-2, whose own table is not published; ``auto`` may choose high.
 OUTPUT_TOKENS_PER_MEGAPIXEL = MappingProxyType({"low": 272, "medium": 1056, "high": 4160, "auto": 4160})
-PARTIAL_IMAGE_TOKENS = 100  # each streamed partial image (OpenAI's published rule)
 # An input image (an edit's, and its mask) read at high fidelity: OpenAI quotes about 3,050 tokens
 # for 1024x1024 at high fidelity and 135 at low; this bound takes the output rate (4,160 per 1024x1024)
 # and the vision rule that scales an input to fit 2048x2048 first.
@@ -225,7 +224,7 @@ def worst_case(family: str, sent: Mapping[str, Any], input_pixels: Sequence[int]
         return None
     quality = str(sent.get("quality") or "auto")
     per_image = OUTPUT_TOKENS_PER_MEGAPIXEL.get(quality, OUTPUT_TOKENS_PER_MEGAPIXEL["high"]) * _pixels(family, sent.get("size")) / _MEGAPIXEL
-    output = n * (math.ceil(per_image) + PARTIAL_IMAGE_TOKENS * _count(sent.get("partial_images")))
+    output = n * (math.ceil(per_image) + PARTIAL_IMAGE_OUTPUT_TOKENS * _count(sent.get("partial_images")))
     text = len(str(sent.get("prompt") or "").encode("utf-8"))
     images = sum(INPUT_BASE_TOKENS + math.ceil(INPUT_TOKENS_PER_MEGAPIXEL * min(px, INPUT_MAX_PIXELS) / _MEGAPIXEL) for px in input_pixels)
     usd = text * price.text_input + images * price.image_input + output * price.image_output

@@ -24,7 +24,7 @@ from azure.storage.queue.aio import QueueServiceClient
 from shared import audit, telemetry
 from shared.archive import Archive, ArchivedImage
 from shared.callers import Caller
-from shared.callers.books import Books
+from shared.callers.books import Books, Ticket
 from shared.callers.scope import ScopeKey
 from shared.deadline import Deadline
 from shared.errors import ServiceError
@@ -226,16 +226,33 @@ class ImageService:
         try:
             routed = await call()
         except ServiceError as error:
-            await ticket.failed(error, reached_upstream=audit.reached_upstream(error))
-            if audit.reached_upstream(error):
-                now = dt.datetime.now(dt.UTC)
-                failure = audit.failure_record(generation_id, kind, request, error, settings=self.settings, caller=caller, now=now)
-                await audit.write_failure(archive, _base(prefix, generation_id), failure, now)
+            await self.failed(ticket, request, error, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller)
             raise
-        result = routed.result
-        record = self.record(request, result, generation_id=generation_id, kind=kind, caller=caller, extra=routed.record_fields(request))
+        extra = routed.record_fields(request)
+        return await self.archive_result(ticket, request, routed.result, generation_id=generation_id, prefix=prefix, kind=kind, caller=caller, extra=extra)
+
+    async def failed(
+        self, ticket: Ticket, request: ImageRequest, error: ServiceError, *, generation_id: str, prefix: str, kind: str, caller: Caller,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """A call that failed: its hold ends by the one rule (given back when upstream did no work, else charged at its
+        worst case), and a call that reached upstream leaves a failure record (``extra``: what it adds)."""
+        reached = audit.reached_upstream(error)
+        await ticket.failed(error, reached_upstream=reached)
+        if reached:
+            now = dt.datetime.now(dt.UTC)
+            failure = audit.failure_record(generation_id, kind, request, error, settings=self.settings, caller=caller, now=now) | dict(extra or {})
+            await audit.write_failure(self.archive, _base(prefix, generation_id), failure, now)
+
+    async def archive_result(
+        self, ticket: Ticket, request: ImageRequest, result: UpstreamResult, *, generation_id: str, prefix: str, kind: str, caller: Caller,
+        extra: dict[str, Any],
+    ) -> Generation:  # fmt: skip
+        """Archive every image of ``result`` with its record (``extra``: what it adds, the cost among it) while the hold
+        settles at that cost (a generation's, an edit's or a stream's final image)."""
+        record = self.record(request, result, generation_id=generation_id, kind=kind, caller=caller, extra=extra)
         images = [(i.data, i.content_type) for i in result.images]
-        store = functools.partial(archive.store, prefix, generation_id, images, record, concurrent=kind == "sync")
+        store = functools.partial(self.archive.store, prefix, generation_id, images, record, concurrent=kind == "sync")
         archived, written = await ticket.archived(store, record["cost"].get("usd"), len(result.images))
         return Generation(generation_id, request, result, archived, written, ticket.headers)
 

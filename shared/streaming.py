@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -43,14 +42,15 @@ from typing import Any
 import pybase64
 from azure.storage.blob import ContentSettings
 
-from shared import audit, pricing, telemetry
+from shared import pricing, telemetry
 from shared.archive import EXTENSIONS, OWNER_METADATA
 from shared.callers import Caller
+from shared.callers.books import Ticket
 from shared.deadline import Deadline
 from shared.errors import ServiceError, storage_call
 from shared.models import ImageRequest
 from shared.pool.router import Routed, Send
-from shared.service import Generation, ImageService, generated, generation_attributes
+from shared.service import HOLD_MARGIN_SECONDS, Generation, ImageService, generated, generation_attributes
 from shared.upstream import UpstreamClient, UpstreamImage, UpstreamResult
 from shared.upstream.body import ImageBodyReader
 from shared.upstream.errors import NOT_REPEATED, sniff_content_type, stream_error, unexpected_error, upstream_error
@@ -89,43 +89,56 @@ def generation_send(deadline: Deadline) -> Send[UpstreamStream]:
 
 
 @dataclass
-class Streamed:
-    """A stream upstream has started for a request, and what its records need."""
+class StreamCall:
+    """A streamed request that may go upstream, and what its records and its caller's budget need."""
 
     request: ImageRequest
-    routed: Routed[UpstreamStream]
     generation_id: str
     prefix: str
     caller: Caller  # who asked, as the platform vouches: the records name it, the archived blobs carry its id
+    ticket: Ticket  # the caller's hold on its budget (the request's worst case) and the record's index entry
+
+
+@dataclass
+class Streamed(StreamCall):
+    """A stream upstream has started: where (the pool's choice) and the open stream."""
+
+    routed: Routed[UpstreamStream]
 
 
 async def open_streamed(
     service: ImageService, request: ImageRequest, send: Send[UpstreamStream], *, generation_id: str, prefix: str, deadline: Deadline,
-    budget: float, caller: Caller,
+    budget: float, caller: Caller, input_pixels: Sequence[int] = (),
 ) -> Streamed:  # fmt: skip
-    """Route and open the stream within ``deadline`` (failing over as the pool allows: only while upstream did no
-    work); ServiceError when none started, with a failure record when the request reached upstream. ``send`` opens
-    the stream on a backend within the same deadline (:func:`generation_send`, ``shared.edits.stream_send``)."""
+    """Hold the request's worst case in the caller's budget (partial images included; ``input_pixels``: an edit's
+    inputs) or refuse it (403, 429: nothing sent), then route and open the stream within ``deadline`` (failing over
+    as the pool allows: only while upstream did no work). ServiceError when no stream started: the hold given back
+    or charged by the one rule, a failure record when the request reached upstream. ``send`` opens the stream on a
+    backend within the same deadline (:func:`generation_send`, ``shared.edits.stream_send``)."""
     await service.archive.ensure_container()  # fail on storage before paying for an image
+    ticket = await service.books.open(
+        caller, request, generation_id=generation_id, prefix=prefix, kind="sync", ttl=deadline.remaining() + HOLD_MARGIN_SECONDS,
+        input_pixels=input_pixels,
+    )  # fmt: skip
+    call = StreamCall(request, generation_id, prefix, caller, ticket)
     try:
         routed = await service.pools.route(request, send, deadline=deadline, budget=budget)
     except ServiceError as error:
-        await _record_failure(service, request, error, generation_id, prefix, caller)
+        await _failed(service, call, error)
         raise
-    return Streamed(request, routed, generation_id, prefix, caller)
+    return Streamed(request, generation_id, prefix, caller, ticket, routed)
 
 
-async def _record_failure(
-    service: ImageService, request: ImageRequest, error: ServiceError, generation_id: str, prefix: str, caller: Caller, partials: Sequence[str] = ()
-) -> None:
-    """Count the failure; write its record when the request reached upstream (naming the partial images archived)."""
-    labels = telemetry.labels_of(generation_attributes(request, "stream", generation_id))
+async def _failed(service: ImageService, streamed: StreamCall, error: ServiceError, partials: Sequence[str] = ()) -> None:
+    """Count the failure; end the hold by the one rule (a stream that started may have been billed: its worst case is
+    charged) and write the failure record when the request reached upstream (naming the partial images archived)."""
+    labels = telemetry.labels_of(generation_attributes(streamed.request, "stream", streamed.generation_id))
     telemetry.instruments().failures.add(1, {**labels, "error.type": telemetry.error_type(error)})
-    if audit.reached_upstream(error):
-        now = dt.datetime.now(dt.UTC)
-        record = audit.failure_record(generation_id, "sync", request, error, settings=service.settings, caller=caller, now=now)
-        record |= {"stream": True, **({"partial_images_archived": list(partials)} if partials else {})}
-        await audit.write_failure(service.archive, _base(prefix, generation_id), record, now)
+    extra = {"stream": True, **({"partial_images_archived": list(partials)} if partials else {})}
+    await service.failed(
+        streamed.ticket, streamed.request, error, generation_id=streamed.generation_id, prefix=streamed.prefix, kind="sync",
+        caller=streamed.caller, extra=extra,
+    )  # fmt: skip
 
 
 def _base(prefix: str, generation_id: str) -> str:
@@ -204,7 +217,7 @@ Put = Callable[[bytes | memoryview | None], Awaitable[None]]
 
 async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str], str], put: Put, heartbeat: float) -> None:
     """Read upstream's events, archive the final image, hand the caller's events to ``put`` (None: the end)."""
-    stream, request, keep = streamed.routed.result, streamed.request, service.settings.archive_partial_images
+    stream, keep = streamed.routed.result, service.settings.archive_partial_images
     partials, passing, archived = 0, None, list[str]()  # passing: the check (and with keep the decoding) of the partial image going out
     try:
         async for item in _with_heartbeats(stream, put, heartbeat, lambda: passing is None):  # noqa: B023 (read as it is now)
@@ -237,7 +250,7 @@ async def _pump(service: ImageService, streamed: Streamed, link: Callable[[str],
         error = exc if isinstance(exc, ServiceError) else unexpected_error(exc, may_have_worked=True)
         if not isinstance(exc, ServiceError):
             log.exception("relaying an upstream stream failed unexpectedly")
-        await _record_failure(service, request, error, streamed.generation_id, streamed.prefix, streamed.caller, archived)
+        await _failed(service, streamed, error, archived)
         if passing is not None:
             await put(b"\n\n")  # ends the partial image that was going out
         await put(error_event(error))
@@ -335,8 +348,9 @@ async def _archive(service: ImageService, streamed: Streamed, event: SseEvent, p
         "cost": pricing.streamed_cost(request.family, usage, request.upstream_body, partials),
     }
     generation = await service.archive_result(
-        request, result, generation_id=streamed.generation_id, prefix=streamed.prefix, kind="sync", caller=streamed.caller, extra=extra
-    )
+        streamed.ticket, request, result, generation_id=streamed.generation_id, prefix=streamed.prefix, kind="sync", caller=streamed.caller,
+        extra=extra,
+    )  # fmt: skip
     return generation, fields
 
 

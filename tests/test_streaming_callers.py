@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from azure.storage.blob import BlobServiceClient
+from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 
 from local.azurite import Azurite
 from local.easyauth import EasyAuthFront
@@ -30,11 +31,17 @@ from local.identity import LOCAL_AUDIENCE, IdentityEndpoint, TokenIssuer
 from local.servers import ServerThread, serve_in_thread
 from shared.archive import OWNER_METADATA
 from shared.callers import CALLER_ROLE, OPERATOR_ROLE
+from shared.callers.ledger import Book, Ledger
+from shared.index import caller_key
+from shared.models import parse_request
+from shared.models.edits import form_values, parse_edit
+from shared.pricing import cost, streamed_cost, worst_case
 from shared.runtime import Runtime
 from shared.settings import Settings
 from tests.conftest import SimControl
 from tests.test_callers import platform_headers
-from tests.test_streaming import events_of
+from tests.test_edits import multipart
+from tests.test_streaming import events_of, png
 
 InProcess = Callable[..., Awaitable[httpx.AsyncClient]]
 API_VERSION = "2025-04-01-preview"
@@ -138,6 +145,75 @@ async def test_with_the_setting_partial_images_are_archived_as_the_callers_and_n
     (failure,) = [blobs.json(blob) for leaf, blob in leaves.items() if leaf.startswith("failed-")]
     assert failure["stream"] is True and failure["partial_images_archived"] == [leaves["partial-0.png"], leaves["partial-1.png"]]
     assert sim.stats()["generations"] == 2
+
+
+# ---------------------------------------------------------------- the caller's limits (IMAGES_CALLER_LIMITS)
+
+STREAM = {"prompt": "a lighthouse at dawn", "size": "1024x1024", "quality": "low", "stream": True, "partial_images": 2}
+
+
+async def book_of(azurite: Azurite, jobs: str, who: str) -> Book:
+    """The caller's ledger for today, as a third instance reads it."""
+    async with AsyncBlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        return await Ledger(service.get_container_client(jobs)).book(caller_key(f"entra:{who}"))
+
+
+async def limited(in_process: InProcess, limits: dict[str, Any]) -> tuple[httpx.AsyncClient, str]:
+    """The app in entra mode with ``limits``: the client and the jobs container, where the ledger lives."""
+    suffix = uuid.uuid4().hex[:10]
+    return await in_process(IMAGES_CALLER_LIMITS=json.dumps(limits), **entra(suffix)), f"streams-jobs-{suffix}"
+
+
+async def test_a_stream_over_the_callers_limit_is_refused_as_json_before_upstream(in_process: InProcess, sim: SimControl) -> None:
+    client, _ = await limited(in_process, {"callers": {A: {"images_per_minute": 1}, B: {"usd_per_day": 0}}})
+    first = await client.post(GENERATE, json=STREAM, headers=as_(A))
+    assert first.status_code == 200 and first.headers["content-type"].startswith("text/event-stream")
+    assert first.headers["x-ratelimit-limit-images"] == "1" and first.headers["x-ratelimit-remaining-images"] == "0"  # this stream counted
+    second = await client.post(GENERATE, json=STREAM, headers=as_(A))
+    assert second.status_code == 429 and second.headers["content-type"].startswith("application/json")
+    assert second.json()["error"]["code"] == "RateLimited" and int(second.headers["Retry-After"]) >= 1
+    assert second.headers["x-ratelimit-remaining-images"] == "0" and "x-should-retry" not in second.headers  # a minute cures it
+    spent = await client.post(GENERATE, json=STREAM, headers=as_(B))
+    assert spent.status_code == 429 and spent.json()["error"]["code"] == "BudgetExceeded" and spent.headers["x-should-retry"] == "false"
+    assert sim.stats()["generations"] == 1  # the refused streams never went upstream
+
+
+async def test_a_stream_settles_at_its_cost_with_its_partial_images_and_a_cut_one_at_its_worst_case(
+    in_process: InProcess, azurite: Azurite, sim: SimControl
+) -> None:
+    client, jobs = await limited(in_process, {"callers": {A: {"usd_per_day": 10}}})
+    request = parse_request(STREAM, "gpt-image-2", "gpt-image-2")
+    worst = worst_case("gpt-image-2", parse_request({**STREAM, "prompt": "otter [[stream-cut:1]]"}, "gpt-image-2", "gpt-image-2").upstream_body)
+    assert worst is not None
+    made = await client.post(GENERATE, json=STREAM, headers=as_(A))
+    completed = events_of(made)[-1][1]
+    plain = cost("gpt-image-2", completed["usage"], request.upstream_body, 1)["usd"]
+    assert completed["cost"]["usd"] == streamed_cost("gpt-image-2", completed["usage"], request.upstream_body, 2)["usd"] > plain  # partials priced
+    book = await book_of(azurite, jobs, A)
+    assert book.spent == pytest.approx(completed["cost"]["usd"]) and book.held == {} and book.images == 1
+
+    cut = await client.post(GENERATE, json={**STREAM, "prompt": "otter [[stream-cut:1]]"}, headers=as_(A))  # its worst case: above
+    assert [kind for kind, _ in events_of(cut)] == ["image_generation.partial_image", "error"]
+    book = await book_of(azurite, jobs, A)  # the cut stream may have been billed whole: its worst case is charged
+    assert book.spent == pytest.approx(completed["cost"]["usd"] + worst) and book.held == {}
+
+    filtered = await client.post(GENERATE, json={**STREAM, "prompt": "x [[filter:prompt]]"}, headers=as_(A))
+    assert filtered.status_code == 400 and filtered.json()["error"]["code"] == "contentFilter"  # refused before any work: given back
+    assert (await book_of(azurite, jobs, A)).spent == pytest.approx(completed["cost"]["usd"] + worst)
+    assert sim.stats()["generations"] == 2
+
+
+async def test_a_streamed_edit_holds_its_inputs_in_the_callers_budget(in_process: InProcess, sim: SimControl) -> None:
+    fields = {"prompt": "paint it", "stream": "true", "partial_images": "1"}
+    sent = parse_edit(form_values(fields), ["image"], None, "gpt-image-1.5", "gpt-image-1.5", image_param="image").upstream_body
+    without_inputs, with_inputs = worst_case("gpt-image-1.5", sent), worst_case("gpt-image-1.5", sent, [1024 * 1024])
+    assert without_inputs is not None and with_inputs is not None and with_inputs > without_inputs
+    client, _ = await limited(in_process, {"callers": {A: {"usd_per_day": (without_inputs + with_inputs) / 2}, B: {"usd_per_day": with_inputs}}})
+    body, headers = multipart(fields, [("image", png((20, 90, 200)))])
+    refused = await client.post(EDIT, content=body, headers={**headers, **as_(A)})  # enough for the prompt alone, not with the image
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "BudgetExceeded" and sim.stats()["edits"] == 0
+    granted = await client.post(EDIT, content=body, headers={**headers, **as_(B)})
+    assert granted.status_code == 200 and events_of(granted)[-1][0] == "image_edit.completed" and sim.stats()["edits"] == 1
 
 
 # ---------------------------------------------------------------- through the local stand-in of App Service authentication

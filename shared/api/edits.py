@@ -182,7 +182,7 @@ async def _edit_now(runtime: Runtime, request: Request, incoming: Incoming) -> R
         if incoming.uploaded is not None:
             await edits.store_uploads(service, incoming.uploaded, incoming.caller)
         inputs = incoming.uploaded or await edits.read_inputs(service, incoming.request, incoming.caller)
-        return await stream_now(runtime, request, incoming.request, functools.partial(edits.stream_send, inputs), incoming.caller)
+        return await stream_now(runtime, request, incoming.request, functools.partial(edits.stream_send, inputs), incoming.caller, inputs.pixels)
 
     async def edit(generation_id: str) -> Generation:
         if incoming.uploaded is not None:

@@ -1,13 +1,14 @@
 """A streamed answer (``"stream": true``): ``text/event-stream`` once upstream started, JSON while nothing did.
 
-Everything before the stream starts (validation, the pool's choice and failover, upstream's refusals)
-answers as any request does: JSON with its status. Then the events go out as shared/streaming.py
-relays them; ``x-request-id`` names the failure record if the stream breaks.
+Everything before the stream starts (validation, the caller's limits, the pool's choice and failover,
+upstream's refusals) answers as any request does: JSON with its status. Then the events go out as
+shared/streaming.py relays them; ``x-request-id`` names the failure record if the stream breaks, and a
+caller with limits gets its ``x-ratelimit-*`` with this stream counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 from fastapi import Request
@@ -31,17 +32,19 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def stream_now(
-    runtime: Runtime, request: Request, image_request: ImageRequest, sender: Callable[[Deadline], Send[UpstreamStream]], caller: Caller
-) -> Response:
+    runtime: Runtime, request: Request, image_request: ImageRequest, sender: Callable[[Deadline], Send[UpstreamStream]], caller: Caller,
+    input_pixels: Sequence[int] = (),
+) -> Response:  # fmt: skip
     """Open the stream upstream (``sender(deadline)`` opens it on a backend) within the request's one deadline, and
-    answer with its events; a JSON error if no stream started. ``caller`` owns the image and names the records."""
+    answer with its events; a JSON error if no stream started (a refusal of the caller's limits among them).
+    ``caller`` owns the image, names the records and pays (``input_pixels``: an edit's inputs, for its budget)."""
     settings, generation_id = runtime.settings, new_generation_id()
     headers = {"x-request-id": generation_id, **translations_header(image_request)}
     deadline = request_deadline(request, settings)  # from the request's arrival: the wait for a backend and the whole stream
     try:
         streamed = await open_streamed(
             runtime.service, image_request, sender(deadline), generation_id=generation_id, prefix=sync_prefix(), deadline=deadline,
-            budget=settings.retry_budget_seconds, caller=caller,
+            budget=settings.retry_budget_seconds, caller=caller, input_pixels=input_pixels,
         )  # fmt: skip
     except ServiceError as error:
         response = error_response(error)
@@ -52,4 +55,5 @@ async def stream_now(
     def link(name: str) -> str:
         return f"{base}{request.app.url_path_for('image_link', name=quote(name))}"
 
-    return StreamingResponse(relay(runtime.service, streamed, link), media_type="text/event-stream", headers={**headers, **STREAM_HEADERS})
+    headers |= streamed.ticket.headers | STREAM_HEADERS  # the caller's x-ratelimit-* with this stream counted
+    return StreamingResponse(relay(runtime.service, streamed, link), media_type="text/event-stream", headers=headers)
