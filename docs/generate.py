@@ -1,20 +1,27 @@
-"""Tables in the Markdown files, generated from the data they describe.
+"""Tables in the Markdown pages, generated from the data they describe: one source for each.
 
-A generated region in a Markdown file sits between two markers::
+A generated region in a Markdown page sits between two markers::
 
-    <!-- generated: models (python -m docs.generate) -->
+    <!-- generated: settings (python -m docs.generate) -->
     ...
     <!-- end generated -->
 
-and holds exactly what the renderer of that name (``RENDERERS``) returns for a day. Adding a
-table is adding a renderer here and a region where it belongs; every region in ``FILES`` is
-kept current by ``python -m docs.generate`` and checked by ``--check`` (and tests/test_docs.py).
-Renderers take the day because some tables show a state on it (a model's lifecycle); a region
-records nothing else, so a table changes only when its data or the state on the day does.
+and holds exactly what the renderer of that name (``RENDERERS``) returns. Adding a table is
+adding a renderer here and a region where it belongs; every region of the pages in ``FILES``
+is kept current by ``python -m docs.generate`` and checked by ``--check`` (and tests/test_docs.py).
 
-    python -m docs.generate            rewrite every region from the data, the state on today's date
-    python -m docs.generate --check    exit 1 naming each region that differs (nothing is written)
-    python -m docs.generate --today 2027-01-01   the state on another day
+Some tables show a state on a day (a model's lifecycle: GA, no new customers, retired). Such a
+region says which day in its marker, ``<!-- generated: models as of 2026-12-06 ... -->``, and is
+checked against the renderer *for that day*: the check is deterministic and fails only when the
+data changes, never because a calendar date passed (a test that fails on the day a model retires,
+with nothing changed in the code, stops every merge that day). That the stamp fell behind is said
+instead: ``--check`` notes, without failing, each dated region whose state on today differs from
+the stamped one, and ``python -m docs.generate`` moves the stamp to today only then (a table whose
+state did not change keeps its stamp, so a run changes no file for nothing).
+
+    python -m docs.generate            rewrite every region from the data (dated ones as of today when their state moved)
+    python -m docs.generate --check    exit 1 naming each region that differs from its data (nothing is written)
+    python -m docs.generate --today 2027-01-01   take another day for today
 """
 
 from __future__ import annotations
@@ -27,12 +34,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from shared.models import TABLE, Family, Rules, lifecycle_state
+from shared.settings import SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-# The Markdown files that may hold generated regions.
-FILES = (ROOT / "README.md", ROOT / "infra" / "README.md", ROOT / "docs" / "credentials.md")
+# The Markdown pages that may hold generated regions: the README and every topic page.
+FILES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "infra" / "README.md")
 
-_REGION = re.compile(r"(<!-- generated: (?P<name>[\w-]+)[^\n]*?-->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+_REGION = re.compile(
+    r"(?P<open><!-- generated: (?P<name>[\w-]+)(?: as of (?P<day>\d{4}-\d{2}-\d{2}))?(?P<note>[^\n]*?)-->\n)(?P<body>.*?)(?P<close><!-- end generated -->)", re.S
+)
 
 Renderer = Callable[[dt.date], str]
 
@@ -100,10 +110,27 @@ def _status_span(today: dt.date) -> str:
     since = max((day for day in dates if day <= today), default=None)
     until = min((day for day in dates if day > today), default=None)
     held = (f"from {since}" if since else "") + (" " if since and until else "") + (f"until {until}" if until else "")
-    return f"Status: Azure's state of each family {held}, the dates in the table (`python -m docs.generate` renders it for the day it runs)."
+    return f"Status as of {today}: Azure's state of each family {held}, the dates in the table."
 
 
-RENDERERS: dict[str, Renderer] = {"models": render_models}
+# --- settings: shared/settings.py -----------------------------------------------------------------
+
+_WHERE = {"app": "set by the templates", "optional": "optional", "local": "local only"}
+
+
+def render_settings(today: dt.date) -> str:
+    """Every setting of the Settings model: environment name (the field's alias) and field, default, where it is set, what it does."""
+    lines = ["| Setting (field) | Default | In Azure | What |", "|---|---|---|---|"]
+    fields = {str(field.alias): name for name, field in Settings.model_fields.items()}
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "—"
+        what = setting.doc.replace("|", "\\|").replace("<", "&lt;")  # <path> would be an HTML tag
+        lines.append(f"| `{setting.name}` (`{fields[setting.name]}`) | {default} | {_WHERE[setting.deploy]} | {what} |")
+    return "\n".join(lines)
+
+
+RENDERERS: dict[str, Renderer] = {"models": render_models, "settings": render_settings}
+DATED = frozenset({"models"})  # regions that show a state on a day, stamped "as of DAY"
 
 
 # --- regions ----------------------------------------------------------------------------------------
@@ -114,37 +141,80 @@ def regions(text: str) -> list[tuple[str, str]]:
     return [(match["name"], match["body"]) for match in _REGION.finditer(text)]
 
 
+def _renderer(name: str) -> Renderer:
+    renderer = RENDERERS.get(name)
+    if renderer is None:
+        raise ValueError(f"no renderer for the generated region {name!r}; known: {', '.join(sorted(RENDERERS))}")
+    return renderer
+
+
+def _stamp(match: re.Match[str]) -> dt.date | None:
+    """The day a dated region shows; ValueError for a dated region without one, or a stamp on one that is not dated."""
+    name, day = match["name"], match["day"]
+    if (name in DATED) != (day is not None):
+        raise ValueError(f"the generated region {name!r} {'needs a stamp' if name in DATED else 'takes no stamp'}: <!-- generated: {name} as of YYYY-MM-DD -->")
+    return dt.date.fromisoformat(day) if day else None
+
+
+def _as_shown(match: re.Match[str]) -> str:
+    """What the region must hold: its renderer's text for the day it is stamped with."""
+    return _renderer(match["name"])(_stamp(match) or dt.date.min).rstrip() + "\n"
+
+
+def moved_on(match: re.Match[str], today: dt.date) -> bool:
+    """True when a dated region's state on ``today`` differs from the one on its stamp (a lifecycle date passed)."""
+    stamped = _stamp(match)
+    if stamped is None or stamped >= today:
+        return False
+    render = _renderer(match["name"])
+    return _without_stamp(render(stamped)) != _without_stamp(render(today))
+
+
+def _without_stamp(text: str) -> str:
+    return re.sub(r"as of \d{4}-\d{2}-\d{2}", "as of DAY", text)
+
+
 def regenerate(text: str, today: dt.date) -> str:
-    """The text with every generated region rendered anew; ValueError for a region no renderer has."""
+    """The text with every region rendered anew from its data; a dated region's stamp moves to ``today`` only if its state did."""
 
     def render(match: re.Match[str]) -> str:
-        renderer = RENDERERS.get(match["name"])
-        if renderer is None:
-            raise ValueError(f"no renderer for the generated region {match['name']!r}; known: {', '.join(sorted(RENDERERS))}")
-        return f"{match[1]}{renderer(today).rstrip()}\n{match[4]}"
+        opening = match["open"]
+        if moved_on(match, today):
+            opening = opening.replace(f"as of {match['day']}", f"as of {today}")
+            match = _REGION.fullmatch(opening + match["body"] + match["close"])  # type: ignore[assignment]
+        return opening + _as_shown(match) + match["close"]
 
     return _REGION.sub(render, text)
 
 
-def stale(paths: Iterable[Path], today: dt.date) -> list[str]:
-    """'file: region' for each generated region whose text differs from what its renderer gives."""
-    found = []
-    for path in paths:
-        text = path.read_text(encoding="utf-8")
-        current = dict(regions(regenerate(text, today)))
-        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-        found += [f"{shown}: {name}" for name, body in regions(text) if body != current[name]]
-    return found
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def stale(paths: Iterable[Path], today: dt.date | None = None) -> list[str]:
+    """'file: region' for each region whose text differs from what its data gives (for its stamped day): these fail --check."""
+    return [f"{_shown(path)}: {match['name']}" for path in paths for match in _REGION.finditer(path.read_text(encoding="utf-8")) if match["body"] != _as_shown(match)]
+
+
+def behind(paths: Iterable[Path], today: dt.date) -> list[str]:
+    """'file: region (as of DAY)' for each dated region whose state has changed since its stamp: a note, never a failure."""
+    return [
+        f"{_shown(path)}: {match['name']} (as of {match['day']})"
+        for path in paths for match in _REGION.finditer(path.read_text(encoding="utf-8")) if moved_on(match, today)
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None, files: Iterable[Path] = FILES) -> int:
     """The command line; ``files`` are the Markdown files it reads (tests give others)."""
     parser = argparse.ArgumentParser(prog="python -m docs.generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="report regions that differ, write nothing (exit 1 if any)")
-    parser.add_argument("--today", type=dt.date.fromisoformat, default=dt.datetime.now(dt.UTC).date(), help="the day states are shown on")
+    parser.add_argument("--check", action="store_true", help="report regions that differ from their data, write nothing (exit 1 if any)")
+    parser.add_argument("--today", type=dt.date.fromisoformat, default=dt.datetime.now(dt.UTC).date(), help="the day taken for today")
     args = parser.parse_args(argv)
+    files = list(files)
     if args.check:
-        differing = stale(files, args.today)
+        for where in behind(files, args.today):
+            print(f"note: {where}: the state shown has changed since; `python -m docs.generate` moves it to {args.today}", file=sys.stderr)
+        differing = stale(files)
         for where in differing:
             print(f"out of date: {where} (run python -m docs.generate)", file=sys.stderr)
         return 1 if differing else 0
@@ -153,7 +223,7 @@ def main(argv: list[str] | None = None, files: Iterable[Path] = FILES) -> int:
         updated = regenerate(text, args.today)
         if updated != text:
             path.write_text(updated, encoding="utf-8")
-            print(f"updated {path.name}")
+            print(f"updated {_shown(path)}")
     return 0
 
 
