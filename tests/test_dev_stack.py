@@ -264,7 +264,7 @@ def test_each_local_settings_example_is_a_valid_set_for_func_start(name: str) ->
     settings = Settings.from_env(values)
     assert values["PYTHON_ENABLE_INIT_INDEXING"] == "1"  # without it the worker ignores the extension (Python <= 3.12)
     assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"  # Azurite on its usual ports: python -m local.azurite
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "local-stack.md").read_text(encoding="utf-8")
     assert name in readme and "python -m local.azurite" in readme
     if "simulator" in name:
         assert settings.endpoint == "http://127.0.0.1:8089" and settings.auth_mode == "key"
@@ -274,10 +274,10 @@ def test_each_local_settings_example_is_a_valid_set_for_func_start(name: str) ->
         assert settings.endpoint.startswith("https://") and settings.auth_mode == "entra"
 
 
-def test_the_readme_names_the_simulators_deployments() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_local_stack_page_names_the_simulators_deployments() -> None:
+    page = (ROOT / "docs" / "local-stack.md").read_text(encoding="utf-8")
     for pair in SIMULATED_DEPLOYMENTS.split(","):
-        assert f"`{pair.split('=')[0]}`" in readme.split("## HTTP API")[0]
+        assert f"`{pair.split('=')[0]}`" in page
 
 
 def test_the_local_default_and_the_examples_use_the_model_new_customers_can_deploy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,6 +291,6 @@ def test_the_local_default_and_the_examples_use_the_model_new_customers_can_depl
     for name in ("local.settings.example.json", "local.settings.simulator.example.json"):
         values = json.loads((ROOT / name).read_text(encoding="utf-8"))["Values"]
         assert values["AZURE_OPENAI_DEPLOYMENT"] == IAC_DEFAULT_MODEL, name
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "/openai/deployments/gpt-image-1-mini/" not in readme and f"/openai/deployments/{IAC_DEFAULT_MODEL}/images/generations" in readme
+    readme, api = ((ROOT / page).read_text(encoding="utf-8") for page in ("README.md", "docs/http-api.md"))
+    assert "/openai/deployments/gpt-image-1-mini/" not in readme + api and f"/openai/deployments/{IAC_DEFAULT_MODEL}/images/generations" in api
     assert f'model="{IAC_DEFAULT_MODEL}"' in readme

@@ -638,7 +638,7 @@ def test_checkov_does_not_evaluate_azapi_bodies(checkov_reports: dict[str, dict[
     """checkov has no check for `azapi_resource` (none in its sources names it), so the Terraform
     function app and the vault secret, both azapi resources, pass or fail nothing here: a clean
     checkov run says nothing about them. tests/test_infra_flex.py checks what checkov cannot see.
-    Should this fail, checkov has learned to read azapi bodies: say so in infra/README.md.
+    Should this fail, checkov has learned to read azapi bodies: say so in docs/development.md (Infrastructure checks).
     """
     terraform = checkov_reports["terraform"]["results"]
     seen = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from test_infra import INFRA, TERRAFORM, _fields, _tf_locals, _tf_resources, parse_bicep, parse_terraform
+from test_infra import INFRA, ROOT, TERRAFORM, _fields, _tf_locals, _tf_resources, parse_bicep, parse_terraform
 from test_infra_flex import _plain
 
 from shared.models import BY_NAME, IAC_DEFAULT_MODEL, iac_skus, iac_versions
@@ -72,7 +72,7 @@ def test_the_default_model_needs_no_registration_and_takes_new_customers() -> No
     """Finding 3: the old default (gpt-image-1-mini) needs a registration and takes no new customers."""
     default = BY_NAME[IAC_DEFAULT_MODEL]
     assert not default.registration and default.no_new_customers is None
-    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "deploying.md").read_text(encoding="utf-8")
     assert f"`{IAC_DEFAULT_MODEL}`" in readme and default.version and default.version in readme
 
 

@@ -1,6 +1,6 @@
 """Issue 15, findings 5 and 6: one answer to "which roles", the auth ways named alike, calling services, retention.
 
-- The roles table in README.md, docs/credentials.md and infra/README.md is one block, rendered here from
+- The roles table of docs/credentials.md (its one copy) is one block, rendered here from
   the templates' role assignments (tests/test_infra_parity.py holds Bicep and Terraform equal) plus the
   grants the templates cannot make (the deployer's, an existing AI account's, the `key` way's), so the
   three documents cannot disagree again, with each other or with the templates.
@@ -22,7 +22,7 @@ from test_infra_parity import Assignment, _bicep_assignments
 from shared.callers import CALLER_ROLE, OPERATOR_ROLE
 from shared.settings import AuthMode, Settings
 
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "credentials.md", INFRA / "README.md"]
+DOCUMENTS = [ROOT / "docs" / "credentials.md"]  # the one copy; the other pages link to it
 BEGIN = "<!-- roles-table:begin (tests/test_infra_roles.py renders it from the templates) -->"
 END = "<!-- roles-table:end -->"
 
@@ -134,7 +134,7 @@ def test_every_role_assignment_of_the_templates_is_in_the_table() -> None:
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
 def test_the_roles_table_is_the_same_in_every_document(document: Any) -> None:
-    """Finding 5: README, docs/credentials.md and infra/README.md gave three answers to "which roles"."""
+    """Finding 5: README, docs/credentials.md and infra/README.md gave three answers to "which roles"; now one page has it."""
     text = document.read_text(encoding="utf-8")
     assert BEGIN in text and END in text, f"{document.name} needs the roles table between {BEGIN} and {END}"
     shown = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
@@ -159,7 +159,7 @@ def test_the_templates_offer_the_apps_auth_ways_by_their_names_and_say_why_not_k
     assert bicep["default"] == "entra" == terraform["default"].strip('"')
     for about in (bicep_about, terraform["description"]):
         assert "key is not offered" in about and "app setting" in about
-    assert re.search(r"\bkey\W*\s+is not offered", (INFRA / "README.md").read_text(encoding="utf-8"))
+    assert re.search(r"\bkey\W*\s+is not offered", (ROOT / "docs" / "credentials.md").read_text(encoding="utf-8"))
     for path in (INFRA / "main.parameters.json", TERRAFORM / "main.tfvars.json"):
         assert "${IMAGES_AUTH_MODE=entra}" in path.read_text(encoding="utf-8")
     # What the app is told is the way chosen, by the same name.

@@ -237,14 +237,6 @@ def test_no_environment_read_outside_settings() -> None:
     assert checked > 10  # the walk reaches the packages too
 
 
-def test_readme_settings_table_is_the_catalogue() -> None:
-    """The README's Settings table lists every field: its name, default (— for none) and description, in order."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"(?m)^\| `([^`]+)` \| (.*?) \| (.*) \|$", section)
-    assert rows == [(s.name, s.default or "—", s.doc) for s in SETTINGS]
-
-
 @pytest.mark.parametrize("name", ["imagés", "images²", "image\u0665s"])
 def test_storage_names_are_ascii(name: str) -> None:
     env = {**BASE, "IMAGES_CONTAINER": name}
