@@ -33,6 +33,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from docs.roles import render_roles
 from shared.models import TABLE, Family, Rules, lifecycle_state
 from shared.settings import SETTINGS, Settings
 
@@ -115,7 +116,7 @@ def _status_span(today: dt.date) -> str:
 
 # --- settings: shared/settings.py -----------------------------------------------------------------
 
-_WHERE = {"app": "set by the templates", "optional": "optional", "local": "local only"}
+_WHERE = {"app": "set by the templates", "optional": "optional", "local": "local only", "platform": "set by Azure"}
 
 
 def render_settings(today: dt.date) -> str:
@@ -129,7 +130,9 @@ def render_settings(today: dt.date) -> str:
     return "\n".join(lines)
 
 
-RENDERERS: dict[str, Renderer] = {"models": render_models, "settings": render_settings}
+# --- roles: docs/roles.py, from the templates' role assignments (docs/templates.py) ----------------
+
+RENDERERS: dict[str, Renderer] = {"models": render_models, "settings": render_settings, "roles": render_roles}
 DATED = frozenset({"models"})  # regions that show a state on a day, stamped "as of DAY"
 
 

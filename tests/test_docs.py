@@ -24,7 +24,7 @@ PAGE = "# Title\n\nprose\n\n<!-- generated: models as of {day} (note) -->\n{body
 
 def test_every_generated_region_is_what_its_data_gives() -> None:
     found = {name for path in FILES for name, _ in regions(path.read_text(encoding="utf-8"))}
-    assert {"models", "settings"} <= found, "the pages hold the generated tables"
+    assert {"models", "settings", "roles"} <= found, "the pages hold the generated tables"
     assert found <= set(RENDERERS)
     assert stale(FILES) == [], "out of date: run python -m docs.generate"
 

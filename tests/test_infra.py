@@ -33,19 +33,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
 
+from docs.templates import (
+    INFRA,
+    ROOT,
+    TERRAFORM,
+    TERRAFORM_FILES,
+    bicep_role_ids,
+    fields,
+    parse_terraform,
+    role_names,
+    tf_blocks,
+    tf_locals,
+    tf_resources,
+    unquote,
+)
 from shared.settings import SETTINGS
 
-ROOT = Path(__file__).resolve().parents[1]
-INFRA = ROOT / "infra"
-TERRAFORM = INFRA / "terraform"
 CHECKOV_CONFIG = ROOT / ".checkov.yaml"
 CHECKOV_VENV = ROOT / ".venv-checkov"
 CHECKOV_BIN = CHECKOV_VENV / ("Scripts" if os.name == "nt" else "bin")
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
-TERRAFORM_FILES = sorted(TERRAFORM.glob("*.tf"))
 
 # Settings the Functions host or platform reads, not the app, and so not in SETTINGS.
 # On Flex Consumption the runtime and its version live in functionAppConfig, so
@@ -98,50 +107,10 @@ def _venv_tool(name: str) -> Path:
 # ---------------------------------------------------------------- Terraform
 
 
-def _unquote(value: Any) -> Any:
-    """python-hcl2 keeps the quotes of string literals and block labels."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
-def _fields(block: dict[str, Any]) -> dict[str, Any]:
-    return {_unquote(k): v for k, v in block.items() if not k.startswith("__")}
-
-
-@functools.cache
-def parse_terraform() -> dict[str, dict[str, Any]]:
-    """Every .tf file, parsed once per test run (the tests/test_infra_*.py files share it)."""
-    assert TERRAFORM_FILES, "no Terraform files under infra/terraform"
-    parsed = {}
-    for path in TERRAFORM_FILES:
-        with path.open(encoding="utf-8") as handle:
-            parsed[path.name] = hcl2.load(handle)
-    return parsed
-
-
 @pytest.fixture(scope="module")
 def terraform() -> dict[str, dict[str, Any]]:
-    """Every .tf file, parsed."""
+    """Every .tf file, parsed (docs/templates.py parses them, once per run, for these tests and the generated docs)."""
     return parse_terraform()
-
-
-def _tf_blocks(terraform: dict[str, dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [block for doc in terraform.values() for block in doc.get(kind, [])]
-
-
-def _tf_locals(terraform: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {k: v for block in _tf_blocks(terraform, "locals") for k, v in _fields(block).items()}
-
-
-def _tf_resources(terraform: dict[str, dict[str, Any]], kind: str = "resource") -> dict[str, dict[str, Any]]:
-    """{"type.name": body} for every resource (or data) block."""
-    found = {}
-    for block in _tf_blocks(terraform, kind):
-        for rtype, named in _fields(block).items():
-            for name, body in _fields(named).items():
-                found[f"{rtype}.{name}"] = body
-    return found
 
 
 def _tf_text_without_comments() -> str:
@@ -150,25 +119,25 @@ def _tf_text_without_comments() -> str:
 
 
 def test_terraform_pins_providers_and_uses_entra_id_for_storage(terraform: dict[str, dict[str, Any]]) -> None:
-    settings = _tf_blocks(terraform, "terraform")
+    settings = tf_blocks(terraform, "terraform")
     assert settings, "a terraform {} block with required_providers"
     providers = {
-        name: _fields(spec) for block in settings for req in block["required_providers"] for name, spec in _fields(req).items()
+        name: fields(spec) for block in settings for req in block["required_providers"] for name, spec in fields(req).items()
     }
     assert {"azurerm", "azapi"} <= set(providers)
     for name, spec in providers.items():
-        assert re.fullmatch(r"~> \d+\.\d+(\.\d+)?|= ?\d+\.\d+\.\d+", _unquote(spec.get("version", ""))), f"{name} is not pinned"
-    azurerm = [_fields(p)["azurerm"] for p in _tf_blocks(terraform, "provider") if "azurerm" in _fields(p)]
+        assert re.fullmatch(r"~> \d+\.\d+(\.\d+)?|= ?\d+\.\d+\.\d+", unquote(spec.get("version", ""))), f"{name} is not pinned"
+    azurerm = [fields(p)["azurerm"] for p in tf_blocks(terraform, "provider") if "azurerm" in fields(p)]
     assert azurerm and azurerm[0].get("storage_use_azuread") is True, "provider azurerm needs storage_use_azuread = true"
 
 
 def test_terraform_references_resolve(terraform: dict[str, dict[str, Any]]) -> None:
     """What `terraform validate` would catch first: references to things never declared."""
     text = _tf_text_without_comments()
-    variables = {name for block in _tf_blocks(terraform, "variable") for name in _fields(block)}
-    locals_ = set(_tf_locals(terraform))
-    resources = set(_tf_resources(terraform))
-    data = {f"data.{key}" for key in _tf_resources(terraform, "data")}
+    variables = {name for block in tf_blocks(terraform, "variable") for name in fields(block)}
+    locals_ = set(tf_locals(terraform))
+    resources = set(tf_resources(terraform))
+    data = {f"data.{key}" for key in tf_resources(terraform, "data")}
 
     assert set(re.findall(r"\bvar\.(\w+)", text)) <= variables
     assert set(re.findall(r"\blocal\.(\w+)", text)) <= locals_
@@ -468,18 +437,18 @@ def _bicep_settings(bicep: dict[Path, dict[str, Any]]) -> SettingBlocks:
 
 
 def _terraform_settings(terraform: dict[str, dict[str, Any]]) -> SettingBlocks:
-    locals_ = _tf_locals(terraform)
+    locals_ = tf_locals(terraform)
     assert (
         locals_["all_settings"]
         == "${merge(local.platform_settings, local.app_settings, local.use_key_vault ? local.keyvault_settings : {})}"
     )
     assert locals_["use_key_vault"] == '${var.auth_mode == "keyvault"}'
-    site = _tf_resources(terraform)["azapi_resource.function_app"]
+    site = tf_resources(terraform)["azapi_resource.function_app"]
     assert "local.all_settings" in site["body"]["properties"]["siteConfig"]["appSettings"]
     return SettingBlocks(
-        frozenset(_fields(locals_["platform_settings"])),
-        frozenset(_fields(locals_["app_settings"])),
-        frozenset(_fields(locals_["keyvault_settings"])),
+        frozenset(fields(locals_["platform_settings"])),
+        frozenset(fields(locals_["app_settings"])),
+        frozenset(fields(locals_["keyvault_settings"])),
     )
 
 
@@ -536,24 +505,21 @@ def test_bicep_and_terraform_set_the_same_settings(settings_by_template: dict[st
 def test_host_storage_is_identity_based_in_both(bicep: dict[Path, dict[str, Any]], terraform: dict[str, dict[str, Any]]) -> None:
     app = bicep[INFRA / "app" / "function.bicep"]["variables"]["appSettings"]["value"]
     assert app["AzureWebJobsStorage__credential"] == "managedidentity"
-    assert _tf_locals(terraform)["app_settings"]["AzureWebJobsStorage__credential"] == '"managedidentity"'
+    assert tf_locals(terraform)["app_settings"]["AzureWebJobsStorage__credential"] == '"managedidentity"'
     # The azurerm flex resource would add an AzureWebJobsStorage connection string (see function.tf).
-    assert not [r for r in _tf_resources(terraform) if r.startswith("azurerm_function_app_flex_consumption.")]
+    assert not [r for r in tf_resources(terraform) if r.startswith("azurerm_function_app_flex_consumption.")]
 
 
 # ---------------------------------------------------------------- roles
 
 
-def _role_guids(text: str, pattern: str) -> dict[str, str]:
-    return {guid: name.strip() for guid, name in re.findall(pattern, text)}
-
-
 def test_roles_are_named_and_the_same_in_both(bicep: dict[Path, dict[str, Any]], terraform: dict[str, dict[str, Any]]) -> None:
     guid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
     rbac_bicep = INFRA / "app" / "rbac.bicep"
-    bicep_roles = _role_guids(rbac_bicep.read_text(encoding="utf-8"), rf"(?m)^var \w+ = '({guid})' // (.+)$")
-    tf_roles = _role_guids((TERRAFORM / "rbac.tf").read_text(encoding="utf-8"), rf'(?m)^\s+\w+\s+= "({guid})" # (.+)$')
+    bicep_roles = role_names()
+    tf_roles = {guid: name.strip() for guid, name in re.findall(rf'(?m)^\s+\w+\s+= "({guid})" # (.+)$', (TERRAFORM / "rbac.tf").read_text(encoding="utf-8"))}
     assert bicep_roles and bicep_roles == tf_roles, "each role GUID in a var/local with its name in a comment, the same in both"
+    assert set(bicep_roles) == set(bicep_role_ids().values()), "every role rbac.bicep declares is named"
 
     assignments = [
         r["config"].get("config", r["config"])
@@ -564,7 +530,7 @@ def test_roles_are_named_and_the_same_in_both(bicep: dict[Path, dict[str, Any]],
     for assignment in assignments:
         assert "principalType" in assignment["properties"]
         assert assignment["name"]["function"]["type"] == "guid"
-    for name, body in _tf_resources(terraform).items():
+    for name, body in tf_resources(terraform).items():
         if name.startswith("azurerm_role_assignment."):
             assert "principal_type" in body, name
             assert body.get("name", "").startswith("${uuidv5("), f"{name}: name it from scope, principal and role"
@@ -577,7 +543,7 @@ def test_outputs_name_the_function_url_storage_queue_and_vault(
     bicep: dict[Path, dict[str, Any]], terraform: dict[str, dict[str, Any]]
 ) -> None:
     bicep_outputs = set(bicep[INFRA / "main.bicep"]["outputs"])
-    tf_outputs = {name for block in _tf_blocks(terraform, "output") for name in _fields(block)}
+    tf_outputs = {name for block in tf_blocks(terraform, "output") for name in fields(block)}
     assert REQUIRED_OUTPUTS <= bicep_outputs
     assert REQUIRED_OUTPUTS <= tf_outputs
     # Terraform waits for the app's roles itself (time_sleep) and says so to the azd hook that Bicep
@@ -683,8 +649,8 @@ def test_skip_reasons_and_comments_state_what_azure_does() -> None:
 def test_the_tfvars_example_suggests_only_values_the_variables_accept(terraform: dict[str, dict[str, Any]]) -> None:
     """Finding: terraform.tfvars.example suggested auth_mode = "keyless", which the validation refuses."""
     allowed: dict[str, list[str]] = {}
-    for block in _tf_blocks(terraform, "variable"):
-        for name, body in _fields(block).items():
+    for block in tf_blocks(terraform, "variable"):
+        for name, body in fields(block).items():
             for validation in body.get("validation", []):
                 found = re.search(r"contains\(\[(.*?)\], var\.(\w+)\)", validation["condition"])
                 if found and found.group(2) == name:

@@ -17,8 +17,9 @@ import json
 import re
 from typing import Any
 
-from test_infra import INFRA, TERRAFORM, _fields, _tf_blocks, _tf_locals, _tf_resources, parse_bicep, parse_terraform
+from test_infra import parse_bicep
 
+from docs.templates import INFRA, TERRAFORM, parse_terraform, plain, tf_locals, tf_resources, tf_variables
 from shared.callers import OPERATOR_ROLE
 from shared.settings import Settings
 
@@ -35,7 +36,7 @@ def _bicep_auth() -> dict[str, Any]:
 
 
 def _terraform_auth() -> dict[str, Any]:
-    resource = _tf_resources(parse_terraform())["azapi_resource.auth_settings"]
+    resource = tf_resources(parse_terraform())["azapi_resource.auth_settings"]
     assert resource["count"] == "${local.use_entra_callers ? 1 : 0}"
     assert (resource["type"], resource["name"]) == ('"Microsoft.Web/sites/config@2024-04-01"', '"authsettingsV2"')
     assert resource["parent_id"] == "${azapi_resource.function_app.id}"
@@ -43,19 +44,10 @@ def _terraform_auth() -> dict[str, Any]:
     return properties
 
 
-def _unquoted(value: Any) -> Any:
-    """A Terraform literal as Bicep's parser gives it: strings without their quotes."""
-    if isinstance(value, dict):
-        return {k: _unquoted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unquoted(v) for v in value]
-    return value[1:-1] if isinstance(value, str) and value.startswith('"') and value.endswith('"') else value
-
-
 def test_app_service_authentication_is_the_same_in_both() -> None:
     bicep, terraform = _bicep_auth(), _terraform_auth()
     literal = ("platform", "globalValidation", "httpSettings", "login")
-    assert {k: bicep[k] for k in literal} == {k: _unquoted(terraform[k]) for k in literal}
+    assert {k: bicep[k] for k in literal} == {k: plain(terraform[k]) for k in literal}
     assert bicep["platform"] == {"enabled": True}
     assert bicep["globalValidation"] == {"requireAuthentication": True, "unauthenticatedClientAction": "Return401", "excludedPaths": ["/healthz"]}
     assert bicep["login"] == {"tokenStore": {"enabled": False}}  # nothing keeps callers' tokens
@@ -72,7 +64,7 @@ def test_app_service_authentication_is_the_same_in_both() -> None:
     assert re.search(r"authAudiences: useEntraCallers \? \[\s+callerAppUri\s+registration\.outputs\.clientId\s+\] : \[\]", main)
     assert "authIdentities: concat(callerPrincipalIds, operators)" in main and "operatorPrincipalIds: operators" in main
     assert re.search(r"var operators = concat\(empty\(principalId\) \? \[\] : \[\s+principalId\s+\], operatorPrincipalIds\)", main)
-    assert _tf_locals(parse_terraform())["operator_ids"] == '${concat(var.principal_id == "" ? [] : [var.principal_id], var.operator_principal_ids)}'
+    assert tf_locals(parse_terraform())["operator_ids"] == '${concat(var.principal_id == "" ? [] : [var.principal_id], var.operator_principal_ids)}'
     policy = aad_bicep["validation"]["defaultAuthorizationPolicy"]["operator"]["operands"]
     assert policy["false_value"] == {"allowedPrincipals": {"identities": "authIdentities"}} and policy["true_value"] == {}
     both = "concat(var.caller_principal_ids, local.operator_ids)"
@@ -83,13 +75,13 @@ def test_the_app_registration_is_named_alike_in_both() -> None:
     main = (INFRA / "main.bicep").read_text(encoding="utf-8")
     assert "var callerAppUri = 'api://${tenant().tenantId}/images-${token}'" in main
     assert "var callerRoleId = guid(token, 'Images.Caller')" in main and "var operatorRoleId = guid(token, 'Images.Operator')" in main
-    locals_ = _tf_locals(parse_terraform())
+    locals_ = tf_locals(parse_terraform())
     assert locals_["caller_app_uri"] == '"api://${data.azurerm_client_config.current.tenant_id}/images-${local.resource_token}"'
     assert locals_["caller_role_id"] == '${uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Caller"]))}'
     assert locals_["operator_role_id"] == '${uuidv5(local.arm_guid_namespace, join("-", [local.resource_token, "Images.Operator"]))}'
     module = parse_bicep()[INFRA / "main.bicep"]["modules"]["registration"]
     assert module["detail"]["path"] == "app/registration.bicep" and "useEntraCallers" in json.dumps(module["config"]["condition"])
-    application = _tf_resources(parse_terraform())["azuread_application.callers"]
+    application = tf_resources(parse_terraform())["azuread_application.callers"]
     assert application["identifier_uris"] == ["${local.caller_app_uri}"] and application["sign_in_audience"] == '"AzureADMyOrg"'
     assert [r["value"] for r in application["app_role"]] == ['"Images.Caller"', f'"{OPERATOR_ROLE}"']
     registration = (INFRA / "app" / "registration.bicep").read_text(encoding="utf-8")
@@ -99,10 +91,10 @@ def test_the_app_registration_is_named_alike_in_both() -> None:
 
 def test_both_tell_the_app_the_way_chosen_and_default_to_entra() -> None:
     assert "IMAGES_CALLER_AUTH: callerAuth\n" in (INFRA / "app" / "function.bicep").read_text(encoding="utf-8")
-    assert _tf_locals(parse_terraform())["app_settings"]["IMAGES_CALLER_AUTH"] == "${var.caller_auth}"
+    assert tf_locals(parse_terraform())["app_settings"]["IMAGES_CALLER_AUTH"] == "${var.caller_auth}"
     bicep = parse_bicep()[INFRA / "main.bicep"]["parameters"]["callerAuth"]
     allowed = next(d["argument"] for d in bicep["decorators"] if d["type"] == "allowed")
-    variables = {k: v for block in _tf_blocks(parse_terraform(), "variable") for k, v in _fields(block).items()}
+    variables = tf_variables(parse_terraform())
     assert set(allowed) == {"entra", "key"} == set(re.findall(r'"(\w+)"', variables["caller_auth"]["validation"][0]["condition"]))
     assert bicep["default"] == "entra" == variables["caller_auth"]["default"].strip('"')
     assert Settings.model_fields["caller_auth"].default == "key"  # the app's own default: a deployment says entra
@@ -113,8 +105,8 @@ def test_both_tell_the_app_the_way_chosen_and_default_to_entra() -> None:
 def test_the_key_way_keeps_the_job_readers_and_the_entra_way_drops_them() -> None:
     main = (INFRA / "main.bicep").read_text(encoding="utf-8")
     assert "withCallerJobReader: !useEntraCallers" in main
-    assert _tf_locals(parse_terraform())["with_caller_job_reader"] == "${!local.use_entra_callers}"
-    reader = _tf_resources(parse_terraform())["azurerm_role_assignment.caller_job_reader"]
+    assert tf_locals(parse_terraform())["with_caller_job_reader"] == "${!local.use_entra_callers}"
+    reader = tf_resources(parse_terraform())["azurerm_role_assignment.caller_job_reader"]
     assert reader["for_each"] == "${local.with_caller_job_reader ? toset(var.caller_principal_ids) : toset([])}"
 
 

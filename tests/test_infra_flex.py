@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_infra import INFRA, _tf_resources, parse_bicep, parse_terraform
+from test_infra import parse_bicep
+
+from docs.templates import INFRA, parse_terraform, plain, tf_resources
 
 # Site properties Flex Consumption refuses or ignores. Newer regional stamps reject the
 # "rejected" ones with ARM error 51021 ("The following list of N site configuration properties
@@ -44,23 +46,12 @@ FLEX_INVALID = {
 PYTHON_VERSIONS = {"3.11", "3.12"}  # the app needs 3.11 or newer (pyproject.toml); Flex runs both
 
 
-def _plain(value: Any) -> Any:
-    """python-hcl2 keeps the quotes of string literals; Bicep's parser does not. Compare without them."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    if isinstance(value, dict):
-        return {_plain(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
 def _sites() -> dict[str, dict[str, Any]]:
     """{template: {kind, identity, properties}} of the function app, from Bicep's site and Terraform's azapi body."""
     bicep = parse_bicep()[INFRA / "app" / "function.bicep"]["resources"]["site"]["config"]
-    azapi = _tf_resources(parse_terraform())["azapi_resource.function_app"]
-    body = _plain(azapi["body"])
-    (identity,) = _plain(azapi["identity"])  # a block: python-hcl2 gives a list of one
+    azapi = tf_resources(parse_terraform())["azapi_resource.function_app"]
+    body = plain(azapi["body"])
+    (identity,) = plain(azapi["identity"])  # a block: python-hcl2 gives a list of one
     return {
         "bicep": {"kind": bicep["kind"], "identity_type": bicep["identity"]["type"], "properties": bicep["properties"]},
         "terraform": {"kind": body["kind"], "identity_type": identity["type"], "properties": body["properties"]},
@@ -113,7 +104,7 @@ def test_basic_publishing_is_off_in_both() -> None:
     }
     assert policies == {"ftp": False, "scm": False}
 
-    azapi = _tf_resources(parse_terraform())["azapi_resource.basic_publishing_off"]
-    assert _plain(azapi["type"]).startswith("Microsoft.Web/sites/basicPublishingCredentialsPolicies@")
+    azapi = tf_resources(parse_terraform())["azapi_resource.basic_publishing_off"]
+    assert plain(azapi["type"]).startswith("Microsoft.Web/sites/basicPublishingCredentialsPolicies@")
     assert azapi["for_each"] == '${toset(["ftp", "scm"])}'
-    assert _plain(azapi["body"]) == {"properties": {"allow": False}}
+    assert plain(azapi["body"]) == {"properties": {"allow": False}}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_infra import INFRA, ROOT, _tf_resources, parse_terraform
+
+from docs.templates import INFRA, ROOT, parse_terraform, tf_resources
 
 HOOKS = INFRA / "hooks"
 PRINCIPAL = "6f1f0c8a-3b7e-4b52-9a64-1d2f8e0c7a11"
@@ -78,7 +79,7 @@ def test_azd_runs_the_hook_after_provisioning_on_every_platform() -> None:
 
 
 def test_terraform_waits_after_every_app_role_and_tells_the_hook() -> None:
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
     wait = resources["time_sleep.app_roles"]
     waits_for = {item.strip("${}") for item in wait["depends_on"]}
     app_roles = {name for name, body in resources.items()

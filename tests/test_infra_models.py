@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import re
 
-from test_infra import INFRA, ROOT, TERRAFORM, _fields, _tf_locals, _tf_resources, parse_bicep, parse_terraform
-from test_infra_flex import _plain
+from test_infra import parse_bicep
 
+from docs.templates import INFRA, ROOT, TERRAFORM, fields, parse_terraform, plain, tf_locals, tf_resources
 from shared.models import BY_NAME, IAC_DEFAULT_MODEL, iac_skus, iac_versions
 
 
@@ -29,7 +29,7 @@ def test_bicep_version_table_is_the_rows() -> None:
 
 
 def test_terraform_version_table_is_the_rows() -> None:
-    table = {key.strip('"'): value.strip('"') for key, value in _fields(_tf_locals(parse_terraform())["image_model_versions"]).items()}
+    table = plain(fields(tf_locals(parse_terraform())["image_model_versions"]))
     assert table == iac_versions()
 
 
@@ -51,7 +51,7 @@ def test_both_allow_exactly_the_models_they_have_versions_for_and_default_to_gpt
     assert listed and set(re.findall(r'"([^"]+)"', listed.group(1))) == set(iac_versions())
     version_block = re.search(r'(?ms)^variable "image_model_version" \{.*?^\}', variables)
     assert version_block and 'default     = ""' in version_block.group()
-    locals_ = _tf_locals(parse_terraform())
+    locals_ = tf_locals(parse_terraform())
     assert locals_["image_model_version"] == (
         '${var.image_model_version == "" ? local.image_model_versions[var.image_model_name] : var.image_model_version}'
     )
@@ -90,9 +90,9 @@ def test_both_accept_each_model_only_in_the_deployment_types_its_row_lists() -> 
     assert "offeredDeployments['${imageModelName} ${fallbackDeploymentSku}']" in text
     assert re.search(r"(?m)^    skuName: deploymentSku$", text) and re.search(r"(?m)^    fallbackSkuName: fallbackSku$", text)
 
-    table = {key.strip('"'): [sku.strip('"') for sku in skus] for key, skus in _fields(_tf_locals(parse_terraform())["image_model_skus"]).items()}
+    table = plain(fields(tf_locals(parse_terraform())["image_model_skus"]))
     assert {model: tuple(skus) for model, skus in table.items()} == iac_skus()
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
     for name, sku in (("image", "var.image_deployment_sku"), ("fallback", "var.fallback_deployment_sku")):
         [lifecycle] = resources[f"azurerm_cognitive_deployment.{name}"]["lifecycle"]
         [precondition] = lifecycle["precondition"]
@@ -110,10 +110,10 @@ def test_the_fallback_has_a_capacity_of_its_own_and_the_pool_follows_the_capacit
     assert "var fallbackRpm = fallbackDeploymentRpm > 0 ? fallbackDeploymentRpm : fallbackDeploymentCapacity * rpmPerCapacityUnit" in text
     assert "rpm: primaryRpm" in text and "rpm: fallbackRpm" in text and "var rpmPerCapacityUnit = 3" in text
 
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
     [sku] = resources["azurerm_cognitive_deployment.fallback"]["sku"]
     assert sku["capacity"] == "${var.fallback_deployment_capacity}"
-    locals_ = _tf_locals(parse_terraform())
+    locals_ = tf_locals(parse_terraform())
     assert locals_["rpm_per_capacity_unit"] == 3
     assert locals_["fallback_rpm"] == "${var.fallback_deployment_rpm > 0 ? var.fallback_deployment_rpm : var.fallback_deployment_capacity * local.rpm_per_capacity_unit}"
     assert "rpm = local.image_deployment_rpm" in locals_["images_backends"] and "rpm = local.fallback_rpm" in locals_["images_backends"]
@@ -124,7 +124,7 @@ def test_deployments_keep_their_version_until_it_retires_in_both() -> None:
     ai = (INFRA / "core" / "ai.bicep").read_text(encoding="utf-8")
     assert "var versionUpgradeOption = 'OnceCurrentVersionExpired'" in ai
     assert ai.count("versionUpgradeOption: versionUpgradeOption") == 2
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
     for name in ("image", "fallback"):
         assert resources[f"azurerm_cognitive_deployment.{name}"]["version_upgrade_option"] == '"OnceCurrentVersionExpired"'
 
@@ -135,14 +135,14 @@ def test_deployments_keep_their_version_until_it_retires_in_both() -> None:
 def test_the_ai_account_is_the_same_in_both() -> None:
     """Terraform's account is an azapi resource (so azurerm cannot read its keys into the state): the Bicep body exactly."""
     bicep = parse_bicep()[INFRA / "core" / "ai.bicep"]["resources"]["account"]["config"]
-    azapi = _tf_resources(parse_terraform())["azapi_resource.ai_account"]
-    body = _plain(azapi["body"])
+    azapi = tf_resources(parse_terraform())["azapi_resource.ai_account"]
+    body = plain(azapi["body"])
     assert body["kind"] == bicep["kind"] == "AIServices" and body["sku"] == bicep["sku"]
     assert set(body["properties"]) == set(bicep["properties"])
     assert body["properties"]["customSubDomainName"] == "${local.ai_account_name}"
     assert body["properties"]["disableLocalAuth"] == "${!local.use_key_vault}"
     assert body["properties"]["networkAcls"] == bicep["properties"]["networkAcls"]
-    assert _plain(azapi["type"]).split("@")[0] == "Microsoft.CognitiveServices/accounts"
+    assert plain(azapi["type"]).split("@")[0] == "Microsoft.CognitiveServices/accounts"
 
 
 def test_no_model_key_reaches_the_terraform_state() -> None:
@@ -151,7 +151,7 @@ def test_no_model_key_reaches_the_terraform_state() -> None:
     code = re.sub(r"(?m)#.*$", "", text)
     assert "primary_access_key" not in code and "secondary_access_key" not in code
     assert not re.search(r'resource "azurerm_cognitive_account"', code), "azurerm stores the keys of an account with local auth"
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
     secret = resources["azapi_resource.api_key_secret"]
     assert "value" not in str(secret["body"]), "the key goes in sensitive_body (write-only), never in body"
     value = secret["sensitive_body"]["properties"]["value"]

@@ -27,7 +27,19 @@ from typing import Any
 
 import pytest
 from arm_functions import ARM_GUID_NAMESPACE, arm_guid, arm_resource_id, arm_unique_string, azapi_unique_string
-from test_infra import INFRA, TERRAFORM, _fields, _tf_locals, _tf_resources, parse_bicep, parse_terraform
+from test_infra import parse_bicep
+
+from docs.templates import (
+    INFRA,
+    TERRAFORM,
+    bicep_assignments,
+    bicep_resources,
+    bicep_role_ids,
+    parse_terraform,
+    terraform_assignments,
+    tf_locals,
+    tf_resources,
+)
 
 # ---------------------------------------------------------------- ARM's naming functions
 
@@ -319,13 +331,13 @@ def _terraform_evaluator(sample: Mapping[str, str], extra_vars: Mapping[str, Any
         names = {**roots, "local": scope, "each": {"value": each}}
         return Expression(source, names.__getitem__, TERRAFORM_FUNCTIONS_EVALUATED).value()
 
-    scope = Scope({name: value for name, value in _tf_locals(terraform).items() if isinstance(value, (str, dict))}, evaluate)
+    scope = Scope({name: value for name, value in tf_locals(terraform).items() if isinstance(value, (str, dict))}, evaluate)
     return evaluate
 
 
 def _terraform_names(sample: Mapping[str, str], resource_token: str = "") -> dict[str, str]:
     evaluate = _terraform_evaluator(sample, {"resource_token": resource_token})
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
 
     def name_of(resource: str) -> str:
         return str(evaluate(resources[resource]["name"]))
@@ -416,7 +428,7 @@ def _bicep_assignment_names(sample: Mapping[str, str]) -> set[str]:
         "openAiAccount": rid("Microsoft.CognitiveServices/accounts", names["ai account"]),
     }  # fmt: skip
     text = (INFRA / "app" / "rbac.bicep").read_text(encoding="utf-8")
-    symbols |= dict(re.findall(r"(?m)^var (\w+) = '([0-9a-f-]{36})'", text))
+    symbols |= bicep_role_ids()
     found = set()
     for header, name in re.findall(r"(?ms)^resource \w+ 'Microsoft\.Authorization/roleAssignments@[\w-]+' = (.*?)\n  name: (.+?)$", text):
         loop = re.match(r"\[for (?:\((\w+), (\w+)\)|(\w+)) in (\w+):", header)
@@ -443,7 +455,7 @@ def _terraform_assignment_names(sample: Mapping[str, str]) -> set[str]:
         "var.caller_principal_ids": CALLERS,
     }
     found = set()
-    for resource, body in _tf_resources(parse_terraform()).items():
+    for resource, body in tf_resources(parse_terraform()).items():
         if not resource.startswith("azurerm_role_assignment."):
             continue
         repeat = str(body.get("for_each", ""))
@@ -489,16 +501,6 @@ TERRAFORM_TO_ARM = {
 }
 
 
-def _bicep_resources() -> dict[str, dict[str, Any]]:
-    """{file:symbol: resource} for every resource Bicep creates (not `existing` ones)."""
-    found = {}
-    for path, ast in parse_bicep().items():
-        for name, resource in ast.get("resources", {}).items():
-            if not resource.get("existing"):
-                found[f"{path.name}:{name}"] = resource
-    return found
-
-
 def _bicep_declared_types() -> set[str]:
     """Types of every resource the Bicep files declare (not `existing`), nested ones under their parent's type.
 
@@ -524,7 +526,7 @@ def _bicep_declared_types() -> set[str]:
 def test_bicep_and_terraform_create_the_same_kinds_of_resources() -> None:
     bicep = _bicep_declared_types()
     terraform = set()
-    for name, body in _tf_resources(parse_terraform()).items():
+    for name, body in tf_resources(parse_terraform()).items():
         kind = name.split(".")[0]
         if kind in ("azapi_resource_action", "time_sleep"):  # the purge after destroy, the wait for roles: nothing in Azure
             continue
@@ -543,13 +545,13 @@ def _unquote_type(value: str) -> str:
 def test_audit_and_access_logs_go_to_log_analytics_for_the_same_things_in_both() -> None:
     """Storage blob and queue access, the vault's AuditEvent (PSRule Azure.KeyVault.Logs) and the AI account's Audit, in both."""
     bicep = {}
-    for resource in _bicep_resources().values():
+    for resource in bicep_resources(parse_bicep()).values():
         if resource["type"] == "Microsoft.Insights/diagnosticSettings":
             config = resource["config"]
             categories = sorted(log["category"] for log in config["properties"]["logs"] if log["enabled"])
             bicep[_scope_kind(json.dumps(config["scope"]))] = categories
     terraform = {}
-    for name, body in _tf_resources(parse_terraform()).items():
+    for name, body in tf_resources(parse_terraform()).items():
         if name.startswith("azurerm_monitor_diagnostic_setting."):
             categories = sorted(log["category"].strip('"') for log in body["enabled_log"])
             targets = re.findall(r'"(\w+Services)"', str(body.get("for_each", ""))) or [_scope_kind(body["target_resource_id"])]
@@ -570,65 +572,9 @@ def _scope_kind(scope: str) -> str:
 
 # ---------------------------------------------------------------- roles
 
-# Scopes, loops and conditions, spelled the Bicep way and the Terraform way.
-BICEP_SCOPES = {"containers": "container", "storageAccount": "account", "queues": "queue",
-                "applicationInsights": "app insights", "vault": "secret", "openAiAccount": "ai account",
-                "jobQueue": "job queue", "jobsContainer": "jobs container"}  # fmt: skip
-# The first needle found names the scope, so the particular ones (one queue, one container) come first.
-TERRAFORM_SCOPES = {"azurerm_storage_queue.main[var.queue_name]": "job queue", "azurerm_storage_container.main[var.jobs_container_name]": "jobs container",
-                    "azurerm_storage_container": "container", "azurerm_storage_account": "account", "azurerm_storage_queue": "queue",
-                    "azurerm_application_insights": "app insights", "local.secret_scope": "secret", "azapi_resource.ai_account": "ai account"}  # fmt: skip
-BICEP_LOOPS = {"writableContainers": "every container", "developerContainers": "app and host containers", "queueNames": "every queue",
-               "callerPrincipalIds": "every caller"}  # fmt: skip
-TERRAFORM_LOOPS = {"local.container_names": "every container", "local.developer_containers": "app and host containers",
-                   "local.queue_names": "every queue", "var.caller_principal_ids": "every caller"}  # fmt: skip
-BICEP_CONDITIONS = {"withKeyVault": "keyvault way", "withOpenAiUser": "entra way, account created", "withDeveloper": "developer",
-                    "withCallerJobReader": "key callers"}  # fmt: skip
-TERRAFORM_CONDITIONS = {"local.use_key_vault": "keyvault way", "local.with_openai_user": "entra way, account created",
-                        "local.with_developer": "developer", "local.with_caller_job_reader": "key callers"}  # fmt: skip
-
-Assignment = tuple[str, str, str, str, frozenset[str]]  # principal, role GUID, scope, loop, conditions
-
-
-def _bicep_assignments() -> set[Assignment]:
-    text = (INFRA / "app" / "rbac.bicep").read_text(encoding="utf-8")
-    guids = dict(re.findall(r"(?m)^var (\w+) = '([0-9a-f-]{36})'", text))
-    found = set()
-    for resource in _bicep_resources().values():
-        if resource["type"] != "Microsoft.Authorization/roleAssignments":
-            continue
-        outer = resource["config"]
-        config = outer.get("config", outer)
-        loop = outer.get("loop_type", {}).get("detail", {}).get("array_name") if "loop_type" in outer else None
-        principal = {"principalId": "app", "developerPrincipalId": "developer", "callerId": "caller"}[config["properties"]["principalId"]]
-        role = guids[config["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]]
-        scope_text = json.dumps(config["scope"])
-        scope = next(kind for needle, kind in BICEP_SCOPES.items() if f'"{needle}"' in scope_text)
-        conditions = frozenset(kind for flag, kind in BICEP_CONDITIONS.items() if flag in str(outer.get("condition")))
-        found.add((principal, role, scope, BICEP_LOOPS.get(loop or "", "one"), conditions))
-    return found
-
-
-def _terraform_assignments() -> set[Assignment]:
-    terraform = parse_terraform()
-    guids = {key: value.strip('"') for key, value in _fields(_tf_locals(terraform)["roles"]).items()}
-    found = set()
-    for name, body in _tf_resources(terraform).items():
-        if not name.startswith("azurerm_role_assignment."):
-            continue
-        principal = {"${local.app_principal_id}": "app", "${var.principal_id}": "developer", "${each.value}": "caller"}[body["principal_id"]]
-        role = guids[re.fullmatch(r"\$\{local\.role_id\.(\w+)\}", body["role_definition_id"]).group(1)]  # type: ignore[union-attr]
-        scope = next(kind for needle, kind in TERRAFORM_SCOPES.items() if needle in body["scope"])
-        repeat = str(body.get("for_each", "")) + str(body.get("count", ""))
-        loop = next((kind for needle, kind in TERRAFORM_LOOPS.items() if needle in repeat), "one")
-        conditions = frozenset(kind for flag, kind in TERRAFORM_CONDITIONS.items() if flag in repeat)
-        found.add((principal, role, scope, loop, conditions))
-    return found
-
-
 def test_bicep_and_terraform_assign_the_same_roles_at_the_same_scopes() -> None:
-    bicep, terraform = _bicep_assignments(), _terraform_assignments()
-    assert len(bicep) >= 12
+    bicep, terraform = bicep_assignments(parse_bicep()), terraform_assignments()
+    assert len(bicep) >= 14
     assert bicep == terraform, f"only Bicep: {sorted(bicep - terraform)}; only Terraform: {sorted(terraform - bicep)}"
 
 
@@ -640,12 +586,12 @@ def test_the_function_app_starts_after_every_role_of_its_identity_in_both() -> N
     text = (INFRA / "main.bicep").read_text(encoding="utf-8")
     api = re.search(r"(?ms)^module api .*?^}", text)
     assert api and re.search(r"(?ms)dependsOn: \[\s*rbac\s*\]", api.group()), "main.bicep: module api must dependsOn rbac"
-    bicep_assignments = [name for name, r in _bicep_resources().items() if r["type"] == "Microsoft.Authorization/roleAssignments"]
-    assert bicep_assignments and all(name.startswith("rbac.bicep:") for name in bicep_assignments), (
+    role_assignments = [name for name, r in bicep_resources(parse_bicep()).items() if r["type"] == "Microsoft.Authorization/roleAssignments"]
+    assert role_assignments and all(name.startswith("rbac.bicep:") for name in role_assignments), (
         "every role assignment is in app/rbac.bicep, the module the api module waits for"
     )
 
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
 
     def depends_on(name: str) -> set[str]:
         direct = {re.sub(r"[${}]", "", item) for item in resources.get(name, {}).get("depends_on", [])}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from test_infra import TERRAFORM, _fields, _tf_blocks, _tf_resources, parse_terraform
+from docs.templates import TERRAFORM, fields, parse_terraform, tf_blocks, tf_resources
 
 V4_0 = "4.0.0"  # in the schema of the first 4.x release, azurerm 4.0.0
 
@@ -124,14 +124,14 @@ def _arguments(body: dict[str, Any], prefix: str = "") -> set[str]:
 def _used_azurerm() -> dict[str, set[str]]:
     terraform = parse_terraform()
     used: dict[str, set[str]] = {}
-    for name, body in _tf_resources(terraform).items():
+    for name, body in tf_resources(terraform).items():
         kind = name.split(".")[0]
         if kind.startswith("azurerm_"):
             used.setdefault(kind, set()).update(_arguments(body))
-    for name, body in _tf_resources(terraform, "data").items():
+    for name, body in tf_resources(terraform, "data").items():
         used.setdefault(f"data {name.split('.')[0]}", set()).update(_arguments(body))
-    for block in _tf_blocks(terraform, "provider"):
-        for provider, body in _fields(block).items():
+    for block in tf_blocks(terraform, "provider"):
+        for provider, body in fields(block).items():
             if provider == "azurerm":
                 used.setdefault("provider azurerm", set()).update(_arguments(body))
     return used
@@ -143,11 +143,11 @@ def _version(text: str) -> tuple[int, ...]:
 
 def _pin(provider: str) -> tuple[int, ...]:
     """The lower bound of a `~> X.Y` constraint (which admits X.Y and up, below X+1)."""
-    for block in _tf_blocks(parse_terraform(), "terraform"):
+    for block in tf_blocks(parse_terraform(), "terraform"):
         for required in block["required_providers"]:
-            spec = _fields(required).get(provider)
+            spec = fields(required).get(provider)
             if spec:
-                constraint = _fields(spec)["version"].strip('"')
+                constraint = fields(spec)["version"].strip('"')
                 match = re.fullmatch(r"~> (\d+\.\d+)", constraint)
                 assert match, f"{provider}: pin as ~> MAJOR.MINOR, got {constraint!r}"
                 return _version(match.group(1))
@@ -172,7 +172,7 @@ def test_no_deprecated_azurerm_argument_is_used() -> None:
 def test_azurerm_pin_admits_every_argument_and_value_used() -> None:
     """Finding 2: `~> 4.42` let terraform pick 4.42-4.46, which refuse kind = "AIServices" and storage_account_id on queues."""
     used = _used_azurerm()
-    resources = _tf_resources(parse_terraform())
+    resources = tf_resources(parse_terraform())
     needed = [(version, f"{kind}.{argument} ({source})") for (kind, argument), (version, source) in AZURERM_LATER.items()
               if argument in used.get(kind, ())]  # fmt: skip
     for (kind, argument, value), (version, source) in AZURERM_VALUES.items():
@@ -208,11 +208,11 @@ DATA_PLANE_ONLY = {"azurerm_storage_blob", "azurerm_storage_share", "azurerm_sto
 def test_every_storage_call_of_terraform_stays_on_arm() -> None:
     """Finding 1: azurerm read the account's queue properties with the deployer's token, which an Owner lacks."""
     terraform = parse_terraform()
-    [provider] = [_fields(block)["azurerm"] for block in _tf_blocks(terraform, "provider") if "azurerm" in _fields(block)]
+    [provider] = [fields(block)["azurerm"] for block in tf_blocks(terraform, "provider") if "azurerm" in fields(block)]
     [features] = provider["features"]
     [storage] = features["storage"]
     assert storage["data_plane_available"] is False
-    resources = _tf_resources(terraform)
+    resources = tf_resources(terraform)
     assert not {name.split(".")[0] for name in resources} & DATA_PLANE_ONLY
     account = resources["azurerm_storage_account.main"]
     assert "queue_properties" not in account and "static_website" not in account
@@ -223,7 +223,7 @@ def test_every_storage_call_of_terraform_stays_on_arm() -> None:
 
 def test_every_azuread_argument_used_is_in_the_pinned_major() -> None:
     used: dict[str, set[str]] = {}
-    for name, body in _tf_resources(parse_terraform()).items():
+    for name, body in tf_resources(parse_terraform()).items():
         kind = name.split(".")[0]
         if kind.startswith("azuread_"):
             used.setdefault(kind, set()).update(_arguments(body))
