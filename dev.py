@@ -7,7 +7,7 @@
                             --port P (default 7071), --latency S (simulated model seconds, default 2),
                             --data DIR (Azurite's data, default .azurite/), --azurite-ports usual|free
     python3 dev.py token    print a bearer token of the running local stack for a caller: --principal NAME
-                            --roles Images.Caller[,Images.Operator] (the stack runs in entra mode, README: Callers)
+                            --roles Images.Caller[,Images.Operator] (the stack runs in entra mode, docs/callers.md)
     python3 dev.py test     run the test suite (starts Azurite and the simulator itself); tests marked
                             slow (the benchmark's smoke run) only with -m slow, or all with -m ""
     python3 dev.py lint     ruff and mypy

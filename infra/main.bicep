@@ -22,7 +22,7 @@ param location string
 @description('Resource group to create; empty: rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('Suffix of every resource name (AZURE_RESOURCE_TOKEN); empty: derived from the subscription, environmentName and location. Set it to keep the names of an environment created under another naming scheme (infra/README.md: Names).')
+@description('Suffix of every resource name (AZURE_RESOURCE_TOKEN); empty: derived from the subscription, environmentName and location. Set it to keep the names of an environment created under another naming scheme (docs/deploying.md: Names).')
 @maxLength(16)
 param resourceToken string = ''
 
@@ -46,7 +46,7 @@ param existingOpenAiApiKey string = ''
 @description('Region of the AI account; empty: location. gpt-image models are offered in a few regions only.')
 param aiLocation string = ''
 
-@description('gpt-image model to deploy; also the model family the app applies its rules for. gpt-image-1-mini and gpt-image-1.5 need a registration (infra/README.md).')
+@description('gpt-image model to deploy; also the model family the app applies its rules for. gpt-image-1-mini and gpt-image-1.5 need a registration (docs/deploying.md: The models).')
 @allowed([
   'gpt-image-1-mini'
   'gpt-image-1.5'
@@ -67,7 +67,7 @@ param imageDeploymentSku string = 'GlobalStandard'
 @minValue(1)
 param imageDeploymentCapacity int = 1
 
-@description('Deployment type (SKU) of a second deployment of the same model, which the app fails over to (e.g. DataZoneStandard); empty: none. README: Pools and cost.')
+@description('Deployment type (SKU) of a second deployment of the same model, which the app fails over to (e.g. DataZoneStandard); empty: none. docs/pools.md.')
 param fallbackDeploymentSku string = ''
 
 @description('Capacity of the fallback deployment, its own (a DataZone allowance is smaller than the Global Standard one).')
@@ -130,7 +130,7 @@ param callerPrincipalIds array = []
 ])
 param callerPrincipalType string = 'ServicePrincipal'
 
-@description('How callers are known (IMAGES_CALLER_AUTH, README: Callers): entra (an app registration made here, App Service authentication, each calling identity a caller that sees only its own) or key (function keys, one caller).')
+@description('How callers are known (IMAGES_CALLER_AUTH, docs/callers.md): entra (an app registration made here, App Service authentication, each calling identity a caller that sees only its own) or key (function keys, one caller).')
 @allowed([
   'entra'
   'key'
@@ -143,7 +143,7 @@ param operatorPrincipalIds array = []
 @maxValue(36500)
 param retentionDays int = 0
 
-@description('Each caller\'s limits as JSON: images per minute, USD per day, deployments (IMAGES_CALLER_LIMITS; the README\'s Limits and usage); empty: none.')
+@description('Each caller\'s limits as JSON: images per minute, USD per day, deployments (IMAGES_CALLER_LIMITS; docs/callers.md); empty: none.')
 param callerLimits string = ''
 
 var abbrs = loadJsonContent('abbreviations.json')
@@ -351,7 +351,7 @@ module rbac 'app/rbac.bicep' = {
     callerPrincipalIds: callerPrincipalIds
     callerPrincipalType: callerPrincipalType
     // Entra way: the job records are read through the API, each caller its own; a container-wide
-    // read would show every caller's (README: Callers).
+    // read would show every caller's (docs/callers.md).
     withCallerJobReader: !useEntraCallers
     jobQueueName: queueName
     jobsContainerName: jobsContainerName

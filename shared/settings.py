@@ -140,8 +140,8 @@ class Settings(BaseSettings):
     public_base_url: str = _setting("IMAGES_PUBLIC_BASE_URL", "", "Base of the URLs the app hands out (Operation-Location), e.g. https://images.example.com behind a custom domain or gateway. Empty: https://{WEBSITE_HOSTNAME}, which Azure sets; locally the address the server listens on. Never the request's Host header.")
     telemetry_prompts: bool = _setting("IMAGES_TELEMETRY_PROMPTS", False, "Put prompts and revised prompts into spans. Off: telemetry carries no prompt text.")
     telemetry_exporter: str = _setting("IMAGES_TELEMETRY_EXPORTER", "none", "Where spans and metrics are written locally: console, file:<path> (JSON lines) or none. In Azure the Functions worker sends them to Application Insights.", "local")
-    caller_auth: Literal["key", "entra"] = _setting("IMAGES_CALLER_AUTH", "key", "How callers are known (README: Callers): key (function keys, one caller) or entra (App Service authentication with Entra ID: each calling identity is a caller, and sees only its own).")
-    caller_limits_setting: str = _setting("IMAGES_CALLER_LIMITS", "", "Each caller's limits as JSON: images per minute, USD per day and the deployments it may use, for every caller and per principal (README: Limits and usage). Empty: no limits.")
+    caller_auth: Literal["key", "entra"] = _setting("IMAGES_CALLER_AUTH", "key", "How callers are known (docs/callers.md): key (function keys, one caller) or entra (App Service authentication with Entra ID: each calling identity is a caller, and sees only its own).")
+    caller_limits_setting: str = _setting("IMAGES_CALLER_LIMITS", "", "Each caller's limits as JSON: images per minute, USD per day and the deployments it may use, for every caller and per principal (docs/callers.md). Empty: no limits.")
     platform_auth: bool = _setting("WEBSITE_AUTH_ENABLED", False, "Set by the platform, never by you: True when App Service authentication is on. IMAGES_CALLER_AUTH=entra does not start without it.", "platform")
 
     # What the settings leave implicit, worked out once by _resolve.

@@ -44,9 +44,16 @@ SYNTAX_ONLY = [block for block in BLOCKS if block.language in ("bash", "python")
 
 
 def documented(stack: Stack) -> dict[str, str]:
-    """The addresses the pages give (those of `python3 dev.py serve`), and where the test's stack has them."""
+    """The addresses the pages give (those of `python3 dev.py serve`), and where the test's stack has them.
+
+    `python3 dev.py token` asks the stack at its default address, the documented one, for a token:
+    here it asks the test's stack."""
     assert stack.azurite is not None, "the docs stack runs its own Azurite"
-    return {"http://127.0.0.1:7071": stack.url, "UseDevelopmentStorage=true": stack.azurite.connection_string}
+    return {
+        "http://127.0.0.1:7071": stack.url,
+        "UseDevelopmentStorage=true": stack.azurite.connection_string,
+        "python3 dev.py token": f"python3 dev.py token --url {stack.url}",
+    }
 
 
 def localize(source: str, addresses: dict[str, str]) -> str:

@@ -191,7 +191,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 // in authIdentities is 403. The platform removes any X-MS-CLIENT-PRINCIPAL* header a client sent and
 // sets them from the token; the app reads them in entra mode only, and starts in entra mode only when
 // the platform says authentication is on (WEBSITE_AUTH_ENABLED). Available on Flex Consumption
-// (README: Callers).
+// (docs/callers.md).
 resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (callerAuth == 'entra') {
   parent: site
   name: 'authsettingsV2'

@@ -1,11 +1,11 @@
-// The app registration callers get Entra ID tokens for (callerAuth entra; README: Callers), made
+// The app registration callers get Entra ID tokens for (callerAuth entra; docs/callers.md), made
 // with the Microsoft Graph Bicep extension: the application with its two app roles, its service
 // principal (assignment required, so only identities given a role get tokens), and the roles of
 // the calling services (Images.Caller) and of the operators (Images.Operator). The role values
 // are the ones the app checks (shared/callers/identity.py CALLER_ROLE, OPERATOR_ROLE).
 // The deployer needs the right to create applications in the tenant (by default every member
 // may, unless an admin turned that off) and Application Administrator (or the Graph permission
-// AppRoleAssignment.ReadWrite.All) to assign app roles; infra/README.md says what to do without.
+// AppRoleAssignment.ReadWrite.All) to assign app roles; docs/deploying.md (Who can deploy) says what to do without.
 // checkov cannot read Bicep extensions and has no check for Graph resources: .checkov.yaml skips
 // this file, which holds Graph resources only (tests/test_infra.py checks that).
 extension microsoftGraphV1

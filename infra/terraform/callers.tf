@@ -1,4 +1,4 @@
-# The entra way of knowing callers (var.caller_auth, README: Callers): the Terraform twin of
+# The entra way of knowing callers (var.caller_auth, docs/callers.md): the Terraform twin of
 # infra/app/registration.bicep and of the authsettingsV2 in infra/app/function.bicep.
 #
 # The app registration callers get tokens for, with its two app roles (the values the app

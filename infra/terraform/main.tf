@@ -12,7 +12,7 @@ locals {
   subscription_id    = "/subscriptions/${data.azurerm_subscription.current.subscription_id}"
   # Bicep's token exactly: take(replace(guid(subscription().id, environmentName, location), '-', ''), 16).
   # Not azapi's unique_string: it differs from ARM's uniqueString for some inputs, the README's
-  # example among them (tests/test_infra_parity.py shows where; infra/README.md: Names).
+  # example among them (tests/test_infra_parity.py shows where; docs/deploying.md: Names).
   resource_token = var.resource_token != "" ? var.resource_token : substr(replace(uuidv5(local.arm_guid_namespace, join("-", [local.subscription_id, var.environment_name, var.location])), "-", ""), 0, 16)
   tags           = { "azd-env-name" = var.environment_name }
 

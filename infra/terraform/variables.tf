@@ -28,7 +28,7 @@ variable "resource_group_name" {
 }
 
 variable "resource_token" {
-  description = "Suffix of every resource name (AZURE_RESOURCE_TOKEN); empty: derived from the subscription, environment_name and location. Set it to keep the names of an environment created under another naming scheme (infra/README.md: Names)."
+  description = "Suffix of every resource name (AZURE_RESOURCE_TOKEN); empty: derived from the subscription, environment_name and location. Set it to keep the names of an environment created under another naming scheme (docs/deploying.md: Names)."
   type        = string
   default     = ""
 
@@ -73,7 +73,7 @@ variable "ai_location" {
 }
 
 variable "image_model_name" {
-  description = "gpt-image model to deploy; also the model family the app applies its rules for. gpt-image-1-mini and gpt-image-1.5 need a registration (infra/README.md)."
+  description = "gpt-image model to deploy; also the model family the app applies its rules for. gpt-image-1-mini and gpt-image-1.5 need a registration (docs/deploying.md: The models)."
   type        = string
   default     = "gpt-image-2"
 
@@ -113,7 +113,7 @@ variable "image_deployment_capacity" {
 }
 
 variable "fallback_deployment_sku" {
-  description = "Deployment type (SKU) of a second deployment of the same model, which the app fails over to (e.g. DataZoneStandard); empty: none. README: Pools and cost."
+  description = "Deployment type (SKU) of a second deployment of the same model, which the app fails over to (e.g. DataZoneStandard); empty: none. docs/pools.md."
   type        = string
   default     = ""
 }
@@ -243,7 +243,7 @@ variable "caller_principal_type" {
 }
 
 variable "caller_auth" {
-  description = "How callers are known (IMAGES_CALLER_AUTH, README: Callers): entra (an app registration made here, App Service authentication, each calling identity a caller that sees only its own) or key (function keys, one caller)."
+  description = "How callers are known (IMAGES_CALLER_AUTH, docs/callers.md): entra (an app registration made here, App Service authentication, each calling identity a caller that sees only its own) or key (function keys, one caller)."
   type        = string
   default     = "entra"
 
@@ -271,7 +271,7 @@ variable "retention_days" {
 }
 
 variable "caller_limits" {
-  description = "Each caller's limits as JSON: images per minute, USD per day, deployments (IMAGES_CALLER_LIMITS; the README's Limits and usage); empty: none."
+  description = "Each caller's limits as JSON: images per minute, USD per day, deployments (IMAGES_CALLER_LIMITS; docs/callers.md); empty: none."
   type        = string
   default     = ""
 

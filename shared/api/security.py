@@ -22,7 +22,7 @@ FUNCTION_KEY_QUERY = APIKeyQuery(
 ENTRA_TOKEN = HTTPBearer(
     scheme_name="entraToken",
     auto_error=False,  # App Service authentication checks it before the app sees the request
-    description="IMAGES_CALLER_AUTH=entra: an Entra ID token for the app's registration (README: Callers), which App Service authentication checks.",
+    description="IMAGES_CALLER_AUTH=entra: an Entra ID token for the app's registration (docs/callers.md), which App Service authentication checks.",
 )
 # Every router's dependencies: they declare the security schemes (either one) in the document and do nothing at run time.
 FUNCTION_KEY = [Security(FUNCTION_KEY_HEADER), Security(FUNCTION_KEY_QUERY), Security(ENTRA_TOKEN)]
