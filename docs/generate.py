@@ -76,6 +76,7 @@ def _rules_cells(rules: Rules) -> dict[str, str]:
         "output_compression": "0-100, jpeg only" if "output_compression" in rules.fields else "-",
         "background": ", ".join(rules.backgrounds) + " (transparent: png only)" if rules.backgrounds else "-",
         "moderation": ", ".join(rules.moderations) or "-",
+        "stream": f"true, partial_images {rules.partial_images[0]}-{rules.partial_images[1]} ([Streaming](streaming.md))" if rules.partial_images else "-",
     }
 
 

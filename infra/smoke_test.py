@@ -22,7 +22,7 @@ and to `callerPrincipalIds`). Against the local stack (entra mode): --url http:/
 --principal smoke --roles Images.Operator)".
 
 The stream is checked last, because the platform in front of the app may be what breaks it: a streamed answer
-replaced by an empty 500 that the app did not write is reported as such (README, Hosting: streams behind App
+replaced by an empty 500 that the app did not write is reported as such (docs/streaming.md: streams behind App
 Service authentication). A deployment whose model does not stream skips that step.
 
 Exit code 0 when the image, the job and the stream succeeded; 1 otherwise, with the reason.
@@ -151,7 +151,7 @@ PLATFORM_500 = (
     "a streamed generation got HTTP 500 with an empty body and none of the app's headers (no x-request-id): something in front "
     "of the app failed its text/event-stream answer. With App Service authentication on Flex Consumption this is what "
     "Azure/azure-functions-mcp-extension#273 reports (open, no fix or workaround published); plain requests work. "
-    "See the README, Hosting: streams behind App Service authentication."
+    "See docs/streaming.md: streams behind App Service authentication."
 )
 
 

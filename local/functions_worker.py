@@ -11,7 +11,7 @@ returns whatever the function returned, which uvicorn sends as it streams.
 :func:`worker_app` is that catch-all app with the function called directly instead of through the host:
 the same extension classes, the same function body (``shared.api.hosting``), the same server. What it
 leaves out is the host's own part: function keys, the pairing of the forwarded request with the
-invocation, and the host's timeouts (README, "Hosting").
+invocation, and the host's timeouts (docs/streaming.md, "Hosting").
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 B64_SLICE = 3 * 64 * 1024  # image bytes per slice of base64 written to the caller
 # While upstream sends nothing (a slow model before its first partial image), a comment line every so often
-# keeps both hops busy: the host's forwarding to the worker gives up after 240 s idle (README, Hosting). The
+# keeps both hops busy: the host's forwarding to the worker gives up after 240 s idle (docs/streaming.md, Hosting). The
 # SSE specification has clients ignore comments; the openai SDK does.
 HEARTBEAT_SECONDS = 15.0
 HEARTBEAT = b": keep-alive\n\n"

@@ -45,6 +45,7 @@ def test_the_models_table_shows_each_familys_state_on_the_day() -> None:
         assert f"| {row.name} |" in today
     assert "| gpt-image-1.5 | GA | - | 2027-06-16 |" in today and "| gpt-image-2 | GA | - | 2027-10-21 |" in today
     assert "| dall-e-3 | retired |" in today and "| gpt-image-1 | retired |" in today
+    assert "| stream | - | true, partial_images 0-3 " in today, "which families stream, from their rows"
     assert "| gpt-image-2.5-flare | OpenAI only" in today and lifecycle_state(TABLE[-1], CHECKED) == "openai-only"
 
 
