@@ -145,7 +145,9 @@ def test_the_smoke_test_names_an_empty_500_in_front_of_a_stream_for_what_it_is()
     platform = httpx.MockTransport(lambda request: httpx.Response(500, headers={"content-length": "0"}))
     with httpx.Client(base_url="https://func-abc.azurewebsites.net", transport=platform) as http, pytest.raises(smoke.SmokeFailed) as failed:
         smoke.stream_one(http, "gpt-image-2")
-    assert "azure-functions-mcp-extension#273" in str(failed.value) and "Hosting" in str(failed.value)
+    assert "azure-functions-mcp-extension#273" in str(failed.value)
+    assert "See docs/streaming.md: streams behind App Service authentication." in str(failed.value)
+    assert "\n### Streams behind App Service authentication\n" in (ROOT / "docs" / "streaming.md").read_text(encoding="utf-8")
     app_error = httpx.MockTransport(lambda request: httpx.Response(500, json={"error": {"code": "InternalServerError"}}, headers={"x-request-id": "r"}))
     with httpx.Client(base_url="https://func-abc.azurewebsites.net", transport=app_error) as http, pytest.raises(smoke.SmokeFailed) as failed:
         smoke.stream_one(http, "gpt-image-2")
