@@ -152,6 +152,8 @@ def main(argv: list[str]) -> int:
         cmd = [python, "-m", "mypy"]
     elif command == "bench":
         cmd = [python, "-m", "bench.run", *args]
+    elif command == "token":
+        cmd = [python, "-m", "local.token", *args]  # not the stack module: a token is asked for in every $(...)
     else:
         cmd = [python, "-m", "local.stack", command, *args]
     return run_forwarding_signals(cmd, env)

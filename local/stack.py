@@ -45,18 +45,17 @@ from local.azurite import ROOT, USUAL_PORTS, Azurite, FolderInUse, describe_hold
 from local.demo_edit import demo_edit
 from local.easyauth import IDENTITY_PREFIX, EasyAuthFront
 from local.functions_worker import hosted
-from local.identity import LOCAL_AUDIENCE, LOCAL_TOKEN_PATH, TOKEN_PATH, IdentityEndpoint, TokenIssuer
+from local.identity import LOCAL_AUDIENCE, TOKEN_PATH, IdentityEndpoint, TokenIssuer
 from local.queue_runner import QueueRunner
 from local.servers import ServerThread, serve_in_thread
 from local.sim_pool import stack_pool
 from local.simulator import SimulatorConfig, create_simulator
+from local.token import DEFAULT_PORT
 from shared import redaction
 from shared.callers import CALLER_ROLE, OPERATOR_ROLE
 from shared.host import host_queue_settings
 from shared.runtime import Runtime
 from shared.settings import Settings, SettingsError
-
-DEFAULT_PORT = 7071  # as `func start`
 
 log = logging.getLogger("local.stack")
 
@@ -411,24 +410,6 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
-    """``dev.py token``: the token on stdout (for ``$(...)``), who it names on stderr."""
-    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    try:
-        answer = httpx.post(f"{args.url.rstrip('/')}{IDENTITY_PREFIX}{LOCAL_TOKEN_PATH}", json={"principal": args.principal, "roles": roles, "lifetime": args.lifetime}, timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"dev.py token: no local stack at {args.url} ({type(exc).__name__}); start one with `python3 dev.py serve`", file=sys.stderr)
-        return 1
-    if answer.status_code != 200:
-        print(f"dev.py token: {answer.status_code} {answer.text[:300]} (is the stack in entra mode?)", file=sys.stderr)
-        return 1
-    found = answer.json()
-    print(f"principal {found['principal']} (object id {found['object_id']}, client id {found['client_id']}), roles "
-          f"{', '.join(found['roles']) or 'none'}, audience {found['audience']}, valid {found['expires_in']} s", file=sys.stderr)  # fmt: skip
-    print(found["access_token"])
-    return 0
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -438,11 +419,6 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the stack on 127.0.0.1 until Ctrl-C or SIGTERM")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the API's port (default {DEFAULT_PORT}, as `func start`)")
     serve.add_argument("--latency", type=float, default=2.0, help="simulated model latency in seconds (default 2)")
-    token = sub.add_parser("token", help="print a bearer token of the local stack's identity stand-in for a principal with app roles")
-    token.add_argument("--principal", required=True, help="a name (e.g. orders-service) or an object id; a name always maps to the same object id")
-    token.add_argument("--roles", default=CALLER_ROLE, help=f"app roles, comma-separated (default {CALLER_ROLE}; operators: {OPERATOR_ROLE})")
-    token.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help=f"the running stack (default http://127.0.0.1:{DEFAULT_PORT})")
-    token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
     for command in (run, serve):
         command.add_argument("--data", default=str(ROOT / ".azurite"), help="Azurite's data folder (default: .azurite/); one Azurite per folder")
         command.add_argument(
@@ -454,8 +430,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "token":
-        return _token(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redaction.install_log_hygiene()
     prog = f"dev.py {args.command}"

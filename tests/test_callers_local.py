@@ -114,7 +114,7 @@ def test_client_sent_principal_headers_are_stripped(stack: Stack) -> None:
 
 @pytest.mark.slow  # two Python processes (about 3 s): CI runs it
 def test_dev_py_token_prints_a_token_for_a_principal_with_roles(stack: Stack) -> None:
-    command = [sys.executable, "-m", "local.stack", "token", "--url", stack.url, "--principal", "reports-service", "--roles", f"{CALLER_ROLE},{OPERATOR_ROLE}"]
+    command = [sys.executable, "-m", "local.token", "--url", stack.url, "--principal", "reports-service", "--roles", f"{CALLER_ROLE},{OPERATOR_ROLE}"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     printed = done.stdout.strip()
@@ -123,7 +123,7 @@ def test_dev_py_token_prints_a_token_for_a_principal_with_roles(stack: Stack) ->
     assert object_id in done.stderr and CALLER_ROLE in done.stderr
     health = httpx.get(f"{stack.url}/openai/operations/images/nothing-here", headers=bearer(printed), timeout=30)
     assert health.status_code == 404 and health.json()["error"]["code"] == "NotFound"  # authenticated: the app answered
-    down = subprocess.run([*command[:5], "http://127.0.0.1:9", *command[6:]], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    down = subprocess.run([*command[:4], "http://127.0.0.1:9", *command[5:]], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert down.returncode == 1 and "no local stack at http://127.0.0.1:9" in down.stderr
 
 
