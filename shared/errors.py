@@ -24,8 +24,8 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-MAX_RETRY_AFTER_SECONDS = 3600.0
-SHOULD_RETRY = "x-should-retry"  # not a standard header; the openai SDKs obey it (openai-python _base_client._should_retry)  # longer asks are capped; non-finite or negative ones are not retry advice at all
+MAX_RETRY_AFTER_SECONDS = 3600.0  # longer asks are capped; non-finite or negative ones are not retry advice at all
+SHOULD_RETRY = "x-should-retry"  # not a standard header; the openai SDKs obey it (openai-python _base_client._should_retry)
 
 
 def sane_retry_after(seconds: float | None) -> float | None:
