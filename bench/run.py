@@ -753,7 +753,7 @@ async def run_http(stack: Stack, size: Size, with_naive: bool, items: set[str]) 
                 out["concurrency"]["naive"] = await measure_concurrency(client, stack, stack.naive, calls.naive, size, image_bytes)
             await sim_config(client, stack, latency=0)
         if "stream" in items:
-            print("· 8. streams ...", flush=True)
+            print("· 9. streams ...", flush=True)
             stream_size = STREAM_SMOKE if size.name == "smoke" else replace(STREAM_FULL, concurrency=size.concurrency)
             out["stream"] = await measure_stream(client, stack.service, stack.simulator.url, stack.sim_key, stream_size)
             await sim_config(client, stack, latency=0)
