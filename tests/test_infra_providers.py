@@ -94,7 +94,8 @@ AZUREAD_SINCE_3_0 = {
     "azuread_application": {
         "display_name", "sign_in_audience", "identifier_uris", "api", "api.requested_access_token_version", "app_role",
         "app_role.id", "app_role.value", "app_role.display_name", "app_role.description", "app_role.allowed_member_types",
-        "app_role.enabled",
+        "app_role.enabled", "web", "web.redirect_uris", "web.implicit_grant", "web.implicit_grant.id_token_issuance_enabled",
+        "web.implicit_grant.access_token_issuance_enabled",
     },
     "azuread_service_principal": {"client_id", "app_role_assignment_required"},
     "azuread_app_role_assignment": {"app_role_id", "principal_object_id", "resource_object_id"},

@@ -28,6 +28,9 @@ param callerPrincipalIds array = []
 @description('Object ids of the operators (people or services that see every caller\'s jobs): each gets the operator app role.')
 param operatorPrincipalIds array = []
 
+@description('Web redirect URIs of App Service authentication\'s browser sign-in: https://<app host>/.auth/login/aad/callback.')
+param signInRedirectUris array = []
+
 resource application 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
   displayName: displayName
@@ -38,6 +41,17 @@ resource application 'Microsoft.Graph/applications@v1.0' = {
   api: {
     // v2 tokens: aud is the client id, iss https://login.microsoftonline.com/<tenant>/v2.0.
     requestedAccessTokenVersion: 2
+  }
+  // A person (an operator opening /gallery) signs in through App Service authentication
+  // (/.auth/login/aad), which returns to the redirect URI. No client secret is stored anywhere:
+  // without one App Service authentication signs people in with the OpenID Connect implicit flow
+  // and asks for an ID token only, so ID token issuance is on and access token issuance stays off.
+  web: {
+    redirectUris: signInRedirectUris
+    implicitGrantSettings: {
+      enableIdTokenIssuance: true
+      enableAccessTokenIssuance: false
+    }
   }
   appRoles: [
     {

@@ -19,6 +19,19 @@ resource "azuread_application" "callers" {
     requested_access_token_version = 2
   }
 
+  # A person (an operator opening /gallery) signs in through App Service authentication
+  # (/.auth/login/aad), which returns to the redirect URI. No client secret is stored anywhere:
+  # without one App Service authentication signs people in with the OpenID Connect implicit flow
+  # and asks for an ID token only, so ID token issuance is on and access token issuance stays off.
+  web {
+    redirect_uris = [local.sign_in_redirect_uri]
+
+    implicit_grant {
+      id_token_issuance_enabled     = true
+      access_token_issuance_enabled = false
+    }
+  }
+
   app_role {
     id                   = local.caller_role_id
     value                = "Images.Caller"
