@@ -31,6 +31,8 @@ from shared.models import ImageRequest
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
 @dataclass
 class Ticket:
     """One call's hold and (for a synchronous generation) its index entry, from before the call to its end."""

@@ -7,7 +7,6 @@ ETag the writer read. A writer that loses the race gets None/False and re-reads.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -98,7 +97,7 @@ class JobStore:
         """Write a new record, its index entry first (shared/index: a record never exists without one);
         None if a record with this id exists already (the entry just written is then removed)."""
         entry = job_entry(record)
-        await self.service.books.index.add(entry, summary_of_job(json.loads(record.to_json())) if record.status.terminal else None)
+        await self.service.books.index.add(entry, summary_of_job(record.model_dump(mode="json")) if record.status.terminal else None)
         try:
             etag = await self._upload(record, overwrite=False)  # If-None-Match: *
         except AzureError as exc:
@@ -112,7 +111,7 @@ class JobStore:
 
     async def summarize(self, record: JobRecord) -> None:
         """Write what an ended job adds to its index entry (best effort: the next reader repairs it)."""
-        summary = summary_of_job(json.loads(record.to_json()))
+        summary = summary_of_job(record.model_dump(mode="json"))
         if summary is None:
             return
         try:
