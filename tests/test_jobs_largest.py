@@ -155,7 +155,7 @@ async def test_the_largest_request_throttled_upstream_is_continued_by_its_claim_
     sim.configure(quota_requests=1, quota_window_seconds=60)
     taken = httpx.post(f"{sim.url}/openai/deployments/{DEPLOYMENT}/images/generations{API}", json={"prompt": "first"}, headers={"api-key": SIM_KEY})
     assert taken.status_code == 200  # the deployment's one request of this window
-    sim.clock(advance=60 - 0.01)  # the window ends 10 ms from now: a 429 asking for 10 ms, a continuation a second later
+    sim.clock(advance=60 - 0.01)  # the window ends 10 ms from now: a 429 asking for 10 ms, a continuation that waits them out
     job_id = await submit(harness, kind)
     runner = harness.start()
     runner.wait_for(lambda s: any(o.job_id == job_id and o.action == "deferred" for o in s.outcomes))

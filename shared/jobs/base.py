@@ -8,9 +8,11 @@ failed, then its results-queue post) and how a delivery hands a job back to the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
@@ -61,16 +63,20 @@ def new_job_id() -> str:
 class JobsBase:
     """The store, the clock and the settings of the jobs, and how a job ends.
 
-    ``store`` and ``clock`` are there for tests: a store that fails at a chosen
-    write, a clock they can move instead of waiting for a lease to run out.
+    ``store``, ``clock`` and ``sleep`` are there for tests: a store that fails at a chosen
+    write, a clock they can move instead of waiting for a lease to run out or a moment to come.
     """
 
-    def __init__(self, service: ImageService, max_dequeue_count: int = 5, *, store: JobStore | None = None, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, service: ImageService, max_dequeue_count: int = 5, *, store: JobStore | None = None, clock: Clock = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:  # fmt: skip
         self.service = service
         self.settings = service.settings
         self.max_dequeue_count = max_dequeue_count  # host.json's maxDequeueCount: the last delivery records the failure
         self.store = store or JobStore(service)
         self.clock = clock
+        self.sleep = sleep  # how a delivery waits for its job's moment (tests move ``clock`` instead)
 
     async def _send(self, queue: str, content: str, delay: float = 0) -> None:
         await send_message(self.service.queues, queue, content, delay)

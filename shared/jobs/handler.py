@@ -25,7 +25,8 @@ One classification of failures, the same as the synchronous route's (the verdict
 
 - upstream did no work (a 429, a 503, no connection, storage or credentials failing first,
   any exception before a request reached upstream whole): safe to repeat. A 429 enqueues a
-  continuation after Retry-After and consumes this delivery (no dequeue used up); the rest
+  continuation for the job's moment (Retry-After: it shows up a little early and the delivery
+  waits out the rest, :meth:`Jobs._await_moment`) and consumes this delivery (no dequeue used up); the rest
   raise :class:`JobRetry` so the host redelivers, and the last allowed dequeue records
   ``failed`` before the host moves the message to the poison queue;
 - upstream may have worked (a 408 or another such answer, a 500, a timeout, a connection cut
@@ -74,10 +75,15 @@ from shared.upstream.errors import NOT_REPEATED, unexpected_error
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_SECONDS = 120
-# How early a pooled job's continuation shows up before its moment: the host polls an empty queue
-# at most this often (host.json maxPollingInterval), so the job is picked up by then, and the pool
-# waits out the rest (shared/pool/router.py JOB_HOLD_SECONDS).
+# How early a throttled job's continuation shows up before its moment: the host polls an empty queue
+# at most this often (host.json maxPollingInterval), so the job is picked up by then, and waits out
+# the rest in process (a pool's router, shared/pool/router.py JOB_HOLD_SECONDS; otherwise the
+# handler, up to MOMENT_HOLD_SECONDS).
 POLL_LEAD_SECONDS = 1.0
+# The most a delivery waits in process for its job's moment: a continuation shows up at most
+# POLL_LEAD_SECONDS + 1 s early (whole seconds). One that comes earlier (another instance's clock runs
+# ahead, or an older message of the job) is sent on again to show up then, without calling upstream.
+MOMENT_HOLD_SECONDS = POLL_LEAD_SECONDS + 1.5
 # What a delivery keeps of host.json's functionTimeout for the archive and the record after upstream answered.
 ARCHIVE_SECONDS = 60.0
 _CLAIM_TRIES = 3
@@ -190,10 +196,26 @@ class Jobs(JobIntake):
         if record.interrupted(delivery.message_id, self.clock()):
             # An earlier delivery claimed it and ended without a word: its request may have been worked.
             return await self._fail_final(stored, abandoned("this delivery found nothing of it archived"))
+        early = await self._await_moment(stored, delivery)
+        if early is not None:
+            return early
         busy = await self._claim(stored, delivery)
         if busy is not None:
             return busy
         return await self._generate(stored, request, delivery)
+
+    async def _await_moment(self, stored: StoredJob, delivery: Delivery) -> Outcome | None:
+        """A throttled job runs at its moment (``not_before``): a continuation that shows up a little early waits the
+        rest here, before the job is claimed; one that shows up much earlier is sent on to show up then (None: run now)."""
+        moment = stored.record.not_before
+        wait = (moment - self.clock()).total_seconds() if moment is not None else 0.0
+        if wait <= 0:
+            return None
+        if wait <= min(MOMENT_HOLD_SECONDS, delivery.deadline.remaining()):
+            await self.sleep(wait)
+            return None
+        await self._send(self.settings.queue_name, job_reference(stored.record), delay=_shown_before(wait))
+        return Outcome("deferred", stored.record.id, f"shown {wait:.1f} s before its moment; sent on")
 
     def _parse(self, record: JobRecord) -> ImageRequest:
         """The record's request, checked: what the job generates."""
@@ -274,16 +296,20 @@ class Jobs(JobIntake):
         return Outcome("failed", stored.record.id, failure.message)
 
     async def _defer(self, stored: StoredJob, error: ServiceError) -> Outcome:
-        """429: a continuation message after Retry-After; this delivery is consumed.
+        """429: a continuation message for the job's moment; this delivery is consumed.
 
-        The moment a pool's backend is free (:class:`PoolThrottled`) is kept exactly: the message
-        shows up to :data:`POLL_LEAD_SECONDS` + 1 s early (the queue counts whole seconds) and the
-        pool waits out the rest. Any other Retry-After gets a little jitter, never less than it, so
-        deferred jobs do not all wake in the same instant.
+        The message shows up to :data:`POLL_LEAD_SECONDS` + 1 s before the moment (the queue counts
+        whole seconds) and the job waits out the rest in process: a pool's router for the moment its
+        backend is free (:class:`PoolThrottled`), else the handler for the moment the record keeps
+        (``not_before``: Retry-After and a little jitter, never less, so deferred jobs do not all
+        wake in the same instant).
         """
-        delay, detail = continuation_delay(error)
-        stored.record.release(self.clock(), "throttled", detail)
-        # Continuation first: if recording fails, the job still runs.
+        delay, moment, detail = continuation_delay(error)
+        now = self.clock()
+        stored.record.release(now, "throttled", detail)
+        if moment is not None:
+            stored.record.not_before = now + dt.timedelta(seconds=moment)
+        # Continuation first: if recording fails, the job still runs (when its message shows up, a little early).
         await self._send(self.settings.queue_name, job_reference(stored.record), delay=delay)
         await self.store.replace(stored)
         return Outcome("deferred", stored.record.id, f"throttled; {detail}")
@@ -298,17 +324,24 @@ def next_step(failure: ServiceError) -> Literal["fail", "defer", "retry"]:
     return "defer" if failure.status == 429 else "retry"
 
 
-def continuation_delay(error: ServiceError, rng: random.Random | None = None) -> tuple[float, str]:
-    """How long a throttled job's continuation stays invisible (seconds), and why.
+def continuation_delay(error: ServiceError, rng: random.Random | None = None) -> tuple[float, float | None, str]:
+    """How long a throttled job's continuation stays invisible (seconds), the job's moment (seconds from now) when
+    the handler is to wait for it, and why.
 
-    A pool's exact moment: whole seconds (what the queue counts) that end :data:`POLL_LEAD_SECONDS`
-    to :data:`POLL_LEAD_SECONDS` + 1 s before it, never after it (the pool waits out the rest,
-    :data:`~shared.pool.router.JOB_HOLD_SECONDS`). Otherwise Retry-After plus up to 10% (at most 1 s)."""
+    The continuation shows up in whole seconds (what the queue counts) that end :data:`POLL_LEAD_SECONDS`
+    to :data:`POLL_LEAD_SECONDS` + 1 s before the moment, never after it. A pool's moment is exact and its
+    router waits out the rest (:data:`~shared.pool.router.JOB_HOLD_SECONDS`: no moment for the handler).
+    Otherwise the moment is Retry-After plus up to 10% (at most 1 s), and the handler waits for it."""
     retry_after = error.retry_after or 10.0
     if isinstance(error, PoolThrottled):
-        return float(max(0, math.floor(retry_after - POLL_LEAD_SECONDS))), f"a backend of the pool is free in {retry_after:.1f} s"
-    delay = retry_after + (rng or random).uniform(0, min(1.0, 0.1 * retry_after))
-    return delay, f"retry after {delay:.1f} s"
+        return _shown_before(retry_after), None, f"a backend of the pool is free in {retry_after:.1f} s"
+    moment = retry_after + (rng or random).uniform(0, min(1.0, 0.1 * retry_after))
+    return _shown_before(moment), moment, f"retry after {moment:.1f} s"
+
+
+def _shown_before(moment: float) -> float:
+    """Whole seconds of invisibility that end :data:`POLL_LEAD_SECONDS` to :data:`POLL_LEAD_SECONDS` + 1 s before ``moment``."""
+    return float(max(0, math.floor(moment - POLL_LEAD_SECONDS)))
 
 
 def _delivering(msg: QueueMessageLike) -> Mapping[str, object]:

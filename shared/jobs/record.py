@@ -106,6 +106,9 @@ class JobRecord(BaseModel):
     # Records written before this field existed always had their message.
     enqueued: bool = True
     lease: Lease | None = None
+    # A throttled job's moment (the 429's Retry-After, when its continuation was sent): the delivery that
+    # picks the continuation up waits for it in process (shared/jobs/handler.py). None: run when delivered.
+    not_before: dt.datetime | None = Field(default=None, exclude_if=lambda value: value is None)
     error: dict[str, Any] | None = None  # the Azure error body's "error" member
     result: JobResult | None = None
     notified: bool = False  # the results-queue post is done, or there is none to make
@@ -185,6 +188,7 @@ class JobRecord(BaseModel):
         self.enqueued = True  # a delivery holds its message
         self.attempts += 1
         self.lease = Lease(message=message_id, until=until)
+        self.not_before = None
         self.log(now, "running", f"attempt {self.attempts}, dequeue {dequeue_count}")
 
     def release(self, now: dt.datetime, event: str, detail: str) -> None:
@@ -192,6 +196,7 @@ class JobRecord(BaseModel):
         self.status = JobStatus.NOT_RUNNING
         self.lease = None
         self.error = None
+        self.not_before = None
         self.log(now, event, detail)
 
     def finish(
@@ -201,6 +206,7 @@ class JobRecord(BaseModel):
         ``notified`` is False while a results-queue post is owed."""
         self.status = status
         self.lease = None
+        self.not_before = None
         self.result = result
         self.error = error
         self.notified = notified
