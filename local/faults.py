@@ -131,7 +131,7 @@ def answer(prompt: str, payload: dict[str, Any], splices: Mapping[str, bytes], r
         raw['"sim-raw-deep"'], payload["usage"] = "[" * 5000 + "]" * 5000, "sim-raw-deep"
     if "huge-revised-prompt" in found:
         for item in payload["data"]:
-            item["revised_prompt"] = "A revised prompt that goes on and on. " * 27_000
+            item["revised_prompt"] = "改訂されたプロンプトは終わらない。まだまだ続く。" * 14_000  # 1 MB of text that JSON escapes six bytes a character
     if "extra-images" in found:
         payload["data"] += [_copy_item(payload["data"][0], splices, extra) for extra in range(2)]
     if "webp" in found:

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     images_container: StorageName = _setting("IMAGES_CONTAINER", "images", "Private container for archived images and their JSON records.")
     jobs_container: StorageName = _setting("IMAGES_JOBS_CONTAINER", "image-jobs", "Private container for job records of background generation.")
     queue_name: StorageName = _setting("IMAGES_QUEUE", "image-jobs", "Queue the background trigger reads (its poison queue is <name>-poison).")
-    results_queue: OptionalStorageName = _setting("IMAGES_RESULTS_QUEUE", "", "Optional queue that receives {id, status, result|error} for each finished job. Empty: off.")
+    results_queue: OptionalStorageName = _setting("IMAGES_RESULTS_QUEUE", "", "Optional queue that receives {id, status, result|error} for each finished job: every job the key way, the queue's own jobs the entra way (docs/jobs.md). Empty: off.")
     retention_days: int = _setting("IMAGES_RETENTION_DAYS", 0, "Days archived images, records and job records are kept before the templates' lifecycle rule deletes them (0: kept); each record says when.", ge=0, le=36500)
     archive_partial_images: bool = _setting("IMAGES_ARCHIVE_PARTIAL_IMAGES", False, "Archive a stream's partial images too (partial-<n>.<ext> beside its final image, named in its record, the caller's like it). Off: the final image only.")
     link_ttl_seconds: int = _setting("IMAGES_LINK_TTL_SECONDS", MAX_LINK_TTL_SECONDS, "Lifetime of the read-only SAS links returned in data[].url (at most 7 days).", ge=60, le=MAX_LINK_TTL_SECONDS)

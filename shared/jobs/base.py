@@ -9,7 +9,6 @@ failed, then its results-queue post) and how a delivery hands a job back to the 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -99,8 +98,8 @@ class JobsBase:
         self, stored: StoredJob, status: JobStatus, *, result: JobResult | None = None, error: dict[str, Any] | None = None
     ) -> bool:
         """Write the terminal state (ETag-guarded, re-read on conflict); False if the job had ended already or vanished."""
-        # Without a results queue there is nothing to post: the terminal write says so, and no third write follows.
-        owes_post = bool(self.settings.results_queue)
+        # Without a post to make there is nothing to remember: the terminal write says so, and no third write follows.
+        owes_post = self._posts(stored.record)
         for _ in range(5):
             if stored.record.status.terminal and not stored.record.disproved_by(status):
                 return False
@@ -116,11 +115,19 @@ class JobsBase:
         if stored.record.status.terminal and not stored.record.notified:
             await self._notify(stored)
 
-    async def _notify(self, stored: StoredJob) -> None:
-        """Post {id, status, result|error} on the results queue, then remember it was posted."""
+    def _posts(self, record: JobRecord) -> bool:
+        """Whether the results queue hears how this job ended. Its readers are services the operator lets read it
+        (docs/callers.md): the entra way, that is the queue's own jobs only, since another caller's result carries
+        links that open its images (that caller reads it at its Operation-Location); the key way has one owner."""
         if not self.settings.results_queue:
+            return False
+        return self.settings.caller_auth == "key" or self._caller_of(record).id == queue_caller(self.settings.queue_name).id
+
+    async def _notify(self, stored: StoredJob) -> None:
+        """Post {id, status, result|error} on the results queue (if it hears of this job), then remember it was posted."""
+        if not self._posts(stored.record):
             return
-        await self._send(self.settings.results_queue, json.dumps(await notification(stored.record, self.service.archive)))
+        await self._send(self.settings.results_queue, await notification(stored.record, self.service.archive))
         stored.record.mark_notified(self.clock())
         await self.store.replace(stored)
 

@@ -95,7 +95,7 @@ class JobIntake(JobsBase):
 
     async def _settle_abandoned(self, stored: StoredJob) -> None:
         # One conditional write: if a delivery took the job over meanwhile, it is its job again.
-        stored.record.finish(self.clock(), JobStatus.FAILED, result=None, error=ABANDONED.body()["error"], notified=not self.settings.results_queue)
+        stored.record.finish(self.clock(), JobStatus.FAILED, result=None, error=ABANDONED.body()["error"], notified=not self._posts(stored.record))
         if await self.store.replace(stored):
             log.warning("job %s: abandoned (no live lease, no delivery); failed", stored.record.id)
             if not stored.record.notified:
