@@ -13,8 +13,11 @@ one ``<prefix>.completed`` event, where the prefix is ``image_generation`` or ``
     data: {"type": "image_generation.completed", "b64_json": "...", "size": ..., "usage": {...}, "created_at": ...}
 
 The events are spaced evenly over the simulated latency (the last one, the completed image, at its end),
-so the first partial image of a 4 s generation with 3 partial images comes after 1 s. Each partial image
-adds :data:`PARTIAL_IMAGE_OUTPUT_TOKENS` output tokens to the usage, as OpenAI prices them.
+so the first partial image of a 4 s generation with 3 partial images comes after 1 s. The completed
+event's usage is the final image's, as a plain generation's: OpenAI prices each partial image at 100 more
+image output tokens, and the service adds them on top of the usage (shared/pricing.py ``streamed_cost``).
+Whether Azure's reported usage already counts them is not published; the simulator and the service take
+the same side, so a local stream is priced once.
 
 Stream faults (prompt markers; the stream starts normally, the request is billed):
 
@@ -32,9 +35,6 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-
-# OpenAI's image generation guide: each partial image adds 100 image output tokens.
-PARTIAL_IMAGE_OUTPUT_TOKENS = 100
 
 STREAM_MARKERS: dict[str, str] = {
     "[[stream-cut:K]]": "a streamed answer whose connection drops after K events",
@@ -59,12 +59,6 @@ def stream_fault(prompt: str) -> StreamFault | None:
     """The stream fault a prompt asks for, as (kind, events before it), or None."""
     match = _STREAM_FAULT.search(prompt)
     return (match[1], int(match[2])) if match else None  # type: ignore[return-value]
-
-
-def partial_usage(usage: Mapping[str, Any], partials: int) -> dict[str, Any]:
-    """``usage`` with the output tokens of ``partials`` partial images added."""
-    extra = PARTIAL_IMAGE_OUTPUT_TOKENS * partials
-    return dict(usage, output_tokens=usage["output_tokens"] + extra, total_tokens=usage["total_tokens"] + extra)
 
 
 def sse(event: str, data: Mapping[str, Any]) -> bytes:

@@ -113,7 +113,6 @@ from local.sim_stream import (
     ImageStream,
     Prefix,
     StreamedImage,
-    partial_usage,
     stream_events,
     stream_fault,
 )
@@ -1595,8 +1594,7 @@ class Simulator:
 
 def streamed_image(rendered: _Rendered, tag: str, partials: int, usage: Mapping[str, Any], *, first_image: bool) -> StreamedImage:
     """One image of a streamed answer: ``partials`` partial images (each its own bytes), the final one, and its
-    completed event's usage (input tokens on the first image only, each partial image's output tokens added)."""
-    usage = partial_usage(usage, partials)
+    completed event's usage (the final image's, as unstreamed; input tokens on the first image only)."""
     if not first_image:
         usage = dict(usage, input_tokens=0, input_tokens_details={"text_tokens": 0, "image_tokens": 0}, total_tokens=usage["output_tokens"])
     return StreamedImage([rendered.unique(f"{tag} partial {p}").b64() for p in range(partials)], rendered.unique(tag).b64(), usage)
