@@ -100,7 +100,7 @@ def invalid(param: str | None, message: str, code: str = "invalid_value") -> Ser
 def storage_error(exc: BaseException, action: str) -> ServiceError:
     """A storage failure as the service reports it: 503, transient, and only the exception's type
     (its text can carry URLs with signatures)."""
-    return ServiceError(503, "StorageUnavailable", f"Blob Storage failed while {action}: {type(exc).__name__}", transient=True)
+    return ServiceError(503, "StorageUnavailable", f"Azure Storage failed while {action}: {type(exc).__name__}", transient=True)
 
 
 @asynccontextmanager

@@ -125,7 +125,7 @@ async def test_storage_call_reports_the_action_and_nothing_of_the_failure() -> N
         async with storage_call("reading a record"):
             raise ResourceNotFoundError("https://account.blob.core.windows.net/images/x?sv=2024&sig=SECRETSIGNATURE")
     assert caught.value.status == 503 and caught.value.transient
-    assert caught.value.body() == {"error": {"code": "StorageUnavailable", "message": "Blob Storage failed while reading a record: ResourceNotFoundError"}}
+    assert caught.value.body() == {"error": {"code": "StorageUnavailable", "message": "Azure Storage failed while reading a record: ResourceNotFoundError"}}
     with pytest.raises(ValueError, match="not storage"):
         async with storage_call("reading a record"):
             raise ValueError("not storage")
