@@ -87,7 +87,9 @@ def test_a_result_too_large_for_a_queue_message_is_posted_without_upstreams_word
     drop(stack.queue(), {"id": job_id, "prompt": "ten shelves [[huge-revised-prompt]]", "n": 10})
     stack.start_runner()
     stats = stack.finished(job_id)
-    assert [o.action for o in stats.outcomes if o.job_id == job_id] == ["succeeded"]  # posted once, no redelivery
+    # Posted at the first try: no delivery raised for the host to redeliver, nothing poisoned (a slow delivery whose
+    # message showed up again meanwhile ends "busy", which is not what this test is about).
+    assert "succeeded" in [o.action for o in stats.outcomes if o.job_id == job_id] and stats.retried == 0 and stats.poisoned == 0
     job = stack.job(job_id)
     assert job["status"] == "succeeded" and job["notified"] is True
     assert all(0 < len(i["revised_prompt"]) <= 4000 for i in job["result"]["images"])  # the record keeps them (bounded)
