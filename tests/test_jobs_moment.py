@@ -14,7 +14,8 @@ import datetime as dt
 import json
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -37,17 +38,13 @@ class Waits:
     """The handler's wait: records it and moves the handler's and the simulator's clocks by it."""
 
     def __init__(self, clock: ManualClock, sim: SimControl) -> None:
-        self.clock, self.sim, self.waited = clock, sim, []
+        self.clock, self.sim = clock, sim
+        self.waited: list[float] = []
 
     async def __call__(self, seconds: float) -> None:
         self.waited.append(seconds)
         self.clock.advance(seconds)
         self.sim.clock(advance=seconds)
-
-
-async def _jobs(settings: Settings, clock: ManualClock, waits: Waits) -> tuple[Runtime, Jobs]:
-    runtime = Runtime(settings, jobs=lambda service: Jobs(service, MAX_DEQUEUE_COUNT, clock=clock, sleep=waits))
-    return runtime, (await runtime.open()).jobs
 
 
 def _quota_spent(sim: SimControl, window: float) -> None:
@@ -59,64 +56,68 @@ def _quota_spent(sim: SimControl, window: float) -> None:
     sim.clock(advance=60 - window)
 
 
-async def test_a_throttled_job_shows_up_before_its_moment_and_is_sent_upstream_then(
-    make_settings: Callable[..., Settings], azurite: Azurite, sim: SimControl
-) -> None:
+@dataclass
+class Throttled:
+    """A runtime whose jobs run on the test's clock and wait through it, its deployment's quota spent for 9.4 s."""
+
+    stack: JobStack
+    clock: ManualClock
+    waits: Waits
+    jobs: Jobs
+
+
+@pytest.fixture()
+async def throttled(make_settings: Callable[..., Settings], azurite: Azurite, sim: SimControl) -> AsyncIterator[Throttled]:
     settings = make_settings(IMAGES_QUEUE=f"moment-{uuid.uuid4().hex[:10]}")
-    stack = JobStack(settings, azurite)
     clock = ManualClock(START)
     waits = Waits(clock, sim)
-    runtime, jobs = await _jobs(settings, clock, waits)
+    runtime = Runtime(settings, jobs=lambda service: Jobs(service, MAX_DEQUEUE_COUNT, clock=clock, sleep=waits))
+    jobs = (await runtime.open()).jobs
     _quota_spent(sim, RETRY_AFTER)
+    try:
+        yield Throttled(JobStack(settings, azurite), clock, waits, jobs)
+    finally:
+        await runtime.close()
+
+
+async def test_a_throttled_job_shows_up_before_its_moment_and_is_sent_upstream_then(throttled: Throttled, sim: SimControl) -> None:
+    stack, clock, waits, jobs = throttled.stack, throttled.clock, throttled.waits, throttled.jobs
     message = json.dumps({"id": f"moment-{uuid.uuid4().hex[:8]}", "deployment": DEPLOYMENT, "prompt": "a lighthouse at dusk"})
-    try:
-        deferred = await jobs.handle(message, "delivery-1", 1)
-        assert deferred.action == "deferred", deferred
-        stored = stack.job(deferred.job_id or "")
-        assert stored["status"] == "notRunning" and stored["events"][-1]["event"] == "throttled"
-        moment = (dt.datetime.fromisoformat(stored["not_before"]) - START).total_seconds()
-        assert RETRY_AFTER <= moment <= RETRY_AFTER + min(1.0, 0.1 * RETRY_AFTER)  # Retry-After and a little jitter, never less
-        # The continuation is on the queue, still invisible: Azurite shows it after whole seconds that end before the moment.
-        queue = stack.queue()
-        assert queue.get_queue_properties().approximate_message_count == 1 and queue.peek_messages() == []
+    deferred = await jobs.handle(message, "delivery-1", 1)
+    assert deferred.action == "deferred", deferred
+    stored = stack.job(deferred.job_id or "")
+    assert stored["status"] == "notRunning" and stored["events"][-1]["event"] == "throttled"
+    moment = (dt.datetime.fromisoformat(stored["not_before"]) - START).total_seconds()
+    assert RETRY_AFTER <= moment <= RETRY_AFTER + min(1.0, 0.1 * RETRY_AFTER)  # Retry-After and a little jitter, never less
+    # The continuation is on the queue, still invisible: Azurite shows it after whole seconds that end before the moment.
+    queue = stack.queue()
+    assert queue.get_queue_properties().approximate_message_count == 1 and queue.peek_messages() == []
 
-        # It shows up 1.5 s early (the whole seconds, then the host's poll): the delivery waits the rest, then sends it.
-        clock.advance(moment - 1.5)
-        sim.clock(advance=moment - 1.5)
-        done = await jobs.handle(json.dumps({"job": deferred.job_id}), "delivery-2", 1)
-        assert done.action == "succeeded", done
-        assert waits.waited == [pytest.approx(1.5)]
-        finished = stack.job(deferred.job_id or "")
-        assert finished["status"] == "succeeded" and "not_before" not in finished  # the moment is spent
-        assert sim.stats()["throttled"] == 1 and sim.stats()["generations"] == 2  # one 429, then the job's one generation
-    finally:
-        await runtime.close()
+    # It shows up 1.5 s early (the whole seconds, then the host's poll): the delivery waits the rest, then sends it.
+    clock.advance(moment - 1.5)
+    sim.clock(advance=moment - 1.5)
+    done = await jobs.handle(json.dumps({"job": deferred.job_id}), "delivery-2", 1)
+    assert done.action == "succeeded", done
+    assert waits.waited == [pytest.approx(1.5)]
+    finished = stack.job(deferred.job_id or "")
+    assert finished["status"] == "succeeded" and "not_before" not in finished  # the moment is spent
+    assert sim.stats()["throttled"] == 1 and sim.stats()["generations"] == 2  # one 429, then the job's one generation
 
 
-async def test_a_continuation_shown_long_before_its_moment_is_sent_on_without_calling_upstream(
-    make_settings: Callable[..., Settings], azurite: Azurite, sim: SimControl
-) -> None:
-    settings = make_settings(IMAGES_QUEUE=f"moment-{uuid.uuid4().hex[:10]}")
-    stack = JobStack(settings, azurite)
-    clock = ManualClock(START)
-    waits = Waits(clock, sim)
-    runtime, jobs = await _jobs(settings, clock, waits)
-    _quota_spent(sim, RETRY_AFTER)
+async def test_a_continuation_shown_long_before_its_moment_is_sent_on_without_calling_upstream(throttled: Throttled, sim: SimControl) -> None:
+    stack, jobs = throttled.stack, throttled.jobs
     job_id = f"early-{uuid.uuid4().hex[:8]}"
-    try:
-        deferred = await jobs.handle(json.dumps({"id": job_id, "deployment": DEPLOYMENT, "prompt": "a harbour at dawn"}), "delivery-1", 1)
-        assert deferred.action == "deferred"
-        before = stack.job(job_id)
-        generations = sim.stats()["generations"]
-        # Another instance's clock ran seconds ahead, or an older message of the job: far too early to wait for.
-        early = await jobs.handle(json.dumps({"job": job_id}), "delivery-2", 1)
-        assert early.action == "deferred" and "sent on" in early.detail
-        assert waits.waited == [] and sim.stats()["generations"] == generations  # nothing sent upstream, nothing waited
-        after = stack.job(job_id)
-        assert after["attempts"] == before["attempts"] and after["not_before"] == before["not_before"]  # not claimed
-        assert stack.queue().get_queue_properties().approximate_message_count == 2  # the first continuation, and this one
-    finally:
-        await runtime.close()
+    deferred = await jobs.handle(json.dumps({"id": job_id, "deployment": DEPLOYMENT, "prompt": "a harbour at dawn"}), "delivery-1", 1)
+    assert deferred.action == "deferred"
+    before = stack.job(job_id)
+    generations = sim.stats()["generations"]
+    # Another instance's clock ran seconds ahead, or an older message of the job: far too early to wait for.
+    early = await jobs.handle(json.dumps({"job": job_id}), "delivery-2", 1)
+    assert early.action == "deferred" and "sent on" in early.detail
+    assert throttled.waits.waited == [] and sim.stats()["generations"] == generations  # nothing sent upstream, nothing waited
+    after = stack.job(job_id)
+    assert after["attempts"] == before["attempts"] and after["not_before"] == before["not_before"]  # not claimed
+    assert stack.queue().get_queue_properties().approximate_message_count == 2  # the first continuation, and this one
 
 
 def test_a_continuation_shows_up_before_its_moment_never_after_and_the_wait_covers_the_rest() -> None:
