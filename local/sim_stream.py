@@ -31,6 +31,7 @@ Stream faults (prompt markers; the stream starts normally, the request is billed
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,25 @@ STREAM_ERROR = {
     "message": "The server had an error while processing your request.",
     "param": None,
 }
+
+class SimulatedCut(ConnectionAbortedError):
+    """The simulator dropping a stream on purpose (``[[stream-cut:K]]``): the server closes the connection unfinished."""
+
+
+class QuietCuts(logging.Filter):
+    """Keeps the server's "Exception in ASGI application" and traceback for a :class:`SimulatedCut` out of the log:
+    the cut is what the request asked for. Any other exception is reported as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], SimulatedCut))
+
+
+def quiet_cuts(logger: logging.Logger | None = None) -> None:
+    """Install :class:`QuietCuts` on the server's error logger (uvicorn's, by default) once."""
+    target = logger or logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, QuietCuts) for f in target.filters):
+        target.addFilter(QuietCuts())
+
 
 Prefix = Literal["image_generation", "image_edit"]
 StreamFault = tuple[Literal["cut", "stall", "error", "garbage"], int]
@@ -123,7 +143,7 @@ async def stream_events(
     for sent, (_, render) in enumerate(planned):
         if sent == fault_after:
             if fault_kind == "cut":
-                raise ConnectionAbortedError("[[stream-cut]]: the simulator drops the stream")
+                raise SimulatedCut(f"[[stream-cut:{fault_after}]]: the simulator drops the stream")
             if fault_kind == "error":
                 yield sse("error", {"type": "error", "error": STREAM_ERROR})
                 return

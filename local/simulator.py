@@ -113,6 +113,7 @@ from local.sim_stream import (
     ImageStream,
     Prefix,
     StreamedImage,
+    quiet_cuts,
     stream_events,
     stream_fault,
 )
@@ -1633,6 +1634,7 @@ def create_simulator(config: SimulatorConfig | None = None, *, clock: SimClock |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        quiet_cuts()  # a [[stream-cut:K]] is asked for: no traceback in the server's log
         if sim.config.prewarm:
             IMAGE_CACHE.fill((1024, 1024, "png", 0, False), sim.config.image_variants)
         yield

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
+import sys
 import threading
 
 import httpx
@@ -13,7 +15,7 @@ import pytest
 from PIL import Image
 
 from local.servers import ServerThread
-from local.sim_stream import ImageStream, StreamedImage, stream_events
+from local.sim_stream import ImageStream, QuietCuts, SimulatedCut, StreamedImage, stream_events
 from tests.conftest import SIM_KEY, SimControl
 
 API_VERSION = "2025-04-01-preview"
@@ -95,6 +97,36 @@ def test_a_cut_stream_ends_after_k_events_without_the_completed_image(simulator:
             seen.append(event.type)
     assert seen == ["image_generation.partial_image"]
     assert sim.stats()["generations"] == 1 and sim.stats()["succeeded"] == 0  # billed, never completed
+
+
+class Kept(logging.Handler):
+    """The records a logger lets through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_cut_asked_for_leaves_no_traceback_in_the_servers_log_and_any_other_exception_still_does(simulator: ServerThread, sim: SimControl) -> None:
+    server_log, kept = logging.getLogger("uvicorn.error"), Kept()
+    server_log.addHandler(kept)
+    try:
+        with pytest.raises((httpx.RemoteProtocolError, openai.APIConnectionError)):
+            list(azure(simulator).images.generate(model="gpt-image-1.5", prompt="otter [[stream-cut:1]]", stream=True, partial_images=2))
+    finally:
+        server_log.removeHandler(kept)
+    # uvicorn logs an application's exception before it closes the connection: by the client's error it was filtered or kept.
+    assert [r.getMessage() for r in kept.records if r.exc_info] == []
+    assert sim.stats()["generations"] == 1
+    for exc in (SimulatedCut("cut"), ConnectionAbortedError("a real abort"), RuntimeError("a bug")):
+        try:
+            raise exc
+        except Exception:
+            record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", None, sys.exc_info())
+        assert QuietCuts().filter(record) is not isinstance(exc, SimulatedCut)
 
 
 def test_an_error_event_ends_the_stream_and_the_sdk_raises_it(simulator: ServerThread, sim: SimControl) -> None:
