@@ -117,7 +117,7 @@ def _status_span(today: dt.date) -> str:
 
 # --- settings: shared/settings.py -----------------------------------------------------------------
 
-_WHERE = {"app": "set by the templates", "optional": "optional", "local": "local only", "platform": "set by Azure"}
+_WHERE = {"app": "set by the templates", "optional": "optional", "yours": "yours (the templates leave it out)", "local": "local only", "platform": "set by Azure"}
 
 
 def render_settings(today: dt.date) -> str:

@@ -8,7 +8,8 @@ How it is built:
 
 - :class:`Settings` is a frozen pydantic-settings model, one field per setting: its
   environment name (the alias), default, bounds, description, and where infrastructure
-  sets it (``json_schema_extra={"deploy": "app" | "optional" | "local" | "platform"}``).
+  sets it (``json_schema_extra={"deploy": "app" | "optional" | "yours" | "local" | "platform"}``:
+  "yours" is an Azure setting the templates leave out on purpose, for the operator to set when needed).
 - :meth:`Settings.from_env` reads those names from the environment, or from a given
   mapping and nothing else (no ``os.environ`` behind its back, no ``.env`` file).
   A blank value means unset, so the default applies.
@@ -46,7 +47,7 @@ from shared.settings_rules import ApiStyle, AuthMode, SettingsError, base_from_h
 
 __all__ = ["SETTINGS", "ApiStyle", "AuthMode", "Setting", "Settings", "SettingsError", "StorageSettings", "setting_names"]
 
-Deploy = Literal["app", "optional", "local", "platform"]
+Deploy = Literal["app", "optional", "yours", "local", "platform"]
 
 MAX_LINK_TTL_SECONDS = 7 * 24 * 3600  # user delegation keys and SAS links: 7 days at most
 DEFAULT_API_VERSION = "2025-04-01-preview"  # gpt-image needs a preview version on the deployment path
@@ -114,7 +115,7 @@ class Settings(BaseSettings):
     storage_connection_string: str = _setting("AzureWebJobsStorage", "", "Storage connection string (local, Azurite). In Azure use the identity-based AzureWebJobsStorage__* form.", "local", secret=True)
     storage_blob_uri: str = _setting("AzureWebJobsStorage__blobServiceUri", "", "Identity-based storage: blob endpoint.")
     storage_queue_uri: str = _setting("AzureWebJobsStorage__queueServiceUri", "", "Identity-based storage: queue endpoint.")
-    storage_account_name: str = _setting("AzureWebJobsStorage__accountName", "", "Identity-based storage: account name, standing for both default endpoints.")
+    storage_account_name: str = _setting("AzureWebJobsStorage__accountName", "", "Identity-based storage: account name, standing for both default endpoints (the templates set the two endpoints instead).", "yours")
     storage_credential: str = _setting("AzureWebJobsStorage__credential", "", "Identity-based storage: 'managedidentity'.")
     storage_client_id: str = _setting("AzureWebJobsStorage__clientId", "", "Identity-based storage: client id of the user-assigned identity.")
     deployments_setting: str = _setting("IMAGES_DEPLOYMENTS", "", "Allowed deployments and their model family: 'name=family,...' (family one of " + ", ".join(sorted(FAMILIES)) + ").")
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
     max_concurrent_upstream: int = _setting("IMAGES_MAX_CONCURRENT_UPSTREAM", 32, "Per-instance cap on upstream calls in flight (HTTP and queue together; about 2x the image size of memory each).", ge=1, le=1000)
     allow_http_upstream: bool = _setting("IMAGES_ALLOW_HTTP_UPSTREAM", False, "Allow plain-http endpoints and image URLs (local simulator only).", "local")
     backends_setting: str = _setting("IMAGES_BACKENDS", "", "Deployment pools as JSON: {logical name: [{endpoint, deployment, rpm, priority, ...}]} (docs/pools.md). Empty: one backend, the settings above.")
-    public_base_url: str = _setting("IMAGES_PUBLIC_BASE_URL", "", "Base of the URLs the app hands out (Operation-Location), e.g. https://images.example.com behind a custom domain or gateway. Empty: https://{WEBSITE_HOSTNAME}, which Azure sets; locally the address the server listens on. Never the request's Host header.")
+    public_base_url: str = _setting("IMAGES_PUBLIC_BASE_URL", "", "Base of the URLs the app hands out (Operation-Location), e.g. https://images.example.com behind a custom domain or gateway. Empty: https://{WEBSITE_HOSTNAME}, which Azure sets; locally the address the server listens on. Never the request's Host header.", "yours")
     telemetry_prompts: bool = _setting("IMAGES_TELEMETRY_PROMPTS", False, "Put prompts and revised prompts into spans. Off: telemetry carries no prompt text.")
     telemetry_exporter: str = _setting("IMAGES_TELEMETRY_EXPORTER", "none", "Where spans and metrics are written locally: console, file:<path> (JSON lines) or none. In Azure the Functions worker sends them to Application Insights.", "local")
     caller_auth: Literal["key", "entra"] = _setting("IMAGES_CALLER_AUTH", "key", "How callers are known (docs/callers.md): key (function keys, one caller) or entra (App Service authentication with Entra ID: each calling identity is a caller, and sees only its own).")

@@ -485,6 +485,8 @@ def test_app_settings_follow_the_catalogue(settings_by_template: dict[str, Setti
     assert not local, f"{template} sets local-only settings in Azure: {sorted(local)}"
 
     assert NOT_SET_IN_AZURE <= set(by_name), "NOT_SET_IN_AZURE names settings the app reads"
+    # docs/settings.md says "yours (the templates leave it out)" for exactly these.
+    assert NOT_SET_IN_AZURE == {s.name for s in SETTINGS if s.deploy == "yours"}, "NOT_SET_IN_AZURE and the settings marked yours differ"
     left_out = names & NOT_SET_IN_AZURE
     assert not left_out, f"{template} sets settings it should leave out: {sorted(left_out)}"
     required = {s.name for s in SETTINGS if s.deploy == "app" and not s.default} - NOT_SET_IN_AZURE | RESOURCE_NAME_SETTINGS

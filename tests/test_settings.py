@@ -150,7 +150,7 @@ def test_catalogue_is_the_model_fields() -> None:
     fields = list(Settings.model_fields.values())
     assert setting_names() == [f.alias for f in fields]
     assert [s.doc for s in SETTINGS] == [f.description for f in fields]
-    assert all(s.deploy in ("app", "optional", "local", "platform") for s in SETTINGS)
+    assert all(s.deploy in ("app", "optional", "yours", "local", "platform") for s in SETTINGS)
     assert set(SAMPLES) == set(setting_names())  # a new setting needs a sample below
     assert [s.name for s in SETTINGS if s.default is None] == ["AZURE_OPENAI_ENDPOINT"]  # the one required setting
 
