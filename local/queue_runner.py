@@ -29,12 +29,12 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import azure.functions as func
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage as TriggerMessage  # what the worker builds for a queueTrigger
 from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient
@@ -169,51 +169,73 @@ class QueueRunner:
             time_next_visible=message.next_visible_on,
         )
         receipt = {"pop": message.pop_receipt}
-        renewer = asyncio.create_task(self._renew(queue, message, receipt))
+        handled = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(queue, message, receipt, handled))
+
+        async def renewed() -> None:
+            """Stop renewing and wait for it: a renewal already sent changes the pop receipt, which what follows needs."""
+            handled.set()
+            await renewer
+
         try:
             outcome = await self.handler(msg)
         except SimulatedCrash:
-            renewer.cancel()
+            await renewed()
             log.warning("message %s: worker crashed (simulated); it reappears when its lease ends", message.id)
             if self.crash_visibility is not None:
-                with contextlib.suppress(ResourceNotFoundError):
+                async with self._owned(message):
                     await queue.update_message(message.id, receipt["pop"], visibility_timeout=int(self.crash_visibility))
             with self._update() as stats:
                 stats.crashed += 1
             return
         except Exception as exc:  # the host catches everything a function raises
+            await renewed()
             if (message.dequeue_count or 0) >= self.max_dequeue_count:
                 log.warning("message %s failed on dequeue %s: moved to poison (%s)", message.id, message.dequeue_count, exc)
-                renewer.cancel()
                 await self._poison(queue, poison, message, text, receipt["pop"])
             else:
-                renewer.cancel()
-                with contextlib.suppress(ResourceNotFoundError):
+                async with self._owned(message):
                     await queue.update_message(message.id, receipt["pop"], visibility_timeout=int(self.retry_delay))
                 with self._update() as stats:
                     stats.retried += 1
             return
         finally:
-            renewer.cancel()
-        with contextlib.suppress(ResourceNotFoundError):
+            await renewed()
+        async with self._owned(message):
             await queue.delete_message(message.id, receipt["pop"])
         with self._update() as stats:
             stats.succeeded += 1
             stats.outcomes.append(outcome)
 
-    async def _renew(self, queue: QueueClient, message: QueueMessage, receipt: dict[str, str | None]) -> None:
-        """Keep the message invisible while the handler runs, as the host does."""
-        while True:
-            await asyncio.sleep(self.lease_seconds / 2)
-            try:
+    async def _renew(self, queue: QueueClient, message: QueueMessage, receipt: dict[str, str | None], handled: asyncio.Event) -> None:
+        """Keep the message invisible while the handler runs, as the host does: every third of the lease, so one
+        slow renewal still lands before the lease ends; until ``handled`` is set."""
+        while not handled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handled.wait(), self.lease_seconds / 3)
+                return
+            async with self._owned(message):
                 updated = await queue.update_message(message.id, receipt["pop"], visibility_timeout=int(self.lease_seconds))
                 receipt["pop"] = updated.pop_receipt
-            except ResourceNotFoundError:
-                return
+                continue
+            return
+
+    @contextlib.asynccontextmanager
+    async def _owned(self, message: QueueMessage) -> AsyncIterator[None]:
+        """A call on a message this delivery may no longer hold: gone (deleted), or delivered again after its lease
+        ran out (another pop receipt). The host logs that and goes on; so does the runner."""
+        try:
+            yield
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) != "PopReceiptMismatch":  # set by the storage SDK
+                raise
+            log.warning("message %s: its lease ran out and it was delivered again; this delivery lets it go", message.id)
 
     async def _poison(self, queue: QueueClient, poison: QueueClient, message: QueueMessage, text: str, pop: str | None = None) -> None:
         await poison.send_message(text)
-        with contextlib.suppress(ResourceNotFoundError):
+        async with self._owned(message):
             await queue.delete_message(message.id, pop or message.pop_receipt)
         with self._update() as stats:
             stats.poisoned += 1
