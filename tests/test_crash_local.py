@@ -62,7 +62,9 @@ class AppProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "local.app_process", "--port", str(port), "--lease-seconds", "2"],
-                cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=log,
+                # Unbuffered: ended() waits with select() on the pipe, and a buffered reader would take several lines
+                # off the pipe at once and keep the later ones where select() cannot see them (a wait to the timeout).
+                cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=log, bufsize=0,
             )
         self.url = self._ready(timeout)
         return self.url
