@@ -86,6 +86,11 @@ def is_archive_path(name: str) -> bool:
     return bool(_BLOB_PATH.fullmatch(name) or INPUT_PATH.fullmatch(name)) and ".." not in name
 
 
+def blob_base(prefix: str, generation_id: str) -> str:
+    """Where a generation's blobs live: ``{prefix}/{id}/`` (prefix: a day, or ``jobs``), or ``{id}/`` without a prefix."""
+    return f"{prefix}/{generation_id}" if prefix else generation_id
+
+
 @dataclass(frozen=True)
 class ArchivedImage:
     """One image as stored."""
@@ -196,9 +201,6 @@ class Archive:
         await ensure_container(self.container, "images")
         self._ready = True
 
-    def _base(self, prefix: str, generation_id: str) -> str:
-        return f"{prefix}/{generation_id}" if prefix else generation_id
-
     def _plan(self, base: str, generation_id: str, images: list[tuple[bytes, str]], record: dict[str, Any]) -> list[_ImageUpload]:
         details = record.get("images") or []
         planned = []
@@ -232,7 +234,7 @@ class Archive:
         failure raises the 503 ServiceError. See the module docstring for crashes.
         """
         await self.ensure_container()
-        base = self._base(prefix, generation_id)
+        base = blob_base(prefix, generation_id)
         planned = self._plan(base, generation_id, images, record)
         archived = [p.image for p in planned]
         written = full_record(record, archived)
@@ -284,7 +286,7 @@ class Archive:
         """Write the record naming each archived image (finishing a recovered generation); return it as written."""
         written = full_record(record, archived)
         async with storage_call("writing a record"):
-            await self._put_record(self._base(prefix, generation_id), written, len(archived))
+            await self._put_record(blob_base(prefix, generation_id), written, len(archived))
         return written
 
     async def recover(self, prefix: str, generation_id: str) -> tuple[list[ArchivedImage], list[dict[str, Any]]] | None:
@@ -293,7 +295,7 @@ class Archive:
         expected = None
         async with storage_call("looking for archived images"):
             try:
-                async for blob in self.container.list_blobs(name_starts_with=f"{self._base(prefix, generation_id)}/", include=["metadata"]):
+                async for blob in self.container.list_blobs(name_starts_with=f"{blob_base(prefix, generation_id)}/", include=["metadata"]):
                     meta = blob.metadata or {}
                     if "index" not in meta or "count" not in meta:
                         continue
@@ -346,7 +348,7 @@ class Archive:
         """The record of a generation, or None if it was never completed."""
         async with storage_call("reading a record"):
             try:
-                stream = await self.container.download_blob(f"{self._base(prefix, generation_id)}/{RECORD_NAME}")
+                stream = await self.container.download_blob(f"{blob_base(prefix, generation_id)}/{RECORD_NAME}")
                 data = await stream.readall()
             except ResourceNotFoundError:
                 return None

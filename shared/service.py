@@ -22,7 +22,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from shared import audit, telemetry
-from shared.archive import Archive, ArchivedImage
+from shared.archive import Archive, ArchivedImage, blob_base
 from shared.callers import Caller
 from shared.callers.books import Books, Ticket
 from shared.callers.scope import ScopeKey
@@ -242,7 +242,7 @@ class ImageService:
         if reached:
             now = dt.datetime.now(dt.UTC)
             failure = audit.failure_record(generation_id, kind, request, error, settings=self.settings, caller=caller, now=now) | dict(extra or {})
-            await audit.write_failure(self.archive, _base(prefix, generation_id), failure, now)
+            await audit.write_failure(self.archive, blob_base(prefix, generation_id), failure, now)
 
     async def archive_result(
         self, ticket: Ticket, request: ImageRequest, result: UpstreamResult, *, generation_id: str, prefix: str, kind: str, caller: Caller,
@@ -303,10 +303,6 @@ class ImageService:
         if generation.result.usage:
             body["usage"] = generation.result.usage
         return body
-
-
-def _base(prefix: str, generation_id: str) -> str:
-    return f"{prefix}/{generation_id}" if prefix else generation_id
 
 
 def answer_format(request: ImageRequest) -> Literal["url", "b64_json"]:

@@ -43,7 +43,7 @@ import pybase64
 from azure.storage.blob import ContentSettings
 
 from shared import pricing, telemetry
-from shared.archive import EXTENSIONS, OWNER_METADATA
+from shared.archive import EXTENSIONS, OWNER_METADATA, blob_base
 from shared.callers import Caller
 from shared.callers.books import Ticket
 from shared.deadline import Deadline
@@ -141,10 +141,6 @@ async def _failed(service: ImageService, streamed: StreamCall, error: ServiceErr
     )  # fmt: skip
 
 
-def _base(prefix: str, generation_id: str) -> str:
-    return f"{prefix}/{generation_id}" if prefix else generation_id
-
-
 async def _archive_partial(service: ImageService, streamed: Streamed, index: int, data: bytes) -> str | None:
     """Archive a partial image beside where the final one goes (IMAGES_ARCHIVE_PARTIAL_IMAGES), as its caller's: its name.
     None when it is not an image or storage refused it (logged): the stream goes on, the final image is what was asked for."""
@@ -152,7 +148,7 @@ async def _archive_partial(service: ImageService, streamed: Streamed, index: int
     if content_type is None:
         log.warning("a streamed partial image is not an image; not archived")
         return None
-    name = f"{_base(streamed.prefix, streamed.generation_id)}/partial-{index}.{EXTENSIONS[content_type]}"
+    name = f"{blob_base(streamed.prefix, streamed.generation_id)}/partial-{index}.{EXTENSIONS[content_type]}"
     metadata = {OWNER_METADATA: streamed.caller.id, "generation": streamed.generation_id, "partial": str(index)}
     try:
         async with storage_call("archiving a partial image"):
